@@ -1,0 +1,83 @@
+# spectralearth: `make run` (whole pipeline on the embedded default) and `make test`.
+# Both set up the environment first: .venv links to a cache folder keyed by the lock file's
+# hash, so the 6-7 GB install is reused while the pins are unchanged.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON_BOOT ?= python3.11
+PIP_VERSION := 26.3
+LOCK := requirements.lock
+LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-12)
+VENV_CACHE ?= $(HOME)/.cache/spectralearth
+VENV_DIR := $(VENV_CACHE)/venv-py311-$(LOCK_HASH)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+
+# The checkout's own code always wins over whatever checkout last did the editable install
+# into the shared cached venv.
+export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+
+.PHONY: help setup run test test-all lint bench ui lock clean-data
+
+help:
+	@echo "make run    - set up, then run the whole pipeline on the embedded synthetic archive"
+	@echo "make test   - set up, then run the test suite"
+	@echo "make ui     - Dagster UI and MLflow UI on 127.0.0.1"
+	@echo "make bench  - benchmarks (results go to benchmarks/RESULTS.md by hand)"
+	@echo "make lint   - ruff"
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: $(LOCK) pyproject.toml
+	if [ ! -f "$(VENV_DIR)/.complete" ]; then
+	  echo "[setup] creating $(VENV_DIR) from $(LOCK) (first time: ~5 min)"
+	  rm -rf "$(VENV_DIR)"; mkdir -p "$(VENV_CACHE)"
+	  $(PYTHON_BOOT) -m venv "$(VENV_DIR)"
+	  "$(VENV_DIR)/bin/python" -m pip install -q --disable-pip-version-check "pip==$(PIP_VERSION)"
+	  "$(VENV_DIR)/bin/python" -m pip install -q --disable-pip-version-check -r $(LOCK)
+	  touch "$(VENV_DIR)/.complete"
+	fi
+	if [ -e $(VENV) ] && [ ! -L $(VENV) ]; then echo "[setup] $(VENV) is a real folder; remove it"; exit 1; fi
+	ln -sfn "$(VENV_DIR)" $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	touch $(VENV)/.ready-$(LOCK_HASH)
+	ln -sfn .ready-$(LOCK_HASH) $(VENV)/.ready
+
+run: setup
+	$(BIN)/python -m spectralearth.cli run-all
+
+test: setup
+	rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?
+	# pytest exits 5 when it collected nothing: an empty run must not pass.
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi
+	exit $$rc
+
+lint: setup
+	$(BIN)/ruff check src dagster_project tests benchmarks
+	$(BIN)/ruff format --check src dagster_project tests benchmarks
+
+bench: setup
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+ui: setup
+	$(BIN)/python -m spectralearth.cli ui
+
+lock:
+	rm -rf /tmp/spectralearth-lock && $(PYTHON_BOOT) -m venv /tmp/spectralearth-lock
+	/tmp/spectralearth-lock/bin/python -m pip install -q "pip==$(PIP_VERSION)"
+	/tmp/spectralearth-lock/bin/python -m pip install -q ".[dev]"
+	{ echo "# Resolved dependency set (pip freeze of a fresh install of pyproject.toml's pins + dev extra)."; \
+	  echo "# Regenerate with 'make lock' after changing a pin. Installed with: pip install -r requirements.lock"; \
+	  /tmp/spectralearth-lock/bin/python -m pip freeze --exclude-editable | grep -v '^spectralearth'; } > $(LOCK)
+
+clean-data:
+	rm -rf data/archive data/labels data/catalog data/patches data/stats data/models data/results data/validation data/downstream

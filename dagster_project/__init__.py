@@ -1,0 +1,1 @@
+"""Dagster wiring for spectralearth: thin assets over the library (`spectralearth`)."""

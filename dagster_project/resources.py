@@ -1,0 +1,22 @@
+"""Resources: the project's settings (params.yaml + data paths), one per deployment."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from spectralearth.config import Settings, load_settings
+
+
+class SpectralearthSettings(dg.ConfigurableResource):
+    """Which params.yaml to read and, optionally, where the data folder lives."""
+
+    params_file: str | None = None
+    data_dir: str | None = None
+    pretrain_profile: str | None = None
+
+    def load(self) -> Settings:
+        import os
+
+        if self.data_dir:
+            os.environ["SPECTRALEARTH_DATA_DIR"] = self.data_dir
+        return load_settings(self.params_file, profile=self.pretrain_profile)

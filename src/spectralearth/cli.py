@@ -1,0 +1,236 @@
+"""`spectralearth` command line: one command per stage, each a thin call into the library.
+
+Defaults come from params.yaml (see `--params`); heavy imports happen inside commands so
+`--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spectralearth.config import load_settings
+
+
+def _settings(args, **overrides):
+    return load_settings(getattr(args, "params", None), overrides=overrides,
+                         profile=getattr(args, "profile", None))
+
+
+def cmd_synth_archive(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args, synth={"scenes": args.scenes, "size": args.size, "seed": args.seed})
+    out = Path(args.out) if args.out else s.paths.archive
+    paths = pipeline.synth_archive(s, out=out, progress=not args.quiet)
+    print(f"wrote {len(paths)} synthetic EnMAP L2A products to {out} (labels in {out.parent / 'labels'})")
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    from spectralearth.catalog import build_catalog
+
+    s = _settings(args)
+    archive = Path(args.archive) if args.archive else s.paths.archive
+    out = Path(args.out) if args.out else s.paths.catalog
+    try:
+        res = build_catalog(archive, out)
+    except FileNotFoundError as exc:
+        print(f"catalog: {exc}", file=sys.stderr)
+        return 2
+    for r in res.rejected.itertuples():
+        print(f"REJECTED {r.scene}: {r.reason}")
+    counts = res.catalog["status"].value_counts().to_dict()
+    print(f"catalog: {len(res.catalog)} products ({counts}) -> {out}")
+    return 0
+
+
+def cmd_curate(args) -> int:
+    from spectralearth import pipeline
+    from spectralearth.enmap.product import find_products
+
+    s = _settings(args, curate={"patch_size": args.patch_size})
+    archive = Path(args.archive) if args.archive else s.paths.archive
+    out = Path(args.out) if args.out else s.paths.patches
+    if args.catalog:
+        products = pipeline.scenes_to_curate(s, Path(args.catalog))
+    else:
+        products = find_products(archive)
+    summary = pipeline.curate_archive(s, products, out)
+    print(f"curate: {summary['patches']} patches at {summary['locations']} locations from "
+          f"{len(summary['scenes'])} scenes ({len(summary['failed'])} failed) -> {out}")
+    return 0 if summary["scenes"] else 1
+
+
+def cmd_validate(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    report = pipeline.validate(s, Path(args.patches) if args.patches else None,
+                               Path(args.report) if args.report else None)
+    print(report.summary())
+    return 0 if report.success else 1
+
+
+def cmd_stats(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    stats = pipeline.band_statistics(s, Path(args.patches) if args.patches else None,
+                                     Path(args.out) if args.out else None)
+    print(f"band statistics over {stats['n_patches']} patches ({stats['split']}) -> {args.out or s.paths.stats}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args, pretrain={"steps": args.steps})
+    info = pipeline.pretrain(s)
+    print(f"pretrain: {info['method']} {info['backbone']} {info['steps']} steps, final loss "
+          f"{info['final_loss']:.4f}, registered {info['model_name']} v{info['model_version']} "
+          f"-> {info['checkpoint']}")
+    return 0
+
+
+def cmd_downstream(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    info = pipeline.downstream_dataset(s)
+    print(f"downstream dataset {s.evaluate.task}: {json.dumps(info, default=str)[:300]}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    pipeline.evaluate(s)
+    print(pipeline.results_table(s))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    print(pipeline.results_table(s))
+    root = s.params_file.parent
+    print(
+        "\nWhere to look:\n"
+        f"  outputs        {s.paths.data_dir}/ (archive, catalog, patches, models, results)\n"
+        f"  results table  {s.paths.results / 'evaluations.csv'}\n"
+        f"  Dagster UI     make ui  -> http://127.0.0.1:3000 (DAGSTER_HOME={root / 'data/dagster_home'})\n"
+        f"  MLflow UI      make ui  -> http://127.0.0.1:5000 (store {s.paths.mlflow_uri})\n"
+        "  DVC            dvc status / dvc repro"
+    )
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import os
+    import signal
+    import subprocess
+
+    s = _settings(args)
+    env = dict(os.environ, DAGSTER_HOME=str(s.paths.dagster_home.resolve()))
+    s.paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    s.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "dagster_project.definitions",
+                          "-h", args.host, "-p", str(args.dagster_port)], env=env),
+        subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.paths.mlflow_uri,
+                          "--host", args.host, "--port", str(args.mlflow_port)], env=env),
+    ]
+    print(f"Dagster UI: http://{args.host}:{args.dagster_port}\nMLflow UI:  http://{args.host}:{args.mlflow_port}\n(Ctrl-C stops both)")
+    try:
+        for p in procs:
+            p.wait()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(timeout=30)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = None
+    try:
+        defaults = load_settings()
+    except Exception:  # --help must work even with a broken params.yaml
+        pass
+    d = defaults
+    parser = argparse.ArgumentParser(
+        prog="spectralearth",
+        description="EnMAP L2A scenes -> curated patches -> hyperspectral foundation models -> benchmarks.",
+    )
+    parser.add_argument("--params", help="params.yaml to read (default: ./params.yaml or the repo's)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("synth-archive", cmd_synth_archive, "write the synthetic EnMAP L2A archive (the embedded default)")
+    p.add_argument("--out", help="archive folder", default=str(d.paths.archive) if d else None)
+    p.add_argument("--scenes", type=int, default=d.synth.scenes if d else None)
+    p.add_argument("--size", type=int, help="scene size in px", default=d.synth.size if d else None)
+    p.add_argument("--seed", type=int, default=d.synth.seed if d else None)
+    p.add_argument("--quiet", action="store_true")
+
+    p = add("catalog", cmd_catalog, "catalogue an archive into GeoParquet (rejected products listed)")
+    p.add_argument("archive", nargs="?", default=str(d.paths.archive) if d else None)
+    p.add_argument("--out", default=str(d.paths.catalog) if d else None)
+
+    p = add("curate", cmd_curate, "cut products into 202-band patches, index and training shards")
+    p.add_argument("archive", nargs="?", default=str(d.paths.archive) if d else None)
+    p.add_argument("--out", default=str(d.paths.patches) if d else None)
+    p.add_argument("--catalog", help="curate only the ok products of this catalogue")
+    p.add_argument("--patch-size", type=int, default=d.curate.patch_size if d else None)
+
+    p = add("validate", cmd_validate, "run the Great Expectations suite on the patch index")
+    p.add_argument("--patches", default=str(d.paths.patches) if d else None)
+    p.add_argument("--report", default=str(d.paths.validation / "patch_index.json") if d else None)
+
+    p = add("stats", cmd_stats, "per-band mean/std of the training patches")
+    p.add_argument("--patches", default=str(d.paths.patches) if d else None)
+    p.add_argument("--out", default=str(d.paths.stats) if d else None)
+
+    p = add("pretrain", cmd_pretrain, "self-supervised pretraining, tracked and registered in MLflow")
+    p.add_argument("--profile", default=d.pretrain.profile if d else None, help="params.yaml pretrain profile")
+    p.add_argument("--steps", type=int, default=None, help="override the profile's steps")
+
+    add("downstream", cmd_downstream, "build the downstream dataset from patches and label maps")
+    add("evaluate", cmd_evaluate, "evaluate the checkpoint against random init on the downstream task")
+    add("report", cmd_report, "print the results table and where to look")
+
+    p = add("ui", cmd_ui, "start the Dagster UI and the MLflow UI (127.0.0.1 by default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # one readable line; the traceback is for --debug users
+        from spectralearth.pipeline import StageError
+
+        stage = exc.stage if isinstance(exc, StageError) else args.command
+        reason = exc.reason if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+        print(f"spectralearth {stage}: {reason}", file=sys.stderr)
+        if "SPECTRALEARTH_DEBUG" in __import__("os").environ:
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

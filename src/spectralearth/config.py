@@ -1,0 +1,218 @@
+"""Typed settings loaded from params.yaml, the one source of defaults, and data paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_ENV = "SPECTRALEARTH_PARAMS"
+DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
+ARCHIVE_ENV = "SPECTRALEARTH_ARCHIVE"
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"params.yaml [{where}]: unknown keys {sorted(unknown)}")
+    missing = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    }
+    if missing:
+        raise ValueError(f"params.yaml [{where}]: missing keys {sorted(missing)}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    scenes: int
+    size: int
+    seed: int
+    revisit_fraction: float
+
+
+@dataclass(frozen=True)
+class CurateSettings:
+    patch_size: int
+    max_nodata_frac: float
+    max_cloud_frac: float
+    max_snow_frac: float
+    max_haze_frac: float
+    max_cloudshadow_frac: float
+    max_cirrus_frac: float
+    val_frac: float
+    test_frac: float
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    method: str
+    backbone: str
+    steps: int
+    batch_size: int
+    crop_size: int
+    lr: float
+    precision: str
+    accelerator: str
+    devices: int
+    num_workers: int
+    memory_bank_size: int
+    seed: int
+    profile: str = "custom"
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    task: str
+    protocol: str
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    experiment: str
+    registered_model: str
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes, under one data directory (see DESIGN.md)."""
+
+    data_dir: Path
+    archive: Path
+
+    @property
+    def catalog(self) -> Path:
+        return self.data_dir / "catalog" / "catalog.parquet"
+
+    @property
+    def patches(self) -> Path:
+        return self.data_dir / "patches"
+
+    @property
+    def stats(self) -> Path:
+        return self.data_dir / "stats" / "band_stats.json"
+
+    @property
+    def models(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def labels(self) -> Path:
+        """Class maps the synthetic generator wrote beside the archive (downstream labels)."""
+        return self.archive.parent / "labels"
+
+    @property
+    def downstream(self) -> Path:
+        return self.data_dir / "downstream"
+
+    @property
+    def results(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def validation(self) -> Path:
+        return self.data_dir / "validation"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return (self.mlflow_dir / "artifacts").resolve()
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"
+
+
+@dataclass(frozen=True)
+class Settings:
+    params_file: Path
+    paths: Paths
+    synth: SynthSettings
+    curate: CurateSettings
+    pretrain: PretrainSettings
+    evaluate: EvaluateSettings
+    mlflow: MlflowSettings
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+def project_root() -> Path:
+    """The repository root (where params.yaml lives) for an editable install."""
+    return Path(__file__).resolve().parents[2]
+
+
+def find_params_file(path: str | os.PathLike | None = None) -> Path:
+    if path is not None:
+        return Path(path)
+    if os.environ.get(PARAMS_ENV):
+        return Path(os.environ[PARAMS_ENV])
+    for candidate in (Path.cwd() / "params.yaml", project_root() / "params.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"params.yaml not found in {Path.cwd()} or {project_root()}; set {PARAMS_ENV}"
+    )
+
+
+def load_settings(
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    profile: str | None = None,
+) -> Settings:
+    """Read params.yaml into typed settings.
+
+    ``overrides`` maps a section to keys to replace (the CLI and Dagster config use it);
+    ``profile`` picks a pretraining profile other than ``pretrain.profile``.
+    """
+    params_file = find_params_file(path).resolve()
+    with open(params_file) as fh:
+        raw = yaml.safe_load(fh) or {}
+    overrides = overrides or {}
+
+    def section(name: str) -> dict[str, Any]:
+        values = dict(raw.get(name) or {})
+        values.update({k: v for k, v in (overrides.get(name) or {}).items() if v is not None})
+        return values
+
+    base = params_file.parent
+    data_dir = Path(os.environ.get(DATA_DIR_ENV) or base / raw.get("data_dir", "data"))
+    archive = Path(os.environ.get(ARCHIVE_ENV) or data_dir / "archive")
+
+    pre = dict(raw.get("pretrain") or {})
+    chosen = profile or pre.get("profile")
+    profiles = pre.get("profiles") or {}
+    if chosen not in profiles:
+        raise ValueError(f"params.yaml [pretrain]: unknown profile {chosen!r}; have {sorted(profiles)}")
+    pre_values = dict(profiles[chosen])
+    pre_values.update({k: v for k, v in (overrides.get("pretrain") or {}).items() if v is not None})
+    pre_values["profile"] = chosen
+
+    return Settings(
+        params_file=params_file,
+        paths=Paths(data_dir=data_dir, archive=archive),
+        synth=_from_dict(SynthSettings, section("synth"), "synth"),
+        curate=_from_dict(CurateSettings, section("curate"), "curate"),
+        pretrain=_from_dict(PretrainSettings, pre_values, f"pretrain.profiles.{chosen}"),
+        evaluate=_from_dict(EvaluateSettings, section("evaluate"), "evaluate"),
+        mlflow=_from_dict(MlflowSettings, section("mlflow"), "mlflow"),
+        raw=raw,
+    )

@@ -1,0 +1,1 @@
+"""Training data: curated patch shards (``shards``) and spatial augmentations (``augment``)."""

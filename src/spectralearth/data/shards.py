@@ -1,0 +1,155 @@
+"""Torch dataset over the curated training shards (``<patches>/shards/``).
+
+Layout written by the curation stage:
+
+- ``manifest.parquet``: one row per patch with patch_id, location_id, scene_id, datetime
+  (UTC), split (train/val/test), shard (file name) and index (row within that shard);
+- ``<shard>.npy``: int16 [n, bands, P, P], reflectance x 10000, memory-mapped on read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+MANIFEST = "manifest.parquet"
+MANIFEST_COLUMNS = ("patch_id", "location_id", "scene_id", "datetime", "split", "shard", "index")
+
+
+def read_manifest(shards_dir: str | os.PathLike) -> pd.DataFrame:
+    path = Path(shards_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"shard manifest not found: {path}")
+    manifest = pd.read_parquet(path)
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    return manifest
+
+
+class ShardPatches(Dataset):
+    """Patches of one split, normalised per band as ``(x - mean) / std``.
+
+    ``two_dates=False``: item i is patch i of the split, a float32 tensor [bands, P, P].
+
+    ``two_dates=True``: item i is location i of the split and returns a pair of tensors,
+    two patches of that location taken on different dates (a random pair from a generator
+    seeded by (seed, epoch, i)); a location seen on one date only gives its patch twice.
+    Call :meth:`set_epoch` to draw new pairs each epoch.
+
+    ``stats`` is the band-statistics dict ({"mean": [...], "std": [...]}, reflectance x
+    10000); without it the raw values are returned as float32.
+    """
+
+    def __init__(
+        self,
+        shards_dir: str | os.PathLike,
+        split: str = "train",
+        stats: dict | None = None,
+        two_dates: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.shards_dir = Path(shards_dir)
+        self.split = split
+        self.two_dates = two_dates
+        self.seed = int(seed)
+        self.epoch = 0
+        manifest = read_manifest(self.shards_dir)
+        rows = manifest[manifest["split"] == split]
+        rows = rows.sort_values(["location_id", "datetime", "patch_id"], kind="stable")
+        self.rows = rows.reset_index(drop=True)
+        self._shard = self.rows["shard"].astype(str).to_numpy()
+        self._index = self.rows["index"].astype(np.int64).to_numpy()
+        # Per location: the row numbers of its patches grouped by distinct date.
+        self.locations: list[int] = []
+        self._dates: list[list[np.ndarray]] = []
+        if len(self.rows):
+            for loc, group in self.rows.groupby("location_id", sort=True):
+                by_date = group.groupby("datetime", sort=True, dropna=False).indices
+                self.locations.append(int(loc))
+                self._dates.append([group.index.to_numpy()[i] for i in by_date.values()])
+        self._mean: np.ndarray | None = None
+        self._std: np.ndarray | None = None
+        if stats is not None:
+            mean = np.asarray(stats["mean"], dtype=np.float32)
+            std = np.asarray(stats["std"], dtype=np.float32)
+            if mean.shape != std.shape or mean.ndim != 1:
+                raise ValueError(f"band stats: mean {mean.shape} and std {std.shape} differ")
+            self._mean = mean[:, None, None]
+            self._std = np.maximum(std, 1e-6)[:, None, None]
+        self._arrays: dict[str, np.ndarray] = {}
+
+    # -- pickling for DataLoader workers: memory maps are reopened in each process
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arrays"] = {}
+        return state
+
+    @property
+    def n_patches(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_locations(self) -> int:
+        return len(self.locations)
+
+    @property
+    def n_bands(self) -> int:
+        """Band count of the shards (from the first row's shard; 0 for an empty split)."""
+        return int(self._array(self._shard[0]).shape[1]) if len(self.rows) else 0
+
+    @property
+    def patch_size(self) -> int:
+        return int(self._array(self._shard[0]).shape[-1]) if len(self.rows) else 0
+
+    def n_dates(self, location_index: int) -> int:
+        return len(self._dates[location_index])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n_locations if self.two_dates else self.n_patches
+
+    def _array(self, shard: str) -> np.ndarray:
+        arr = self._arrays.get(shard)
+        if arr is None:
+            arr = np.load(self.shards_dir / shard, mmap_mode="r")
+            if arr.ndim != 4:
+                raise ValueError(f"{self.shards_dir / shard}: expected [n, bands, P, P], got {arr.shape}")
+            if self._mean is not None and arr.shape[1] != self._mean.shape[0]:
+                raise ValueError(
+                    f"{self.shards_dir / shard}: {arr.shape[1]} bands but band stats "
+                    f"have {self._mean.shape[0]}"
+                )
+            self._arrays[shard] = arr
+        return arr
+
+    def patch(self, row: int) -> torch.Tensor:
+        """Row ``row`` of the split as a normalised float32 tensor [bands, P, P]."""
+        x = np.asarray(self._array(self._shard[row])[self._index[row]], dtype=np.float32)
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def pair_rows(self, location_index: int) -> tuple[int, int]:
+        """Rows of the two views of a location: two different dates when it has them."""
+        rng = np.random.default_rng([self.seed, self.epoch, location_index])
+        dates = self._dates[location_index]
+        if len(dates) >= 2:
+            d1, d2 = rng.choice(len(dates), size=2, replace=False)
+            return int(rng.choice(dates[d1])), int(rng.choice(dates[d2]))
+        row = int(rng.choice(dates[0]))
+        return row, row
+
+    def __getitem__(self, i: int):
+        if not self.two_dates:
+            return self.patch(i)
+        r1, r2 = self.pair_rows(i)
+        x1 = self.patch(r1)
+        return x1, (x1.clone() if r2 == r1 else self.patch(r2))

@@ -1,0 +1,30 @@
+"""Downstream evaluation: datasets, the frozen-encoder protocol, checkpoint benchmarking."""
+
+from spectralearth.downstream.datasets import (
+    IGNORE_INDEX,
+    SegmentationDataset,
+    build_synth_landcover,
+    load_stats,
+)
+from spectralearth.downstream.protocols import evaluate_encoder, extract_features
+from spectralearth.downstream.run import (
+    EVALUATION_COLUMNS,
+    REPORT_SPLIT,
+    TRAIN_SPLIT,
+    evaluate_checkpoint,
+    write_evaluations,
+)
+
+__all__ = [
+    "EVALUATION_COLUMNS",
+    "IGNORE_INDEX",
+    "REPORT_SPLIT",
+    "TRAIN_SPLIT",
+    "SegmentationDataset",
+    "build_synth_landcover",
+    "evaluate_checkpoint",
+    "evaluate_encoder",
+    "extract_features",
+    "load_stats",
+    "write_evaluations",
+]

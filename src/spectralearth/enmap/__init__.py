@@ -1,0 +1,10 @@
+"""Readers for EnMAP L2A products and generic hyperspectral images."""
+
+from spectralearth.enmap.product import (  # noqa: F401
+    QL_LAYERS,
+    L2AProduct,
+    ProductError,
+    find_products,
+    open_product,
+    parse_product_name,
+)

@@ -1,0 +1,121 @@
+"""timm-style model registry: ``register_model``, ``list_models``, ``create_model``.
+
+Every encoder it returns has ``num_features`` (int), ``in_chans`` (int),
+``forward_features(x) -> [B, num_features, h, w]`` (a spatial feature map) and
+``forward(x) -> [B, num_features]`` (globally pooled). ``load_pretrained`` rebuilds one
+from a pretraining output folder (``run.json`` + ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+from torch import nn
+
+from .resnet import SpecResNet
+from .vit import ViTEncoder
+
+WEIGHTS_FILE = "model.safetensors"
+RUN_FILE = "run.json"
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn(in_chans=..., **kwargs) -> nn.Module`` under its function name."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, in_chans: int = 202, **kwargs) -> nn.Module:
+    """Build a freshly initialised encoder (never downloads weights)."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if kwargs.get("pretrained"):
+        raise ValueError("pretrained timm weights are not supported; use load_pretrained(path)")
+    kwargs.pop("pretrained", None)
+    model = _MODELS[name](in_chans=in_chans, **kwargs)
+    model.in_chans = in_chans
+    model.model_name = name
+    return model
+
+
+def load_pretrained(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the encoder saved by pretraining (a folder with run.json + model.safetensors).
+
+    ``path`` may also be the ``model.safetensors`` file itself. Weights are read with
+    safetensors only (no pickle). The model is returned in eval mode.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    run_file, weights_file = folder / RUN_FILE, folder / WEIGHTS_FILE
+    for f in (run_file, weights_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"not a pretrained model folder: {f} is missing")
+    run = json.loads(run_file.read_text())
+    model = create_model(run["backbone"], in_chans=int(run.get("in_chans", 202)))
+    model.load_state_dict(load_file(str(weights_file)), strict=True)
+    return model.eval()
+
+
+# --- SpectralEarth encoders -------------------------------------------------------------
+
+
+@register_model
+def spec_resnet18(in_chans: int = 202, **kwargs) -> nn.Module:
+    """Spectral adapter + stem-less ResNet-18 (CPU profile); 512 features, stride 16."""
+    return SpecResNet("resnet18", in_chans=in_chans, **kwargs)
+
+
+@register_model
+def spec_resnet50(in_chans: int = 202, **kwargs) -> nn.Module:
+    """Spectral adapter + stem-less ResNet-50 (the paper's Spec-ResNet50); 2048 features."""
+    return SpecResNet("resnet50", in_chans=in_chans, **kwargs)
+
+
+@register_model
+def spec_vit_tiny(in_chans: int = 202, **kwargs) -> nn.Module:
+    """Spectral adapter + ViT-T/4 (192-dim, 12 blocks, 3 heads)."""
+    return ViTEncoder(size="tiny", in_chans=in_chans, **kwargs)
+
+
+@register_model
+def spec_vit_small(in_chans: int = 202, **kwargs) -> nn.Module:
+    """Spectral adapter + ViT-S/4 (384-dim, 12 blocks, 6 heads)."""
+    return ViTEncoder(size="small", in_chans=in_chans, **kwargs)
+
+
+@register_model
+def spec_vit_base(in_chans: int = 202, **kwargs) -> nn.Module:
+    """Spectral adapter + ViT-B/4 (768-dim, 12 blocks, 12 heads)."""
+    return ViTEncoder(size="base", in_chans=in_chans, **kwargs)
+
+
+# --- plain timm baselines (all bands straight into the first layer) ---------------------
+
+
+@register_model
+def resnet50(in_chans: int = 202, **kwargs) -> nn.Module:
+    """timm ResNet-50 with its stem taking ``in_chans`` bands; output stride 32."""
+    kwargs.setdefault("num_classes", 0)
+    return timm.create_model("resnet50", pretrained=False, in_chans=in_chans, **kwargs)
+
+
+@register_model
+def vit_small_p8(in_chans: int = 202, **kwargs) -> nn.Module:
+    """ViT-S/8 with a patch embedding taking ``in_chans`` bands (no spectral adapter)."""
+    kwargs.setdefault("patch_size", 8)
+    return ViTEncoder(size="small", in_chans=in_chans, spectral_adapter=False, **kwargs)

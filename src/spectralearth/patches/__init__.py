@@ -1,0 +1,1 @@
+"""Curated patches: grid and location registry, per-scene curation, index and shards."""

@@ -1,0 +1,178 @@
+"""One scene -> grid windows -> quality filters -> 202-band patches, with rejection counts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+from pyproj import Transformer
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.ops import transform as shp_transform
+
+from spectralearth.bands import BandMatchError, select_view
+from spectralearth.config import CurateSettings
+from spectralearth.enmap.product import NODATA, ProductError, open_product
+from spectralearth.io import atomic_path
+from spectralearth.patches.grid import Cell, Registry, cells_in_scene
+from spectralearth.patches.store import patch_relpath, write_patch
+
+# Filter order: a window rejected for several reasons is counted under the first one.
+FILTERS = (
+    ("nodata", "nodata_frac", "max_nodata_frac"),
+    ("cloud", "cloud_frac", "max_cloud_frac"),
+    ("snow", "snow_frac", "max_snow_frac"),
+    ("haze", "haze_frac", "max_haze_frac"),
+    ("cloudshadow", "cloudshadow_frac", "max_cloudshadow_frac"),
+    ("cirrus", "cirrus_frac", "max_cirrus_frac"),
+)
+QL_FOR = {
+    "cloud_frac": "QL_QUALITY_CLOUD",
+    "snow_frac": "QL_QUALITY_SNOW",
+    "haze_frac": "QL_QUALITY_HAZE",
+    "cloudshadow_frac": "QL_QUALITY_CLOUDSHADOW",
+    "cirrus_frac": "QL_QUALITY_CIRRUS",
+}
+
+
+@dataclass
+class SceneCuration:
+    scene: str
+    scene_id: int
+    windows: int
+    kept: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    rows: pd.DataFrame | None = None
+
+    def as_metadata(self) -> dict:
+        return {
+            "scene": self.scene,
+            "scene_id": self.scene_id,
+            "windows": self.windows,
+            "kept": self.kept,
+            "rejected": dict(self.rejected),
+        }
+
+
+def fragment_paths(patches_root: Path, scene: str) -> tuple[Path, Path]:
+    """Per-scene index fragment and curation report, merged later by build_index."""
+    base = Path(patches_root) / "scenes"
+    return base / f"{scene}.parquet", base / f"{scene}.json"
+
+
+def curate_scene(
+    product_dir: str | Path, patches_root: str | Path, settings: CurateSettings
+) -> SceneCuration:
+    """Cut one product into patches under ``patches_root`` and write its index fragment.
+
+    Rerunning a scene replaces its patches: files of an earlier run that are no longer
+    kept are removed, so nothing is duplicated. Raises ProductError naming the product.
+    """
+    product = open_product(product_dir)
+    patches_root = Path(patches_root)
+    try:
+        view = select_view(product.meta.wavelengths)
+    except BandMatchError as exc:
+        raise ProductError(product.name, f"bands cannot be matched to the 202-band view: {exc}") from exc
+    view_wl = product.meta.wavelengths[view]
+
+    with rasterio.open(product.image_path) as src:
+        transform, width, height, crs = src.transform, src.width, src.height, src.crs
+    epsg = crs.to_epsg() if crs else None
+    if epsg is None:
+        raise ProductError(product.name, "SPECTRAL_IMAGE has no EPSG-coded CRS")
+    try:
+        cells = cells_in_scene(tuple(transform), width, height, epsg, settings.patch_size)
+    except ValueError as exc:
+        raise ProductError(product.name, str(exc)) from exc
+
+    registry = Registry(patches_root / "registry.sqlite")
+    scene_id = registry.scene_id(product.scene_key)
+    to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
+    limits = {attr: getattr(settings, attr) for _, _, attr in FILTERS}
+    rejected: Counter[str] = Counter()
+    kept: list[tuple[Cell, np.ndarray, dict]] = []
+    p = settings.patch_size
+    for cell in cells:
+        win = Window(cell.col_off, cell.row_off, p, p)
+        raw = product.read(win, bands=view)
+        fracs = {"nodata_frac": float(np.any(raw == NODATA, axis=0).mean())}
+        for col, layer in QL_FOR.items():
+            fracs[col] = float(product.read_mask(layer, win).mean()) if layer in product.ql_paths else 0.0
+        reason = next(
+            (name for name, col, attr in FILTERS if fracs[col] > limits[attr] + 1e-12), None
+        )
+        if reason:
+            rejected[reason] += 1
+            continue
+        kept.append((cell, raw, fracs))
+
+    loc_ids = registry.location_ids(c.key for c, _, _ in kept)
+    rows = []
+    for cell, raw, fracs in kept:
+        loc = loc_ids[cell.key]
+        rel = patch_relpath(loc, scene_id)
+        patch_transform = rasterio.windows.transform(
+            Window(cell.col_off, cell.row_off, p, p), transform
+        )
+        write_patch(
+            patches_root / rel,
+            raw,
+            crs=crs,
+            transform=patch_transform,
+            wavelengths=view_wl,
+            tags={
+                "scene_id": f"{scene_id:05d}",
+                "location_id": f"{loc:07d}",
+                "product": product.name,
+                "datetime": product.meta.start_time.isoformat(),
+            },
+        )
+        footprint = box(*rasterio.windows.bounds(Window(cell.col_off, cell.row_off, p, p), transform))
+        rows.append(
+            {
+                "patch_id": f"{loc:07d}/{scene_id:05d}",
+                "location_id": loc,
+                "scene_id": scene_id,
+                "location_key": cell.key,
+                "product": product.name,
+                "datetime": pd.Timestamp(product.meta.start_time),
+                "crs": f"EPSG:{epsg}",
+                "row_off": cell.row_off,
+                "col_off": cell.col_off,
+                "patch_size": p,
+                "path": rel,
+                "valid_frac": 1.0 - fracs["nodata_frac"],
+                **fracs,
+                "n_bands": int(raw.shape[0]),
+                "band_means": raw.reshape(raw.shape[0], -1).mean(axis=1).astype(np.float32).tolist(),
+                "mean_reflectance": float(raw.mean()),
+                "geometry_native": footprint.wkt,
+                "geometry": shp_transform(to_wgs84, footprint),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    result = SceneCuration(product.name, scene_id, len(cells), len(rows), dict(rejected), frame)
+    _write_fragment(patches_root, result)
+    return result
+
+
+def _write_fragment(patches_root: Path, result: SceneCuration) -> None:
+    frag, report = fragment_paths(patches_root, result.scene)
+    old_paths: set[str] = set()
+    if frag.exists():
+        old_paths = set(pd.read_parquet(frag, columns=["path"])["path"])
+    frame = result.rows.copy()
+    if len(frame):
+        frame["geometry"] = frame["geometry"].map(lambda g: g.wkb)
+    with atomic_path(frag) as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(report) as tmp:
+        tmp.write_text(json.dumps(result.as_metadata(), indent=1))
+    for stale in old_paths - set(result.rows["path"] if len(result.rows) else []):
+        (patches_root / stale).unlink(missing_ok=True)

@@ -1,0 +1,107 @@
+"""The location grid and the persistent location registry.
+
+Rule: cells of ``patch_size x 30 m`` aligned per UTM zone, origin at the zone's false origin,
+so a cell's ground footprint is fixed by (EPSG code, column, row) alone. A revisit of the same
+place on another date falls in the same cell and so gets the same location id, with no search
+over earlier patches.
+
+Ids are 7-digit integers handed out by a SQLite registry (WAL mode, one IMMEDIATE transaction
+per scene so parallel curation never gives one cell two ids). Ids are given in order of first
+arrival; `spectralearth curate` processes products in sorted order, so a full run is
+reproducible. Arrival-order independence across incremental runs is not guaranteed yet.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+PIXEL_SIZE_M = 30.0
+MAX_LOCATION_ID = 9_999_999
+MAX_SCENE_ID = 99_999
+
+
+@dataclass(frozen=True)
+class Cell:
+    epsg: int
+    col: int
+    row: int
+    row_off: int  # window origin in the scene's pixel grid
+    col_off: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.epsg}:{self.col}:{self.row}"
+
+
+def cells_in_scene(
+    transform: tuple[float, ...], width: int, height: int, epsg: int, patch_size: int
+) -> list[Cell]:
+    """Grid cells that lie wholly inside a scene's pixel grid (north-up, 30 m)."""
+    a, _, ulx, _, e, uly = transform[:6]
+    if abs(a - PIXEL_SIZE_M) > 1e-6 or abs(e + PIXEL_SIZE_M) > 1e-6:
+        raise ValueError(f"expected 30 m north-up pixels, got transform {transform[:6]}")
+    size_m = patch_size * PIXEL_SIZE_M
+    lrx, lry = ulx + width * a, uly + height * e
+    cells = []
+    for col in range(math.ceil(ulx / size_m), math.floor(lrx / size_m)):
+        for row in range(math.ceil(lry / size_m), math.floor(uly / size_m)):
+            x0, y1 = col * size_m, (row + 1) * size_m  # upper-left corner of the cell
+            col_off = round((x0 - ulx) / a)
+            row_off = round((uly - y1) / -e)
+            if 0 <= col_off <= width - patch_size and 0 <= row_off <= height - patch_size:
+                cells.append(Cell(epsg, col, row, row_off, col_off))
+    return sorted(cells, key=lambda c: (c.row_off, c.col_off))
+
+
+class Registry:
+    """Persistent key -> id maps for locations (7 digits) and scenes (5 digits)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect()
+        with con:
+            con.execute("CREATE TABLE IF NOT EXISTS locations (key TEXT PRIMARY KEY, id INTEGER UNIQUE)")
+            con.execute("CREATE TABLE IF NOT EXISTS scenes (key TEXT PRIMARY KEY, id INTEGER UNIQUE)")
+        con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def _ids(self, table: str, keys: Iterable[str], limit: int) -> dict[str, int]:
+        keys = list(dict.fromkeys(keys))
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")  # one writer at a time: no id is handed out twice
+            out = {}
+            next_id = (con.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]) + 1
+            for key in keys:
+                found = con.execute(f"SELECT id FROM {table} WHERE key=?", (key,)).fetchone()
+                if found:
+                    out[key] = found[0]
+                    continue
+                if next_id > limit:
+                    raise OverflowError(f"{table} registry is full ({limit} ids)")
+                con.execute(f"INSERT INTO {table}(key, id) VALUES (?, ?)", (key, next_id))
+                out[key] = next_id
+                next_id += 1
+            con.execute("COMMIT")
+            return out
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def location_ids(self, keys: Iterable[str]) -> dict[str, int]:
+        return self._ids("locations", keys, MAX_LOCATION_ID)
+
+    def scene_id(self, scene_key: str) -> int:
+        return self._ids("scenes", [scene_key], MAX_SCENE_ID)[scene_key]

@@ -1,0 +1,155 @@
+"""Release-layout writer, patch index, training shards and band statistics (all writes atomic).
+
+Release layout (SpectralEarth's published loaders and split files use it)::
+
+    <patches>/enmap/<location:07d>/<scene:05d>.tif     int16, 202 bands, reflectance x 10000
+
+Training shards: ``<patches>/shards/shard-NNNNN.npy`` int16 arrays [n, 202, P, P] read with
+``np.load(mmap_mode="r")`` (zero-copy random access, no decoding) plus ``manifest.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from shapely import wkb
+
+from spectralearth.io import atomic_path
+
+SHARD_PATCHES = 64  # patches per shard file
+
+
+def patch_relpath(location_id: int, scene_id: int) -> str:
+    return f"enmap/{location_id:07d}/{scene_id:05d}.tif"
+
+
+def write_patch(path: Path, data: np.ndarray, crs, transform, wavelengths, tags: dict) -> None:
+    """Write one patch GeoTIFF (int16, band-interleaved, wavelengths in band tags)."""
+    count, h, w = data.shape
+    profile = dict(
+        driver="GTiff", dtype="int16", count=count, height=h, width=w, crs=crs,
+        transform=transform, nodata=-32768, interleave="band",
+    )
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data.astype(np.int16, copy=False))
+            dst.update_tags(wavelengths=",".join(f"{x:.3f}" for x in wavelengths), **tags)
+            for i, wl in enumerate(wavelengths, start=1):
+                dst.set_band_description(i, f"{wl:.3f} nm")
+                dst.update_tags(i, wavelength=f"{wl:.3f}", wavelength_units="nm")
+
+
+def assign_split(location_id: int, val_frac: float, test_frac: float) -> str:
+    """Deterministic, location-disjoint split from a hash of the location id."""
+    u = int(hashlib.sha256(str(int(location_id)).encode()).hexdigest()[:8], 16) / 2**32
+    if u < test_frac:
+        return "test"
+    if u < test_frac + val_frac:
+        return "val"
+    return "train"
+
+
+def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> gpd.GeoDataFrame:
+    """Merge the per-scene fragments into ``index.parquet`` (GeoParquet, WGS84 geometry).
+
+    Native footprints differ in CRS between UTM zones, so they are kept as WKT with their
+    ``crs`` column; the active geometry is WGS84. Rows are sorted by patch id, so the file
+    is the same whatever order the scenes were curated in.
+    """
+    root = Path(patches_root)
+    frags = sorted((root / "scenes").glob("*.parquet"))
+    frames = [pd.read_parquet(f) for f in frags]
+    frames = [f for f in frames if len(f)]
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        df["geometry"] = df["geometry"].map(wkb.loads)
+    else:
+        df = pd.DataFrame({"patch_id": pd.Series(dtype=str), "location_id": pd.Series(dtype="int64"), "geometry": []})
+    if df["patch_id"].duplicated().any():
+        dup = df.loc[df["patch_id"].duplicated(), "patch_id"].tolist()[:5]
+        raise ValueError(f"duplicate patch ids across scene fragments: {dup}")
+    df["split"] = [assign_split(x, val_frac, test_frac) for x in df["location_id"]]
+    df = df.sort_values("patch_id").reset_index(drop=True)
+    gdf = gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
+    with atomic_path(root / "index.parquet") as tmp:
+        gdf.to_parquet(tmp, index=False)
+    return gdf
+
+
+def read_index(patches_root: str | Path) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(Path(patches_root) / "index.parquet")
+
+
+def build_shards(patches_root: str | Path, shard_patches: int = SHARD_PATCHES) -> pd.DataFrame:
+    """(Re)write the training shards and their manifest from the index and patch files."""
+    root = Path(patches_root)
+    index = read_index(root)
+    out = root / "shards"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    names = set()
+    for start in range(0, len(index), shard_patches):
+        chunk = index.iloc[start : start + shard_patches]
+        name = f"shard-{start // shard_patches:05d}.npy"
+        arrays = []
+        for i, r in enumerate(chunk.itertuples()):
+            with rasterio.open(root / r.path) as src:
+                arrays.append(src.read())
+            rows.append(
+                {
+                    "patch_id": r.patch_id, "location_id": r.location_id, "scene_id": r.scene_id,
+                    "datetime": r.datetime, "split": r.split, "shard": name, "index": i,
+                }
+            )
+        with atomic_path(out / name) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.stack(arrays).astype(np.int16))
+        names.add(name)
+    manifest = pd.DataFrame(
+        rows, columns=["patch_id", "location_id", "scene_id", "datetime", "split", "shard", "index"]
+    )
+    with atomic_path(out / "manifest.parquet") as tmp:
+        manifest.to_parquet(tmp, index=False)
+    for stale in out.glob("shard-*.npy"):
+        if stale.name not in names:
+            stale.unlink()
+    return manifest
+
+
+def compute_band_stats(patches_root: str | Path, out: str | Path, split: str = "train") -> dict:
+    """Per-band mean and std (reflectance x 10000) over the pixels of one split's shards."""
+    root = Path(patches_root)
+    manifest = pd.read_parquet(root / "shards" / "manifest.parquet")
+    sel = manifest[manifest["split"] == split]
+    if sel.empty:
+        sel = manifest  # tiny archives may have no train location; say so in the file
+    total = None
+    total_sq = None
+    n = 0
+    for shard, grp in sel.groupby("shard"):
+        arr = np.load(root / "shards" / shard, mmap_mode="r")
+        x = np.asarray(arr[np.sort(grp["index"].to_numpy())], dtype=np.float64)
+        x = x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+        total = x.sum(1) if total is None else total + x.sum(1)
+        total_sq = (x**2).sum(1) if total_sq is None else total_sq + (x**2).sum(1)
+        n += x.shape[1]
+    if n == 0:
+        raise ValueError(f"no patches in {root / 'shards'}: cannot compute band statistics")
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 1e-12))
+    with rasterio.open(root / read_index(root)["path"].iloc[0]) as src:
+        wavelengths = [float(x) for x in src.tags()["wavelengths"].split(",")]
+    stats = {
+        "mean": mean.tolist(), "std": std.tolist(), "wavelengths": wavelengths,
+        "n_patches": int(len(sel)), "n_pixels": int(n),
+        "split": split if (manifest["split"] == split).any() else "all",
+    }
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(stats))
+    return stats

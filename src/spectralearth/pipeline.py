@@ -1,0 +1,185 @@
+"""The pipeline's stages, one function each: the CLI, the Dagster assets and the DVC stages
+(through the CLI) all call these, so each stage has exactly one implementation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from spectralearth.config import Settings
+
+
+class StageError(RuntimeError):
+    """A stage failed; ``str()`` is one readable line naming the stage and the reason."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"stage '{stage}' failed: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+def synth_archive(settings: Settings, out: Path | None = None, progress: bool = False) -> list[Path]:
+    from spectralearth.synth import write_archive
+
+    s = settings.synth
+    return write_archive(
+        out or settings.paths.archive, scenes=s.scenes, size=s.size, seed=s.seed,
+        revisit_fraction=s.revisit_fraction, progress=progress,
+    )
+
+
+def catalog(settings: Settings, archive: Path | None = None, out: Path | None = None):
+    from spectralearth.catalog import build_catalog
+
+    result = build_catalog(archive or settings.paths.archive, out or settings.paths.catalog)
+    if result.n_ok == 0:
+        raise StageError("catalog", f"no readable product in {archive or settings.paths.archive}")
+    return result
+
+
+def scenes_to_curate(settings: Settings, catalog_path: Path | None = None) -> list[Path]:
+    """Product folders with status ok in the catalogue."""
+    from spectralearth.catalog import read_catalog
+
+    cat = read_catalog(catalog_path or settings.paths.catalog)
+    return [Path(p) for p in cat.loc[cat["status"] == "ok"].sort_values("scene")["path"]]
+
+
+def curate_scene(settings: Settings, product_dir: Path, patches_root: Path | None = None):
+    from spectralearth.patches.curate import curate_scene as _curate
+
+    return _curate(product_dir, patches_root or settings.paths.patches, settings.curate)
+
+
+def patch_index(settings: Settings, patches_root: Path | None = None):
+    from spectralearth.patches.store import build_index
+
+    c = settings.curate
+    return build_index(patches_root or settings.paths.patches, c.val_frac, c.test_frac)
+
+
+def training_shards(settings: Settings, patches_root: Path | None = None):
+    from spectralearth.patches.store import build_shards
+
+    return build_shards(patches_root or settings.paths.patches)
+
+
+def curate_archive(
+    settings: Settings, products: list[Path], patches_root: Path | None = None, log=print
+) -> dict:
+    """Curate every product (sorted), then build the index and the shards."""
+    from spectralearth.enmap.product import ProductError
+
+    root = patches_root or settings.paths.patches
+    reports, failed = [], {}
+    for product in sorted(products):
+        try:
+            res = curate_scene(settings, product, root)
+            reports.append(res.as_metadata())
+            log(f"{res.scene}: kept {res.kept} of {res.windows} windows, rejected {res.rejected}")
+        except ProductError as exc:
+            failed[product.name] = exc.reason
+            log(f"REJECTED {exc}")
+    index = patch_index(settings, root)
+    training_shards(settings, root)
+    return {"scenes": reports, "failed": failed, "patches": int(len(index)),
+            "locations": int(index["location_id"].nunique()) if len(index) else 0}
+
+
+def band_statistics(settings: Settings, patches_root: Path | None = None, out: Path | None = None) -> dict:
+    from spectralearth.patches.store import compute_band_stats
+
+    return compute_band_stats(patches_root or settings.paths.patches, out or settings.paths.stats)
+
+
+def validate(settings: Settings, patches_root: Path | None = None, report: Path | None = None):
+    from spectralearth.patches.store import read_index
+    from spectralearth.validation import validate_patch_index
+
+    root = patches_root or settings.paths.patches
+    return validate_patch_index(
+        read_index(root), settings.curate,
+        report or settings.paths.validation / "patch_index.json",
+    )
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    p = settings.pretrain
+    return settings.paths.models / f"{p.method}-{p.backbone}"
+
+
+def pretrain(settings: Settings, patches_root: Path | None = None) -> dict:
+    """Self-supervised pretraining, tracked in MLflow and registered as a model version."""
+    from spectralearth import tracking
+    from spectralearth.ssl.train import pretrain as _pretrain
+
+    paths, p = settings.paths, settings.pretrain
+    stats = json.loads(paths.stats.read_text())
+    out = checkpoint_dir(settings)
+    run_id = tracking.start_run(
+        paths, settings.mlflow, run_name=f"pretrain-{p.method}-{p.backbone}",
+        tags={"stage": "pretrain", "profile": p.profile},
+    )
+    try:
+        info = _pretrain(
+            p, (patches_root or paths.patches) / "shards", stats, out,
+            logger=tracking.lightning_logger(paths, settings.mlflow, run_id),
+        )
+    except BaseException:
+        tracking.fail_run(paths, settings.mlflow, run_id)
+        raise
+    reg = tracking.finish_pretraining(
+        paths, settings.mlflow, run_id, params=vars(p), run_info=info, checkpoint_dir=out
+    )
+    run_json = out / "run.json"
+    data = json.loads(run_json.read_text())
+    data.update(mlflow_run_id=run_id, model_version=reg["model_version"])
+    from spectralearth.io import atomic_write_text
+
+    atomic_write_text(run_json, json.dumps(data, indent=1))
+    return {**info, **reg, "checkpoint": str(out)}
+
+
+def downstream_dataset(settings: Settings, patches_root: Path | None = None) -> dict:
+    from spectralearth.downstream.datasets.synth_landcover import build_synth_landcover
+
+    root = patches_root or settings.paths.patches
+    return build_synth_landcover(
+        root / "index.parquet", root, settings.paths.labels,
+        settings.paths.downstream / settings.evaluate.task,
+    )
+
+
+def evaluate(settings: Settings) -> pd.DataFrame:
+    """Pretrained vs random-init encoder on the downstream task; CSV + MLflow run."""
+    from spectralearth import tracking
+    from spectralearth.downstream.run import evaluate_checkpoint, write_evaluations
+
+    paths = settings.paths
+    ckpt = checkpoint_dir(settings)
+    stats = json.loads(paths.stats.read_text())
+    rows = evaluate_checkpoint(ckpt, paths.downstream / settings.evaluate.task, stats, settings.evaluate)
+    csv = paths.results / "evaluations.csv"
+    write_evaluations(rows, csv)
+    run_json = json.loads((ckpt / "run.json").read_text())
+    tracking.log_evaluation(paths, settings.mlflow, rows, run_json.get("mlflow_run_id"), csv)
+    return rows
+
+
+def results_table(settings: Settings) -> str:
+    """The short results table printed at the end of `make run` (read from the run's CSV)."""
+    csv = settings.paths.results / "evaluations.csv"
+    if not csv.exists():
+        return "(no evaluation results yet)"
+    df = pd.read_csv(csv)
+    pivot = df.pivot_table(index=["dataset", "protocol", "model"], columns="metric", values="value")
+    return pivot.round(4).to_string()
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0

@@ -1,0 +1,1 @@
+"""Packaged data tables (band tables with their provenance)."""

@@ -1,0 +1,6 @@
+"""Self-supervised pretraining: method registry (MoCo-v2 now) and the ``pretrain`` stage."""
+
+from .registry import METHODS, get_method, list_methods
+from .train import pretrain
+
+__all__ = ["METHODS", "get_method", "list_methods", "pretrain"]

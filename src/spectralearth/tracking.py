@@ -1,0 +1,109 @@
+"""MLflow: tracking store under the data folder (SQLite), experiments, registry, lineage.
+
+The only module that talks to MLflow. MLflow 3 refuses file stores, so the URI is always an
+explicit ``sqlite:////abs/path/mlflow.db`` with an explicit artifact location.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spectralearth.config import MlflowSettings, Paths
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def configure(paths: Paths, settings: MlflowSettings) -> str:
+    """Point MLflow at the project's store; create the experiment. Returns its id."""
+    import mlflow
+
+    paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(paths.mlflow_uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(settings.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(
+        settings.experiment, artifact_location=paths.mlflow_artifacts.as_uri()
+    )
+
+
+def start_run(paths: Paths, settings: MlflowSettings, run_name: str, tags: dict | None = None) -> str:
+    import mlflow
+
+    exp_id = configure(paths, settings)
+    run = mlflow.MlflowClient().create_run(exp_id, run_name=run_name, tags=tags or {})
+    return run.info.run_id
+
+
+def lightning_logger(paths: Paths, settings: MlflowSettings, run_id: str):
+    """A Lightning MLFlowLogger that writes step metrics into an existing run."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(
+        experiment_name=settings.experiment, tracking_uri=paths.mlflow_uri, run_id=run_id
+    )
+
+
+def finish_pretraining(
+    paths: Paths,
+    settings: MlflowSettings,
+    run_id: str,
+    params: dict,
+    run_info: dict,
+    checkpoint_dir: Path,
+) -> dict:
+    """Log params, final metrics and the checkpoint; register it as a new model version."""
+    import mlflow
+
+    configure(paths, settings)
+    client = mlflow.MlflowClient()
+    for key, value in params.items():
+        client.log_param(run_id, key, str(value))
+    for key in ("final_loss", "seconds"):
+        if run_info.get(key) is not None:
+            client.log_metric(run_id, key, float(run_info[key]))
+    for name in ("model.safetensors", "run.json"):
+        client.log_artifact(run_id, str(Path(checkpoint_dir) / name), artifact_path="checkpoint")
+    try:
+        client.get_registered_model(settings.registered_model)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(
+            settings.registered_model,
+            description="Spectral-adapter encoders pretrained by spectralearth (safetensors + run.json).",
+        )
+    source = f"{client.get_run(run_id).info.artifact_uri}/checkpoint"
+    version = client.create_model_version(
+        settings.registered_model,
+        source=source,
+        run_id=run_id,
+        tags={"method": str(run_info.get("method")), "backbone": str(run_info.get("backbone"))},
+    )
+    client.set_registered_model_alias(settings.registered_model, "latest-pretrained", version.version)
+    client.set_terminated(run_id, "FINISHED")
+    return {"run_id": run_id, "model_name": settings.registered_model, "model_version": int(version.version)}
+
+
+def fail_run(paths: Paths, settings: MlflowSettings, run_id: str) -> None:
+    import mlflow
+
+    configure(paths, settings)
+    mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+
+
+def log_evaluation(paths: Paths, settings: MlflowSettings, rows, parent_run_id: str | None, csv_path: Path) -> str:
+    """One run per evaluation, metrics named <model>/<metric>, the CSV as an artifact."""
+    import mlflow
+
+    exp_id = configure(paths, settings)
+    client = mlflow.MlflowClient()
+    tags = {"stage": "evaluate"}
+    if parent_run_id:
+        tags["pretrain_run_id"] = parent_run_id
+    run = client.create_run(exp_id, run_name="downstream-evaluation", tags=tags)
+    for r in rows.itertuples():
+        client.log_metric(run.info.run_id, f"{r.model}/{r.dataset}/{r.metric}", float(r.value))
+    client.log_artifact(run.info.run_id, str(csv_path))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
