@@ -79,10 +79,16 @@ def fake_inputs(tmp_path_factory) -> dict:
     for p in range(3):
         cm = class_map(p)
         tf = map_transform(p)
-        profile = {"driver": "GTiff", "width": MAP_SIZE, "height": MAP_SIZE, "crs": CRS,
-                   "transform": tf}
-        with rasterio.open(labels_dir / f"{product_name(p)}-CLASSMAP.TIF", "w", count=1,
-                           dtype="uint8", **profile) as dst:
+        profile = {
+            "driver": "GTiff",
+            "width": MAP_SIZE,
+            "height": MAP_SIZE,
+            "crs": CRS,
+            "transform": tf,
+        }
+        with rasterio.open(
+            labels_dir / f"{product_name(p)}-CLASSMAP.TIF", "w", count=1, dtype="uint8", **profile
+        ) as dst:
             dst.write(cm, 1)
         for k, (r0, c0) in enumerate(WINDOWS):
             loc = 100 * p + k
@@ -91,22 +97,44 @@ def fake_inputs(tmp_path_factory) -> dict:
             rel = f"enmap/{loc:07d}/{p:05d}.tif"
             (patches_root / rel).parent.mkdir(parents=True, exist_ok=True)
             ptf = tf * tf.translation(c0, r0)
-            with rasterio.open(patches_root / rel, "w", driver="GTiff", width=PATCH,
-                               height=PATCH, count=BANDS, dtype="int16", crs=CRS,
-                               transform=ptf) as dst:
+            with rasterio.open(
+                patches_root / rel,
+                "w",
+                driver="GTiff",
+                width=PATCH,
+                height=PATCH,
+                count=BANDS,
+                dtype="int16",
+                crs=CRS,
+                transform=ptf,
+            ) as dst:
                 dst.write(cube.round().astype(np.int16))
             x0, y0 = ptf * (0, 0)
-            rows.append({
-                "patch_id": f"{loc:07d}/{p:05d}", "location_id": loc, "scene_id": p,
-                "product": product_name(p), "row_off": r0, "col_off": c0,
-                "patch_size": PATCH, "split": split_of(p, k), "path": rel,
-                "geometry": box(x0, y0 - 30 * PATCH, x0 + 30 * PATCH, y0),
-            })
+            rows.append(
+                {
+                    "patch_id": f"{loc:07d}/{p:05d}",
+                    "location_id": loc,
+                    "scene_id": p,
+                    "product": product_name(p),
+                    "row_off": r0,
+                    "col_off": c0,
+                    "patch_size": PATCH,
+                    "split": split_of(p, k),
+                    "path": rel,
+                    "geometry": box(x0, y0 - 30 * PATCH, x0 + 30 * PATCH, y0),
+                }
+            )
     index_path = root / "index.parquet"
     gpd.GeoDataFrame(rows, geometry="geometry", crs=CRS).to_parquet(index_path)
     stats = {"mean": [2000.0] * BANDS, "std": [1000.0] * BANDS}
-    return {"root": root, "labels": labels_dir, "patches": patches_root, "index": index_path,
-            "stats": stats, "rows": rows}
+    return {
+        "root": root,
+        "labels": labels_dir,
+        "patches": patches_root,
+        "index": index_path,
+        "stats": stats,
+        "rows": rows,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +181,8 @@ def test_build_writes_layout_and_splits(dataset_dir, fake_inputs):
         lines = (dataset_dir / "splits" / f"{split}.txt").read_text().splitlines()
         expected = sorted(
             f"{r['location_id']:07d}/{r['scene_id']:05d}.tif"
-            for r in fake_inputs["rows"] if r["split"] == split
+            for r in fake_inputs["rows"]
+            if r["split"] == split
         )
         assert lines == expected
         for name in lines:
@@ -171,8 +200,10 @@ def test_build_labels_line_up_with_class_map(dataset_dir, fake_inputs):
     for r in fake_inputs["rows"][::3]:
         name = f"{r['location_id']:07d}/{r['scene_id']:05d}.tif"
         cm = class_map(r["scene_id"])
-        with rasterio.open(dataset_dir / "landcover" / name) as lab, \
-                rasterio.open(fake_inputs["patches"] / r["path"]) as img:
+        with (
+            rasterio.open(dataset_dir / "landcover" / name) as lab,
+            rasterio.open(fake_inputs["patches"] / r["path"]) as img,
+        ):
             assert lab.dtypes[0] == "uint8"
             assert lab.crs == img.crs
             assert lab.transform == img.transform
@@ -182,8 +213,10 @@ def test_build_labels_line_up_with_class_map(dataset_dir, fake_inputs):
         for i, j in ((0, 0), (5, 11), (15, 15)):
             assert window[i, j] == cm[r0 + i, c0 + j]
         img_path = dataset_dir / "enmap" / name
-        assert os.path.samefile(img_path, fake_inputs["patches"] / r["path"]) or \
-            img_path.read_bytes() == (fake_inputs["patches"] / r["path"]).read_bytes()
+        assert (
+            os.path.samefile(img_path, fake_inputs["patches"] / r["path"])
+            or img_path.read_bytes() == (fake_inputs["patches"] / r["path"]).read_bytes()
+        )
 
 
 def test_build_is_idempotent(dataset_dir, fake_inputs):
@@ -256,7 +289,9 @@ def test_evaluate_encoder_learns_separable_task(dataset_dir, fake_inputs):
     cm = np.array(res["confusion_matrix"])
     assert cm.shape == (3, 3) and cm.sum() == res["test_pixels"]
     assert np.isclose(np.trace(cm) / cm.sum(), res["overall_accuracy"])
-    assert res["train_pixels"] == sum(fake_inputs["counts"]["class_pixels_by_split"]["train"].values())
+    assert res["train_pixels"] == sum(
+        fake_inputs["counts"]["class_pixels_by_split"]["train"].values()
+    )
     assert res["seconds"] > 0 and res["peak_mem_mb"] > 0
     assert res["train_loss"][-1] < res["train_loss"][0]
 
@@ -302,8 +337,9 @@ def test_evaluate_checkpoint_rows(dataset_dir, fake_inputs, tmp_path):
     model = create_model("spec_resnet18", in_chans=BANDS)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(ckpt / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors")
+    )
     (ckpt / "run.json").write_text(
         json.dumps({"method": "moco", "backbone": "spec_resnet18", "in_chans": BANDS})
     )

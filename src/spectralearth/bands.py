@@ -86,9 +86,17 @@ def select_view(
         raise BandMatchError("no band wavelengths given")
     if not np.all(np.isfinite(w)):
         raise BandMatchError("band wavelengths contain NaN or inf")
+    from scipy.optimize import linear_sum_assignment
+
     target = view_wavelengths()
     dist = np.abs(w[None, :] - target[:, None])
-    idx = dist.argmin(axis=1)
+    # One-to-one matching with least total shift: in the VNIR/SWIR overlap (~900-1000 nm)
+    # neighbouring centres are only 1-2 nm apart, so nearest-neighbour alone can collide.
+    if len(w) >= len(target):
+        rows, cols = linear_sum_assignment(dist)
+        idx = cols[np.argsort(rows)]
+    else:
+        idx = dist.argmin(axis=1)
     best = dist[np.arange(len(target)), idx]
     missing = target[best > tolerance_nm]
     if len(missing):

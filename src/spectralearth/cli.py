@@ -179,28 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("synth-archive", cmd_synth_archive, "write the synthetic EnMAP L2A archive (the embedded default)")
     p.add_argument("--out", help="archive folder", default=str(d.paths.archive) if d else None)
-    p.add_argument("--scenes", type=int, default=d.synth.scenes if d else None)
+    p.add_argument("--scenes", type=int, help="products to write", default=d.synth.scenes if d else None)
     p.add_argument("--size", type=int, help="scene size in px", default=d.synth.size if d else None)
-    p.add_argument("--seed", type=int, default=d.synth.seed if d else None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same bytes)", default=d.synth.seed if d else None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("catalog", cmd_catalog, "catalogue an archive into GeoParquet (rejected products listed)")
-    p.add_argument("archive", nargs="?", default=str(d.paths.archive) if d else None)
-    p.add_argument("--out", default=str(d.paths.catalog) if d else None)
+    p.add_argument("archive", nargs="?", help="folder of L2A products", default=str(d.paths.archive) if d else None)
+    p.add_argument("--out", help="catalogue GeoParquet", default=str(d.paths.catalog) if d else None)
 
     p = add("curate", cmd_curate, "cut products into 202-band patches, index and training shards")
-    p.add_argument("archive", nargs="?", default=str(d.paths.archive) if d else None)
-    p.add_argument("--out", default=str(d.paths.patches) if d else None)
+    p.add_argument("archive", nargs="?", help="folder of L2A products", default=str(d.paths.archive) if d else None)
+    p.add_argument("--out", help="patches folder", default=str(d.paths.patches) if d else None)
     p.add_argument("--catalog", help="curate only the ok products of this catalogue")
-    p.add_argument("--patch-size", type=int, default=d.curate.patch_size if d else None)
+    p.add_argument("--patch-size", type=int, help="patch size in px", default=d.curate.patch_size if d else None)
 
     p = add("validate", cmd_validate, "run the Great Expectations suite on the patch index")
-    p.add_argument("--patches", default=str(d.paths.patches) if d else None)
-    p.add_argument("--report", default=str(d.paths.validation / "patch_index.json") if d else None)
+    p.add_argument("--patches", help="patches folder", default=str(d.paths.patches) if d else None)
+    p.add_argument("--report", help="validation report JSON", default=str(d.paths.validation / "patch_index.json") if d else None)
 
     p = add("stats", cmd_stats, "per-band mean/std of the training patches")
-    p.add_argument("--patches", default=str(d.paths.patches) if d else None)
-    p.add_argument("--out", default=str(d.paths.stats) if d else None)
+    p.add_argument("--patches", help="patches folder", default=str(d.paths.patches) if d else None)
+    p.add_argument("--out", help="statistics JSON", default=str(d.paths.stats) if d else None)
 
     p = add("pretrain", cmd_pretrain, "self-supervised pretraining, tracked and registered in MLflow")
     p.add_argument("--profile", default=d.pretrain.profile if d else None, help="params.yaml pretrain profile")
@@ -211,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("report", cmd_report, "print the results table and where to look")
 
     p = add("ui", cmd_ui, "start the Dagster UI and the MLflow UI (127.0.0.1 by default)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--dagster-port", type=int, default=3000)
-    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to expose them)")
+    p.add_argument("--dagster-port", type=int, default=3000, help="Dagster webserver port")
+    p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port")
     return parser
 
 

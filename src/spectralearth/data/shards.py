@@ -121,7 +121,9 @@ class ShardPatches(Dataset):
         if arr is None:
             arr = np.load(self.shards_dir / shard, mmap_mode="r")
             if arr.ndim != 4:
-                raise ValueError(f"{self.shards_dir / shard}: expected [n, bands, P, P], got {arr.shape}")
+                raise ValueError(
+                    f"{self.shards_dir / shard}: expected [n, bands, P, P], got {arr.shape}"
+                )
             if self._mean is not None and arr.shape[1] != self._mean.shape[0]:
                 raise ValueError(
                     f"{self.shards_dir / shard}: {arr.shape[1]} bands but band stats "

@@ -143,7 +143,9 @@ def evaluate_encoder(
     with torch.no_grad():
         for start in range(0, test_f.shape[0], settings.batch_size):
             target = test_m[start : start + settings.batch_size].long()
-            pred = logits(head, test_f[start : start + settings.batch_size], tuple(target.shape[-2:]))
+            pred = logits(
+                head, test_f[start : start + settings.batch_size], tuple(target.shape[-2:])
+            )
             pred = pred.argmax(dim=1).cpu()
             for metric in (acc, f1, f1_each, cm):
                 metric.update(pred, target)

@@ -13,7 +13,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import box
-from shapely.ops import transform as shp_transform
+import shapely
 
 from spectralearth.bands import BandMatchError, select_view
 from spectralearth.config import CurateSettings
@@ -153,7 +153,7 @@ def curate_scene(
                 "band_means": raw.reshape(raw.shape[0], -1).mean(axis=1).astype(np.float32).tolist(),
                 "mean_reflectance": float(raw.mean()),
                 "geometry_native": footprint.wkt,
-                "geometry": shp_transform(to_wgs84, footprint),
+                "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),
             }
         )
     frame = pd.DataFrame(rows)
@@ -166,7 +166,8 @@ def _write_fragment(patches_root: Path, result: SceneCuration) -> None:
     frag, report = fragment_paths(patches_root, result.scene)
     old_paths: set[str] = set()
     if frag.exists():
-        old_paths = set(pd.read_parquet(frag, columns=["path"])["path"])
+        old = pd.read_parquet(frag)
+        old_paths = set(old["path"]) if "path" in old.columns else set()
     frame = result.rows.copy()
     if len(frame):
         frame["geometry"] = frame["geometry"].map(lambda g: g.wkb)

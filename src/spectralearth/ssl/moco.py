@@ -134,4 +134,7 @@ class MoCo(pl.LightningModule):
             return cosine_schedule(min(step, total), total + 1, 1.0, 0.0)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -19,5 +19,7 @@ def list_methods() -> list[str]:
 
 def get_method(name: str) -> type:
     if name not in METHODS:
-        raise ValueError(f"unknown pretraining method {name!r}; known methods: {', '.join(list_methods())}")
+        raise ValueError(
+            f"unknown pretraining method {name!r}; known methods: {', '.join(list_methods())}"
+        )
     return METHODS[name]

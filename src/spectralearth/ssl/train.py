@@ -35,7 +35,9 @@ def _loader(dataset, settings: PretrainSettings):
     if n >= bs:
         return DataLoader(dataset, shuffle=True, **common)
     # Fewer training items than one batch: draw a full batch with replacement.
-    return DataLoader(dataset, sampler=RandomSampler(dataset, replacement=True, num_samples=bs), **common)
+    return DataLoader(
+        dataset, sampler=RandomSampler(dataset, replacement=True, num_samples=bs), **common
+    )
 
 
 def pretrain(

@@ -105,7 +105,9 @@ def _check_alignment(classmap, patch, row_off: int, col_off: int, where: str) ->
     if classmap.crs is None or patch.crs is None:
         return
     if classmap.crs != patch.crs:
-        raise ValueError(f"{where}: patch CRS {patch.crs} differs from class map CRS {classmap.crs}")
+        raise ValueError(
+            f"{where}: patch CRS {patch.crs} differs from class map CRS {classmap.crs}"
+        )
     ct, pt = classmap.transform, patch.transform
     x0, y0 = ct * (col_off, row_off)
     tol_x, tol_y = 0.5 * abs(ct.a), 0.5 * abs(ct.e)
@@ -201,7 +203,9 @@ def build_synth_landcover(
     total = sum(hist.values())
     unknown = sorted(int(i) for i in np.flatnonzero(total[1:]) + 1 if int(i) not in classes)
     if unknown:
-        raise ValueError(f"class maps hold ids {unknown} missing from {labels_dir / 'classes.json'}")
+        raise ValueError(
+            f"class maps hold ids {unknown} missing from {labels_dir / 'classes.json'}"
+        )
     return {
         "out_dir": str(out_dir),
         "classes": {str(k): v for k, v in classes.items()},

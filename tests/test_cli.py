@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+from tests.conftest import write_params
+
+COMMANDS = ["synth-archive", "catalog", "curate", "validate", "stats", "pretrain", "downstream",
+            "evaluate", "report", "ui"]
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "spectralearth.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_help_lists_every_command():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for c in COMMANDS:
+        assert c in out.stdout
+
+
+def test_command_help_shows_defaults_from_params_yaml():
+    out = _cli("curate", "--help")
+    assert "default: 128" in out.stdout  # curate.patch_size in params.yaml
+
+
+def test_a_failing_stage_says_which_and_why_in_one_line_and_exits_nonzero(tmp_path):
+    params = write_params(tmp_path)
+    out = _cli("--params", str(params), "stats")
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("spectralearth stats:") and "manifest.parquet" in lines[0]
+
+
+def test_bad_params_file_is_named(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("synth: {scenes: 1}\n")
+    out = _cli("--params", str(bad), "report")
+    assert out.returncode != 0 and "params.yaml" in out.stderr

@@ -1,0 +1,120 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+from spectralearth.bands import view_wavelengths
+from spectralearth.config import load_settings
+from spectralearth.patches.grid import Registry, cells_in_scene
+from spectralearth.patches.store import assign_split, build_index, read_index
+from spectralearth.pipeline import curate_archive
+from tests.conftest import write_params
+
+
+def test_grid_cells_are_aligned_per_zone_and_inside_the_scene():
+    # 96 px scene whose origin is 3 px off the 32-px (960 m) grid
+    transform = (30.0, 0.0, 960.0 * 10 + 90, 0.0, -30.0, 960.0 * 500 - 90)
+    cells = cells_in_scene(transform, 96, 96, 32633, 32)
+    assert len(cells) == 4  # 2 x 2 whole cells fit once the 3 px offset is skipped
+    for c in cells:
+        assert 0 <= c.col_off <= 64 and 0 <= c.row_off <= 64
+        x0 = transform[2] + c.col_off * 30
+        assert x0 % 960 == 0 and x0 // 960 == c.col
+    with pytest.raises(ValueError, match="30 m"):
+        cells_in_scene((60.0, 0, 0, 0, -60.0, 0), 10, 10, 32633, 4)
+
+
+def test_registry_gives_one_id_per_key_and_keeps_it(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite")
+    a = reg.location_ids(["32632:1:2", "32632:1:3"])
+    b = Registry(tmp_path / "r.sqlite").location_ids(["32632:1:3", "32633:1:2", "32632:1:2"])
+    assert a["32632:1:2"] == b["32632:1:2"] and a["32632:1:3"] == b["32632:1:3"]
+    assert len(set(b.values())) == 3
+    assert reg.scene_id("s1") == reg.scene_id("s1") != reg.scene_id("s2")
+
+
+def test_split_is_deterministic_and_location_disjoint():
+    splits = [assign_split(i, 0.1, 0.1) for i in range(1, 5001)]
+    assert splits == [assign_split(i, 0.1, 0.1) for i in range(1, 5001)]
+    share = pd.Series(splits).value_counts(normalize=True)
+    assert 0.07 < share["test"] < 0.13 and 0.07 < share["val"] < 0.13
+
+
+@pytest.fixture
+def curated(tiny_archive, tmp_path):
+    settings = load_settings(write_params(tmp_path))
+    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
+    summary = curate_archive(settings, products, settings.paths.patches, log=lambda *_: None)
+    return settings, products, summary
+
+
+def test_curation_writes_release_layout_index_and_shards(curated):
+    settings, products, summary = curated
+    root = settings.paths.patches
+    index = read_index(root)
+    assert summary["patches"] == len(index) > 0
+    contract = ["patch_id", "location_id", "scene_id", "datetime", "geometry", "geometry_native",
+                "valid_frac", "cloud_frac", "snow_frac", "band_means", "split"]
+    assert set(contract) <= set(index.columns)
+    assert index["patch_id"].is_unique
+    assert index.groupby("location_id")["split"].nunique().max() == 1  # location-disjoint
+    assert (index["cloud_frac"] <= settings.curate.max_cloud_frac).all()
+    assert (index["valid_frac"] == 1.0).all()
+    row = index.iloc[0]
+    path = root / "enmap" / f"{row.location_id:07d}" / f"{row.scene_id:05d}.tif"
+    assert path.exists() and row.path == str(path.relative_to(root))
+    with rasterio.open(path) as src:
+        assert src.count == 202 and src.dtypes[0] == "int16" and src.width == 32
+        wl = np.array([float(x) for x in src.tags()["wavelengths"].split(",")])
+        assert src.crs is not None and src.tags()["product"] == row["product"]
+        data = src.read()
+    assert np.allclose(wl, view_wavelengths(), atol=0.5)
+    assert (data != -32768).all()
+    manifest = pd.read_parquet(root / "shards" / "manifest.parquet")
+    assert len(manifest) == len(index)
+    m = manifest.iloc[0]
+    shard = np.load(root / "shards" / m["shard"], mmap_mode="r")
+    with rasterio.open(root / index.set_index("patch_id").loc[m["patch_id"], "path"]) as src:
+        assert np.array_equal(shard[m["index"]], src.read())
+
+
+def test_revisits_share_location_ids_and_rejections_are_counted(curated):
+    settings, products, summary = curated
+    index = read_index(settings.paths.patches)
+    dates = index.groupby("location_id")["datetime"].nunique()
+    assert (dates > 1).any(), "revisited places must map to the same location id"
+    rejected = sum(sum(s["rejected"].values()) for s in summary["scenes"])
+    windows = sum(s["windows"] for s in summary["scenes"])
+    assert windows == rejected + len(index)
+    assert any("nodata" in s["rejected"] for s in summary["scenes"])
+
+
+def test_rerunning_a_scene_replaces_its_patches_without_duplicates(curated):
+    settings, products, _ = curated
+    root = settings.paths.patches
+    before = read_index(root)
+    files_before = sorted(p.relative_to(root) for p in (root / "enmap").rglob("*.tif"))
+    bytes_before = {p: (root / p).read_bytes() for p in files_before}
+    curate_archive(settings, products[:2], root, log=lambda *_: None)
+    after = read_index(root)
+    pd.testing.assert_frame_equal(
+        before.drop(columns="geometry").reset_index(drop=True),
+        after.drop(columns="geometry").reset_index(drop=True),
+    )
+    files_after = sorted(p.relative_to(root) for p in (root / "enmap").rglob("*.tif"))
+    assert files_after == files_before
+    assert all((root / p).read_bytes() == b for p, b in bytes_before.items())
+    assert not list(Path(root).rglob("*.tmp"))
+
+
+def test_stricter_filter_drops_a_scene_s_stale_patches(curated):
+    settings, products, _ = curated
+    root = settings.paths.patches
+    strict = load_settings(settings.params_file, overrides={"curate": {"max_cloud_frac": 0.0, "max_snow_frac": 0.0}})
+    curate_archive(strict, products, root, log=lambda *_: None)
+    index = build_index(root, 0.2, 0.2)
+    assert (index["cloud_frac"] == 0).all()
+    on_disk = {str(p.relative_to(root)) for p in (root / "enmap").rglob("*.tif")}
+    assert on_disk == set(index["path"])

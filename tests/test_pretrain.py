@@ -1,0 +1,234 @@
+"""Training shards, spatial augmentations and the MoCo-v2 pretraining engine."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spectralearth.config import PretrainSettings
+from spectralearth.data.augment import SpatialAugment
+from spectralearth.data.shards import ShardPatches
+from spectralearth.models import create_model, load_pretrained
+from spectralearth.ssl import get_method, pretrain
+from spectralearth.ssl import registry as ssl_registry
+from spectralearth.ssl.moco import MoCo
+
+BANDS = 202
+
+
+def make_shards(
+    root,
+    n_locations: int = 8,
+    two_date_locations=(0, 1, 2, 3),
+    patch: int = 32,
+    splits=None,
+    per_shard: int = 5,
+    seed: int = 0,
+):
+    """Write fake curated shards (manifest.parquet + int16 .npy) and return (dir, stats)."""
+    rng = np.random.default_rng(seed)
+    shards_dir = root / "shards"
+    shards_dir.mkdir(parents=True)
+    splits = splits or {6: "val", 7: "test"}
+    rows, patches = [], []
+    for loc in range(n_locations):
+        n_dates = 2 if loc in two_date_locations else 1
+        base = rng.integers(200, 4000, size=(BANDS, 1, 1))
+        for d in range(n_dates):
+            rows.append(
+                {
+                    "patch_id": f"{loc:07d}/{d:05d}",
+                    "location_id": loc,
+                    "scene_id": 100 * d + loc,
+                    "datetime": pd.Timestamp("2023-01-01", tz="UTC")
+                    + pd.Timedelta(days=40 * d + loc),
+                    "split": splits.get(loc, "train"),
+                }
+            )
+            noise = rng.integers(-150, 150, size=(BANDS, patch, patch))
+            patches.append((base + noise + 300 * d).astype(np.int16))
+    for start in range(0, len(rows), per_shard):
+        name = f"shard-{start // per_shard:05d}.npy"
+        np.save(shards_dir / name, np.stack(patches[start : start + per_shard]))
+        for j, row in enumerate(rows[start : start + per_shard]):
+            row["shard"], row["index"] = name, j
+    manifest = pd.DataFrame(rows).astype(
+        {"location_id": "int64", "scene_id": "int64", "index": "int64"}
+    )
+    manifest.to_parquet(shards_dir / "manifest.parquet", index=False)
+    data = np.stack(patches).astype(np.float64)
+    stats = {
+        "mean": data.mean(axis=(0, 2, 3)).tolist(),
+        "std": data.std(axis=(0, 2, 3)).tolist(),
+        "wavelengths": np.linspace(420.0, 2440.0, BANDS).round(2).tolist(),
+        "n_patches": len(patches),
+    }
+    return shards_dir, stats, manifest, np.stack(patches)
+
+
+def tiny_settings(**overrides) -> PretrainSettings:
+    values = dict(
+        method="moco",
+        backbone="spec_resnet18",
+        steps=3,
+        batch_size=4,
+        crop_size=32,
+        lr=0.03,
+        precision="32-true",
+        accelerator="cpu",
+        devices=1,
+        num_workers=0,
+        memory_bank_size=64,
+        seed=0,
+        profile="test",
+    )
+    values.update(overrides)
+    return PretrainSettings(**values)
+
+
+# --- shards ---------------------------------------------------------------------------
+
+
+def test_shard_patches_single_view(tmp_path):
+    shards_dir, stats, manifest, raw = make_shards(tmp_path)
+    ds = ShardPatches(shards_dir, split="train", stats=stats)
+    assert len(ds) == (manifest["split"] == "train").sum() == 10
+    assert ds.n_bands == BANDS and ds.patch_size == 32
+    x = ds[0]
+    assert x.dtype == torch.float32 and x.shape == (BANDS, 32, 32)
+    first = manifest[manifest["split"] == "train"].sort_values(["location_id", "datetime"]).index[0]
+    mean = np.asarray(stats["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(stats["std"], dtype=np.float32)[:, None, None]
+    np.testing.assert_allclose(x.numpy(), (raw[first] - mean) / std, rtol=1e-5, atol=1e-5)
+    assert len(ShardPatches(shards_dir, split="val", stats=stats)) == 1
+    assert ShardPatches(shards_dir, stats=None)[0].abs().max() > 100  # raw reflectance x 1e4
+
+
+def test_two_date_pairs(tmp_path):
+    shards_dir, stats, manifest, _ = make_shards(tmp_path)
+    ds = ShardPatches(shards_dir, split="train", stats=stats, two_dates=True, seed=3)
+    assert len(ds) == ds.n_locations == 6
+    for i, loc in enumerate(ds.locations):
+        r1, r2 = ds.pair_rows(i)
+        a, b = ds.rows.loc[r1], ds.rows.loc[r2]
+        assert a["location_id"] == b["location_id"] == loc
+        x1, x2 = ds[i]
+        assert x1.shape == x2.shape == (BANDS, 32, 32)
+        if loc in (0, 1, 2, 3):  # revisited: two different dates
+            assert ds.n_dates(i) == 2
+            assert a["datetime"] != b["datetime"]
+            assert not torch.equal(x1, x2)
+        else:  # one date: the same patch twice
+            assert r1 == r2 and torch.equal(x1, x2)
+    # Seeded per item: the same draw again, whatever the access order.
+    again = ShardPatches(shards_dir, split="train", stats=stats, two_dates=True, seed=3)
+    assert [again.pair_rows(i) for i in reversed(range(6))][::-1] == [
+        ds.pair_rows(i) for i in range(6)
+    ]
+    # Both orders of a pair come up over epochs.
+    orders = set()
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        r1, r2 = ds.pair_rows(0)
+        orders.add(ds.rows.loc[r1, "datetime"] < ds.rows.loc[r2, "datetime"])
+    assert orders == {True, False}
+
+
+# --- augmentations --------------------------------------------------------------------
+
+
+def _flips(x):
+    return [x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)]
+
+
+def test_augment_flips_only_move_spectra():
+    torch.manual_seed(0)
+    aug = SpatialAugment(16, scale=(1.0, 1.0), ratio=(1.0, 1.0), blur_p=0.0)
+    x = torch.randn(8, BANDS, 16, 16)
+    y = aug(x)
+    assert y.shape == x.shape
+    for xi, yi in zip(x, y, strict=True):
+        assert any(torch.allclose(yi, f, atol=1e-5) for f in _flips(xi))
+
+
+def test_augment_keeps_spectra_of_uniform_patches():
+    # Crop + resize + flips + blur of a spatially uniform patch: every output pixel keeps
+    # exactly the input spectrum (no colour / spectral jitter anywhere).
+    torch.manual_seed(0)
+    aug = SpatialAugment(12, blur_p=1.0)
+    spectra = torch.randn(6, BANDS, 1, 1)
+    y = aug(spectra.expand(6, BANDS, 40, 40).contiguous())
+    assert y.shape == (6, BANDS, 12, 12)
+    torch.testing.assert_close(y, spectra.expand_as(y), atol=1e-4, rtol=1e-4)
+
+
+# --- pretraining ------------------------------------------------------------------------
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="moco"):
+        get_method("simclr")
+
+
+def test_pretrain_empty_train_split(tmp_path):
+    shards_dir, stats, _, _ = make_shards(tmp_path, n_locations=2, splits={0: "val", 1: "test"})
+    with pytest.raises(ValueError, match="train"):
+        pretrain(tiny_settings(), shards_dir, stats, tmp_path / "out", progress=False)
+
+
+def test_tiny_pretrain(tmp_path, monkeypatch):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    modules: list[MoCo] = []
+
+    class RecordingMoCo(MoCo):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            modules.append(self)
+
+    monkeypatch.setitem(ssl_registry.METHODS, "moco", RecordingMoCo)
+    settings = tiny_settings()
+    out = tmp_path / "model"
+    run = pretrain(settings, shards_dir, stats, out, progress=False)
+
+    # Outputs
+    assert (out / "model.safetensors").is_file() and (out / "run.json").is_file()
+    assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(run))
+    assert run["method"] == "moco" and run["backbone"] == "spec_resnet18"
+    assert run["in_chans"] == run["bands"] == BANDS
+    assert run["wavelengths"] == stats["wavelengths"]
+    assert run["steps"] == 3 and run["seed"] == 0 and run["profile"] == "test"
+    assert len(run["loss_history"]) == 3
+    assert all(math.isfinite(v) for v in run["loss_history"])
+    assert run["final_loss"] == run["loss_history"][-1]
+    assert run["seconds"] > 0
+    assert not list(out.glob(".*.tmp"))  # atomic writes left no temporaries
+
+    # The saved encoder is the trained query encoder.
+    (module,) = modules
+    loaded = load_pretrained(out)
+    saved = loaded.state_dict()
+    for key, value in module.encoder.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+    # Weights moved from their (seeded) initialisation.
+    pl.seed_everything(settings.seed)
+    init = dict(create_model("spec_resnet18").named_parameters())
+    query = dict(module.encoder.named_parameters())
+    key = dict(module.key_encoder.named_parameters())
+    assert init.keys() == query.keys() == key.keys()
+
+    def dist(a, b):
+        return math.sqrt(sum(float((a[n] - b[n]).detach().pow(2).sum()) for n in a))
+
+    moved, key_moved, gap = dist(query, init), dist(key, init), dist(key, query)
+    assert moved > 0
+    # EMA key encoder (momentum 0.999): different from the query, but only slightly off init.
+    assert gap > 0 and key_moved > 0
+    assert key_moved < 0.05 * moved
+    assert all(not p.requires_grad for p in module.key_encoder.parameters())
