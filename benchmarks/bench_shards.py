@@ -27,7 +27,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for i in range(N):
-            write_patch(tmp / f"p{i}.tif", data[i], "EPSG:32633", Affine(30, 0, 0, 0, -30, 0), wl, {})
+            write_patch(
+                tmp / f"p{i}.tif", data[i], "EPSG:32633", Affine(30, 0, 0, 0, -30, 0), wl, {}
+            )
         np.save(tmp / "shard.npy", data)
         order = rng.permutation(N)
 

@@ -7,7 +7,11 @@ from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
 
 
-@dg.asset_check(asset=patch_index, blocking=True, description="expectations/patch_index.json + params.yaml filter thresholds")
+@dg.asset_check(
+    asset=patch_index,
+    blocking=True,
+    description="expectations/patch_index.json + params.yaml filter thresholds",
+)
 def patch_index_expectations(settings: SpectralearthSettings) -> dg.AssetCheckResult:
     report = pipeline.validate(settings.load())
     return dg.AssetCheckResult(

@@ -12,13 +12,19 @@ from dagster_project.assets import curate, evaluate, ingest, pretrain
 from dagster_project.checks import patch_index_expectations
 from dagster_project.resources import SpectralearthSettings
 from dagster_project.schedules import daily_refresh, downstream_job
-from dagster_project.sensors import archive_sensor, curate_job, curate_new_partitions_sensor, ingest_job
+from dagster_project.sensors import (
+    archive_sensor,
+    curate_job,
+    curate_new_partitions_sensor,
+    ingest_job,
+)
 
 RESOURCES_BY_DEPLOYMENT = {
     "local": {"settings": SpectralearthSettings()},
     "prod": {
         "settings": SpectralearthSettings(
-            params_file=dg.EnvVar("SPECTRALEARTH_PARAMS"), data_dir=dg.EnvVar("SPECTRALEARTH_DATA_DIR")
+            params_file=dg.EnvVar("SPECTRALEARTH_PARAMS"),
+            data_dir=dg.EnvVar("SPECTRALEARTH_DATA_DIR"),
         )
     },
 }

@@ -17,19 +17,29 @@ from dagster_project.partitions import scenes_partitions
 def _materialize(instance, selection, partition_key=None) -> None:
     assets = list(defs.assets) + list(defs.asset_checks)
     res = dg.materialize(
-        assets, instance=instance, resources=defs.resources, selection=selection,
-        partition_key=partition_key, raise_on_error=False,
+        assets,
+        instance=instance,
+        resources=defs.resources,
+        selection=selection,
+        partition_key=partition_key,
+        raise_on_error=False,
     )
     if not res.success:
         failed = [e for e in res.all_events if e.is_step_failure]
-        reason = failed[0].step_failure_data.error.message.strip().splitlines()[-1] if failed else "see the Dagster UI"
+        reason = (
+            failed[0].step_failure_data.error.message.strip().splitlines()[-1]
+            if failed
+            else "see the Dagster UI"
+        )
         where = failed[0].step_key if failed else selection
         raise SystemExit(f"dagster: step '{where}' failed: {reason}")
     for ev in res.all_events:
         if ev.event_type_value == "ASSET_CHECK_EVALUATION":
             data = ev.event_specific_data
             if not data.passed:
-                raise SystemExit(f"dagster: blocking check {data.check_name} failed; downstream assets not run")
+                raise SystemExit(
+                    f"dagster: blocking check {data.check_name} failed; downstream assets not run"
+                )
 
 
 def main() -> int:
@@ -39,8 +49,14 @@ def main() -> int:
     for i, key in enumerate(sorted(keys), 1):
         print(f"[dagster] curated_patches {i}/{len(keys)}: {key}", flush=True)
         _materialize(instance, ["curated_patches"], partition_key=key)
-    rest = ["patch_index", "training_shards", "band_statistics", "pretrained_checkpoint",
-            "downstream_dataset", "downstream_evaluation"]
+    rest = [
+        "patch_index",
+        "training_shards",
+        "band_statistics",
+        "pretrained_checkpoint",
+        "downstream_dataset",
+        "downstream_evaluation",
+    ]
     print("[dagster] " + " -> ".join(rest), flush=True)
     _materialize(instance, rest)
     return 0

@@ -30,7 +30,9 @@ def tiny_params(data_dir: Path, **section_overrides) -> dict:
     params["data_dir"] = str(data_dir)
     params["synth"].update(scenes=6, size=128, seed=7)
     params["curate"].update(patch_size=32, max_cloud_frac=0.05, val_frac=0.2, test_frac=0.2)
-    params["pretrain"]["profiles"]["cpu-tiny"].update(steps=2, batch_size=4, crop_size=32, memory_bank_size=16)
+    params["pretrain"]["profiles"]["cpu-tiny"].update(
+        steps=2, batch_size=4, crop_size=32, memory_bank_size=16
+    )
     params["evaluate"].update(epochs=2, batch_size=4)
     for section, values in section_overrides.items():
         params[section].update(values)

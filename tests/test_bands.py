@@ -51,7 +51,9 @@ def test_srf_resampling_keeps_flat_spectra_flat_and_moves_edges_smoothly():
 def test_real_snap_band_table_maps_to_the_view():
     import pandas as pd
 
-    table = pd.read_csv(shared("enmap_l2a_metadata", "enmap_L2A_DT0000001049_bands_from_snap_test.csv"))
+    table = pd.read_csv(
+        shared("enmap_l2a_metadata", "enmap_L2A_DT0000001049_bands_from_snap_test.csv")
+    )
     idx = bands.select_view(table["wavelength_nm"].to_numpy())
     assert len(idx) == 202
 

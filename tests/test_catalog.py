@@ -6,7 +6,9 @@ import numpy as np
 from spectralearth.catalog import build_catalog, ok_scenes, read_catalog
 
 
-def test_catalog_lists_every_product_with_footprint_time_cover_and_wavelengths(tiny_archive, tmp_path):
+def test_catalog_lists_every_product_with_footprint_time_cover_and_wavelengths(
+    tiny_archive, tmp_path
+):
     out = tmp_path / "catalog.parquet"
     res = build_catalog(tiny_archive, out)
     cat = read_catalog(out)
@@ -31,7 +33,10 @@ def test_broken_products_are_rejected_with_reasons_and_the_rest_survive(archive_
     rejected = dict(zip(res.rejected["scene"], res.rejected["reason"], strict=True))
     assert set(rejected) == {broken.name, "not-a-product", products[2].name}
     assert "SPECTRAL_IMAGE cannot be opened" in rejected[broken.name]
-    assert "naming convention" in rejected["not-a-product"] or "not an EnMAP" in rejected["not-a-product"]
+    assert (
+        "naming convention" in rejected["not-a-product"]
+        or "not an EnMAP" in rejected["not-a-product"]
+    )
     assert "not safe, well-formed XML" in rejected[products[2].name]
     assert len(ok_scenes(res.catalog)) == 4  # 6 products, 2 broken
 
@@ -54,14 +59,32 @@ def test_cli_prints_rejections_and_exits_zero_when_written(archive_copy, tmp_pat
     (archive_copy / "junk").mkdir()
     out = tmp_path / "cat.parquet"
     proc = subprocess.run(
-        [sys.executable, "-m", "spectralearth.cli", "catalog", str(archive_copy), "--out", str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "spectralearth.cli",
+            "catalog",
+            str(archive_copy),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "REJECTED junk:" in proc.stdout and "catalog: 7 products" in proc.stdout
     assert out.exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "spectralearth.cli", "catalog", str(tmp_path / "nowhere"), "--out", str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "spectralearth.cli",
+            "catalog",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0 and "archive folder not found" in proc.stderr

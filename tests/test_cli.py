@@ -3,12 +3,24 @@ import sys
 
 from tests.conftest import write_params
 
-COMMANDS = ["synth-archive", "catalog", "curate", "validate", "stats", "pretrain", "downstream",
-            "evaluate", "report", "ui"]
+COMMANDS = [
+    "synth-archive",
+    "catalog",
+    "curate",
+    "validate",
+    "stats",
+    "pretrain",
+    "downstream",
+    "evaluate",
+    "report",
+    "ui",
+]
 
 
 def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "spectralearth.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "spectralearth.cli", *args], capture_output=True, text=True, **kw
+    )
 
 
 def test_help_lists_every_command():
@@ -30,6 +42,7 @@ def test_a_failing_stage_says_which_and_why_in_one_line_and_exits_nonzero(tmp_pa
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("spectralearth stats:") and "manifest.parquet" in lines[0]
+    assert str(tmp_path) in lines[0], "paths must come from the chosen params file"
 
 
 def test_bad_params_file_is_named(tmp_path):

@@ -55,8 +55,19 @@ def test_curation_writes_release_layout_index_and_shards(curated):
     root = settings.paths.patches
     index = read_index(root)
     assert summary["patches"] == len(index) > 0
-    contract = ["patch_id", "location_id", "scene_id", "datetime", "geometry", "geometry_native",
-                "valid_frac", "cloud_frac", "snow_frac", "band_means", "split"]
+    contract = [
+        "patch_id",
+        "location_id",
+        "scene_id",
+        "datetime",
+        "geometry",
+        "geometry_native",
+        "valid_frac",
+        "cloud_frac",
+        "snow_frac",
+        "band_means",
+        "split",
+    ]
     assert set(contract) <= set(index.columns)
     assert index["patch_id"].is_unique
     assert index.groupby("location_id")["split"].nunique().max() == 1  # location-disjoint
@@ -112,7 +123,9 @@ def test_rerunning_a_scene_replaces_its_patches_without_duplicates(curated):
 def test_stricter_filter_drops_a_scene_s_stale_patches(curated):
     settings, products, _ = curated
     root = settings.paths.patches
-    strict = load_settings(settings.params_file, overrides={"curate": {"max_cloud_frac": 0.0, "max_snow_frac": 0.0}})
+    strict = load_settings(
+        settings.params_file, overrides={"curate": {"max_cloud_frac": 0.0, "max_snow_frac": 0.0}}
+    )
     curate_archive(strict, products, root, log=lambda *_: None)
     index = build_index(root, 0.2, 0.2)
     assert (index["cloud_frac"] == 0).all()

@@ -24,7 +24,9 @@ BIN = Path(sys.executable).parent
 def _run(cmd, cwd, env, check=True, timeout=900):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -44,9 +46,13 @@ def project(tiny_archive, tmp_path_factory):
     (root / "expectations").symlink_to(REPO / "expectations")
     env = dict(os.environ)
     env.update(
-        PATH=f"{BIN}:{env['PATH']}", PYTHONPATH=f"{REPO / 'src'}:{REPO}",
-        SPECTRALEARTH_PARAMS=str(root / "params.yaml"), DAGSTER_HOME=str(root / "data" / "dagster_home"),
-        DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", GX_ANALYTICS_ENABLED="false",
+        PATH=f"{BIN}:{env['PATH']}",
+        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
+        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
+        DAGSTER_HOME=str(root / "data" / "dagster_home"),
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GX_ANALYTICS_ENABLED="false",
     )
     env.pop("SPECTRALEARTH_DATA_DIR", None)
     (root / "data" / "dagster_home").mkdir()
@@ -68,8 +74,19 @@ def _tighter_cloud_threshold(index: pd.DataFrame) -> float:
 def test_dagster_then_dvc_then_param_change(project):
     root, env = project
     # 1. the Dagster CLI selection works beside dvc in this one environment
-    out = _run([BIN / "dagster", "asset", "materialize", "-m", "dagster_project.definitions",
-                "--select", "scene_catalog"], root, env)
+    out = _run(
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "dagster_project.definitions",
+            "--select",
+            "scene_catalog",
+        ],
+        root,
+        env,
+    )
     assert (root / "data" / "catalog" / "catalog.parquet").exists(), out.stderr[-2000:]
     # 2. the whole graph in-process (what `make run` does)
     _run([sys.executable, "-m", "dagster_project.run_pipeline"], root, env)
@@ -118,11 +135,15 @@ def test_blocking_check_stops_downstream_assets(project, tmp_path):
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 10**9}}
     )
     (tmp_path / "patch_index.json").write_text(json.dumps(strict))
-    env = dict(env, SPECTRALEARTH_EXPECTATIONS=str(tmp_path), SPECTRALEARTH_DATA_DIR=str(tmp_path / "data"))
+    env = dict(
+        env, SPECTRALEARTH_EXPECTATIONS=str(tmp_path), SPECTRALEARTH_DATA_DIR=str(tmp_path / "data")
+    )
     shutil.copytree(root / "data" / "archive", tmp_path / "data" / "archive")
     shutil.copytree(root / "data" / "labels", tmp_path / "data" / "labels")
     proc = _run([sys.executable, "-m", "dagster_project.run_pipeline"], root, env, check=False)
     assert proc.returncode != 0
     assert "patch_index_expectations" in (proc.stdout + proc.stderr)
     assert (tmp_path / "data" / "patches" / "index.parquet").exists()
-    assert not (tmp_path / "data" / "models").exists(), "pretraining must not run past a failed blocking check"
+    assert not (tmp_path / "data" / "models").exists(), (
+        "pretraining must not run past a failed blocking check"
+    )

@@ -29,8 +29,13 @@ def test_official_metadata_xml_parses():
 
 def test_product_name_fields():
     n = parse_product_name(OFFICIAL.replace("-METADATA.XML", ""))
-    assert n == {"datatake": "0000326721", "start": "20170626T102020", "tile": "001",
-                 "version": "000204", "processed": "20200406T201930"}
+    assert n == {
+        "datatake": "0000326721",
+        "start": "20170626T102020",
+        "tile": "001",
+        "version": "000204",
+        "processed": "20200406T201930",
+    }
     with pytest.raises(ProductError, match="naming convention"):
         parse_product_name("ENMAP_L2A_foo")
 

@@ -154,28 +154,44 @@ def test_xml_structure_and_file_list(scenes):
         xml = next(s.path.glob("*-METADATA.XML"))
         root = SafeET.parse(str(xml), forbid_dtd=True).getroot()
         assert root.tag == "level_X"
-        for path in ("metadata/schema/versionSchema", "processing/correctionType",
-                     "base/spatialCoverage/boundingPolygon", "base/temporalCoverage/startTime",
-                     "specific/qualityFlag/cloudCover", "specific/qualityFlag/waterCover",
-                     "specific/vnirProductQuality/numChannelsExpected",
-                     "specific/swirProductQuality/expectedChannelsList", "specific/datatakeID",
-                     "specific/tileID", "specific/pixelSize", "specific/widthOfScene",
-                     "specific/heightOfScene", "product/image/merge/dimension/columns",
-                     "product/ortho/projection", "product/bandStatistics/bandID/stdDeviation"):
+        for path in (
+            "metadata/schema/versionSchema",
+            "processing/correctionType",
+            "base/spatialCoverage/boundingPolygon",
+            "base/temporalCoverage/startTime",
+            "specific/qualityFlag/cloudCover",
+            "specific/qualityFlag/waterCover",
+            "specific/vnirProductQuality/numChannelsExpected",
+            "specific/swirProductQuality/expectedChannelsList",
+            "specific/datatakeID",
+            "specific/tileID",
+            "specific/pixelSize",
+            "specific/widthOfScene",
+            "specific/heightOfScene",
+            "product/image/merge/dimension/columns",
+            "product/ortho/projection",
+            "product/bandStatistics/bandID/stdDeviation",
+        ):
             assert root.find(path) is not None, path
-        centre = [p for p in root.findall("base/spatialCoverage/boundingPolygon/point")
-                  if p.findtext("frame") == "center"]
+        centre = [
+            p
+            for p in root.findall("base/spatialCoverage/boundingPolygon/point")
+            if p.findtext("frame") == "center"
+        ]
         assert len(centre) == 1
-        listed = {f.findtext("name"): int(f.findtext("size"))
-                  for f in root.findall("product/productFileInformation/file")}
+        listed = {
+            f.findtext("name"): int(f.findtext("size"))
+            for f in root.findall("product/productFileInformation/file")
+        }
         on_disk = {p.name: p.stat().st_size for p in s.path.iterdir()}
         assert set(listed) == set(on_disk)
         for name, kb in listed.items():
             assert kb == -(-on_disk[name] // 1024), name
         assert int(root.findtext("base/size")) == sum(on_disk.values())
         # band statistics are the reflectance of the valid pixels
-        means = np.array([float(b.findtext("mean"))
-                          for b in root.findall("product/bandStatistics/bandID")])
+        means = np.array(
+            [float(b.findtext("mean")) for b in root.findall("product/bandStatistics/bandID")]
+        )
         for b in (10, 60, 150):
             expect = s.raw[b][s.valid].astype(float).mean() * 1e-4
             assert means[b] == pytest.approx(expect, abs=1e-6)
@@ -226,7 +242,10 @@ def test_several_utm_zones_and_a_revisited_place(scenes):
     assert len(zones) >= 2
     revisits = 0
     for a, b in combinations(scenes, 2):
-        if a.profile["crs"] != b.profile["crs"] or a.meta.start_time.date() == b.meta.start_time.date():
+        if (
+            a.profile["crs"] != b.profile["crs"]
+            or a.meta.start_time.date() == b.meta.start_time.date()
+        ):
             continue
         to_map = Transformer.from_crs(4326, a.profile["crs"].to_epsg(), always_xy=True)
         pa, pb = (Polygon([to_map.transform(*p) for p in s.meta.footprint_lonlat]) for s in (a, b))
@@ -274,7 +293,9 @@ def test_bad_arguments_are_rejected(tmp_path):
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
@@ -347,7 +368,9 @@ def test_cloud_shadow_mask_is_darker(scenes):
     ratios = []
     for s in scenes:
         nir = s.band(860)
-        others = s.masks["QL_QUALITY_SNOW"] | s.masks["QL_QUALITY_HAZE"] | s.masks["QL_QUALITY_CIRRUS"]
+        others = (
+            s.masks["QL_QUALITY_SNOW"] | s.masks["QL_QUALITY_HAZE"] | s.masks["QL_QUALITY_CIRRUS"]
+        )
         shadow = s.masks["QL_QUALITY_CLOUDSHADOW"] & ~others
         for c in range(2, len(LANDCOVER_CLASSES) + 1):  # land classes
             clear = s.clear & (s.classmap == c)

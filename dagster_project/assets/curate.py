@@ -16,7 +16,9 @@ from spectralearth import pipeline
     deps=[scene_catalog],
     description="202-band 128x128 patches of one product, after nodata/cloud/snow filters.",
 )
-def curated_patches(context: dg.AssetExecutionContext, settings: SpectralearthSettings) -> dg.MaterializeResult:
+def curated_patches(
+    context: dg.AssetExecutionContext, settings: SpectralearthSettings
+) -> dg.MaterializeResult:
     s = settings.load()
     product = Path(s.paths.archive) / context.partition_key
     res = pipeline.curate_scene(s, product)
@@ -31,7 +33,11 @@ def curated_patches(context: dg.AssetExecutionContext, settings: SpectralearthSe
     )
 
 
-@dg.asset(group_name="curate", deps=[curated_patches], description="GeoParquet index of all patches with splits.")
+@dg.asset(
+    group_name="curate",
+    deps=[curated_patches],
+    description="GeoParquet index of all patches with splits.",
+)
 def patch_index(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     index = pipeline.patch_index(s)
@@ -48,20 +54,34 @@ def patch_index(settings: SpectralearthSettings) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(group_name="curate", deps=[patch_index], description="Memory-mappable int16 training shards + manifest.")
+@dg.asset(
+    group_name="curate",
+    deps=[patch_index],
+    description="Memory-mappable int16 training shards + manifest.",
+)
 def training_shards(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     manifest = pipeline.training_shards(s)
     return dg.MaterializeResult(
-        metadata={"patches": len(manifest), "shards": int(manifest["shard"].nunique()) if len(manifest) else 0}
+        metadata={
+            "patches": len(manifest),
+            "shards": int(manifest["shard"].nunique()) if len(manifest) else 0,
+        }
     )
 
 
-@dg.asset(group_name="curate", deps=[training_shards], description="Per-band mean/std of the training patches.")
+@dg.asset(
+    group_name="curate",
+    deps=[training_shards],
+    description="Per-band mean/std of the training patches.",
+)
 def band_statistics(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     stats = pipeline.band_statistics(s)
     return dg.MaterializeResult(
-        metadata={"n_patches": stats["n_patches"], "split": stats["split"],
-                  "path": dg.MetadataValue.path(str(s.paths.stats))}
+        metadata={
+            "n_patches": stats["n_patches"],
+            "split": stats["split"],
+            "path": dg.MetadataValue.path(str(s.paths.stats)),
+        }
     )

@@ -8,7 +8,11 @@ from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
 
 
-@dg.asset(group_name="evaluate", deps=[patch_index], description="Synthetic land-cover segmentation task in the released-data layout.")
+@dg.asset(
+    group_name="evaluate",
+    deps=[patch_index],
+    description="Synthetic land-cover segmentation task in the released-data layout.",
+)
 def downstream_dataset(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     info = pipeline.downstream_dataset(s)
@@ -16,7 +20,11 @@ def downstream_dataset(settings: SpectralearthSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=flat)
 
 
-@dg.asset(group_name="evaluate", deps=[pretrained_checkpoint, downstream_dataset], description="OA and macro F1: pretrained vs random-init encoder.")
+@dg.asset(
+    group_name="evaluate",
+    deps=[pretrained_checkpoint, downstream_dataset],
+    description="OA and macro F1: pretrained vs random-init encoder.",
+)
 def downstream_evaluation(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     rows = pipeline.evaluate(s)

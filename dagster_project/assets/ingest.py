@@ -8,13 +8,20 @@ from spectralearth import pipeline
 from spectralearth.catalog import ok_scenes
 
 
-@dg.asset(group_name="ingest", description="GeoParquet catalogue of the L2A archive (one row per product).")
-def scene_catalog(context: dg.AssetExecutionContext, settings: SpectralearthSettings) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="ingest",
+    description="GeoParquet catalogue of the L2A archive (one row per product).",
+)
+def scene_catalog(
+    context: dg.AssetExecutionContext, settings: SpectralearthSettings
+) -> dg.MaterializeResult:
     s = settings.load()
     result = pipeline.catalog(s)
     cat = result.catalog
     scenes = ok_scenes(cat)
-    new = [k for k in scenes if not context.instance.has_dynamic_partition(scenes_partitions.name, k)]
+    new = [
+        k for k in scenes if not context.instance.has_dynamic_partition(scenes_partitions.name, k)
+    ]
     if new:
         context.instance.add_dynamic_partitions(scenes_partitions.name, new)
     for r in result.rejected.itertuples():

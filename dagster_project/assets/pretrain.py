@@ -12,7 +12,9 @@ from spectralearth import pipeline
     deps=[training_shards, band_statistics],
     description="Spectral adapter + backbone pretrained with the profile's SSL method (safetensors + run.json).",
 )
-def pretrained_checkpoint(context: dg.AssetExecutionContext, settings: SpectralearthSettings) -> dg.MaterializeResult:
+def pretrained_checkpoint(
+    context: dg.AssetExecutionContext, settings: SpectralearthSettings
+) -> dg.MaterializeResult:
     s = settings.load()
     info = pipeline.pretrain(s)
     context.log.info(f"registered {info['model_name']} version {info['model_version']}")

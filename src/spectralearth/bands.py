@@ -72,9 +72,7 @@ class BandMatchError(ValueError):
     """A product's bands cannot be matched to the 202-band view."""
 
 
-def select_view(
-    wavelengths: np.ndarray, tolerance_nm: float = MATCH_TOLERANCE_NM
-) -> np.ndarray:
+def select_view(wavelengths: np.ndarray, tolerance_nm: float = MATCH_TOLERANCE_NM) -> np.ndarray:
     """Indices into ``wavelengths`` (any order) giving the 202-band view, in view order.
 
     Each nominal view wavelength is matched to the nearest product band; the match must be

@@ -15,8 +15,9 @@ from spectralearth.config import load_settings
 
 
 def _settings(args, **overrides):
-    return load_settings(getattr(args, "params", None), overrides=overrides,
-                         profile=getattr(args, "profile", None))
+    return load_settings(
+        getattr(args, "params", None), overrides=overrides, profile=getattr(args, "profile", None)
+    )
 
 
 def cmd_synth_archive(args) -> int:
@@ -25,7 +26,9 @@ def cmd_synth_archive(args) -> int:
     s = _settings(args, synth={"scenes": args.scenes, "size": args.size, "seed": args.seed})
     out = Path(args.out) if args.out else s.paths.archive
     paths = pipeline.synth_archive(s, out=out, progress=not args.quiet)
-    print(f"wrote {len(paths)} synthetic EnMAP L2A products to {out} (labels in {out.parent / 'labels'})")
+    print(
+        f"wrote {len(paths)} synthetic EnMAP L2A products to {out} (labels in {out.parent / 'labels'})"
+    )
     return 0
 
 
@@ -59,8 +62,10 @@ def cmd_curate(args) -> int:
     else:
         products = find_products(archive)
     summary = pipeline.curate_archive(s, products, out)
-    print(f"curate: {summary['patches']} patches at {summary['locations']} locations from "
-          f"{len(summary['scenes'])} scenes ({len(summary['failed'])} failed) -> {out}")
+    print(
+        f"curate: {summary['patches']} patches at {summary['locations']} locations from "
+        f"{len(summary['scenes'])} scenes ({len(summary['failed'])} failed) -> {out}"
+    )
     return 0 if summary["scenes"] else 1
 
 
@@ -68,8 +73,9 @@ def cmd_validate(args) -> int:
     from spectralearth import pipeline
 
     s = _settings(args)
-    report = pipeline.validate(s, Path(args.patches) if args.patches else None,
-                               Path(args.report) if args.report else None)
+    report = pipeline.validate(
+        s, Path(args.patches) if args.patches else None, Path(args.report) if args.report else None
+    )
     print(report.summary())
     return 0 if report.success else 1
 
@@ -78,9 +84,12 @@ def cmd_stats(args) -> int:
     from spectralearth import pipeline
 
     s = _settings(args)
-    stats = pipeline.band_statistics(s, Path(args.patches) if args.patches else None,
-                                     Path(args.out) if args.out else None)
-    print(f"band statistics over {stats['n_patches']} patches ({stats['split']}) -> {args.out or s.paths.stats}")
+    stats = pipeline.band_statistics(
+        s, Path(args.patches) if args.patches else None, Path(args.out) if args.out else None
+    )
+    print(
+        f"band statistics over {stats['n_patches']} patches ({stats['split']}) -> {args.out or s.paths.stats}"
+    )
     return 0
 
 
@@ -89,9 +98,11 @@ def cmd_pretrain(args) -> int:
 
     s = _settings(args, pretrain={"steps": args.steps})
     info = pipeline.pretrain(s)
-    print(f"pretrain: {info['method']} {info['backbone']} {info['steps']} steps, final loss "
-          f"{info['final_loss']:.4f}, registered {info['model_name']} v{info['model_version']} "
-          f"-> {info['checkpoint']}")
+    print(
+        f"pretrain: {info['method']} {info['backbone']} {info['steps']} steps, final loss "
+        f"{info['final_loss']:.4f}, registered {info['model_name']} v{info['model_version']} "
+        f"-> {info['checkpoint']}"
+    )
     return 0
 
 
@@ -140,12 +151,40 @@ def cmd_ui(args) -> int:
     s.paths.dagster_home.mkdir(parents=True, exist_ok=True)
     s.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "dagster_project.definitions",
-                          "-h", args.host, "-p", str(args.dagster_port)], env=env),
-        subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.paths.mlflow_uri,
-                          "--host", args.host, "--port", str(args.mlflow_port)], env=env),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-m",
+                "dagster_project.definitions",
+                "-h",
+                args.host,
+                "-p",
+                str(args.dagster_port),
+            ],
+            env=env,
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                s.paths.mlflow_uri,
+                "--host",
+                args.host,
+                "--port",
+                str(args.mlflow_port),
+            ],
+            env=env,
+        ),
     ]
-    print(f"Dagster UI: http://{args.host}:{args.dagster_port}\nMLflow UI:  http://{args.host}:{args.mlflow_port}\n(Ctrl-C stops both)")
+    print(
+        f"Dagster UI: http://{args.host}:{args.dagster_port}\nMLflow UI:  http://{args.host}:{args.mlflow_port}\n(Ctrl-C stops both)"
+    )
     try:
         for p in procs:
             p.wait()
@@ -158,62 +197,100 @@ def cmd_ui(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = None
+    """Options default to None and are resolved from the chosen params.yaml at run time;
+    the help shows the values of the default params.yaml."""
     try:
-        defaults = load_settings()
+        d = load_settings()
     except Exception:  # --help must work even with a broken params.yaml
-        pass
-    d = defaults
+        d = None
+
+    def shown(value) -> str:
+        return f" (default: {value})" if d is not None else ""
+
     parser = argparse.ArgumentParser(
         prog="spectralearth",
         description="EnMAP L2A scenes -> curated patches -> hyperspectral foundation models -> benchmarks.",
     )
-    parser.add_argument("--params", help="params.yaml to read (default: ./params.yaml or the repo's)")
+    parser.add_argument(
+        "--params", help="params.yaml to read (default: ./params.yaml or the repo's)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=fn)
         return p
 
-    p = add("synth-archive", cmd_synth_archive, "write the synthetic EnMAP L2A archive (the embedded default)")
-    p.add_argument("--out", help="archive folder", default=str(d.paths.archive) if d else None)
-    p.add_argument("--scenes", type=int, help="products to write", default=d.synth.scenes if d else None)
-    p.add_argument("--size", type=int, help="scene size in px", default=d.synth.size if d else None)
-    p.add_argument("--seed", type=int, help="random seed (same seed, same bytes)", default=d.synth.seed if d else None)
+    p = add(
+        "synth-archive",
+        cmd_synth_archive,
+        "write the synthetic EnMAP L2A archive (the embedded default)",
+    )
+    p.add_argument("--out", help="archive folder" + shown(d and d.paths.archive))
+    p.add_argument("--scenes", type=int, help="products to write" + shown(d and d.synth.scenes))
+    p.add_argument("--size", type=int, help="scene size in px" + shown(d and d.synth.size))
+    p.add_argument(
+        "--seed", type=int, help="random seed (same seed, same bytes)" + shown(d and d.synth.seed)
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = add("catalog", cmd_catalog, "catalogue an archive into GeoParquet (rejected products listed)")
-    p.add_argument("archive", nargs="?", help="folder of L2A products", default=str(d.paths.archive) if d else None)
-    p.add_argument("--out", help="catalogue GeoParquet", default=str(d.paths.catalog) if d else None)
+    p = add(
+        "catalog", cmd_catalog, "catalogue an archive into GeoParquet (rejected products listed)"
+    )
+    p.add_argument(
+        "archive", nargs="?", help="folder of L2A products" + shown(d and d.paths.archive)
+    )
+    p.add_argument("--out", help="catalogue GeoParquet" + shown(d and d.paths.catalog))
 
     p = add("curate", cmd_curate, "cut products into 202-band patches, index and training shards")
-    p.add_argument("archive", nargs="?", help="folder of L2A products", default=str(d.paths.archive) if d else None)
-    p.add_argument("--out", help="patches folder", default=str(d.paths.patches) if d else None)
+    p.add_argument(
+        "archive", nargs="?", help="folder of L2A products" + shown(d and d.paths.archive)
+    )
+    p.add_argument("--out", help="patches folder" + shown(d and d.paths.patches))
     p.add_argument("--catalog", help="curate only the ok products of this catalogue")
-    p.add_argument("--patch-size", type=int, help="patch size in px", default=d.curate.patch_size if d else None)
+    p.add_argument(
+        "--patch-size", type=int, help="patch size in px" + shown(d and d.curate.patch_size)
+    )
 
     p = add("validate", cmd_validate, "run the Great Expectations suite on the patch index")
-    p.add_argument("--patches", help="patches folder", default=str(d.paths.patches) if d else None)
-    p.add_argument("--report", help="validation report JSON", default=str(d.paths.validation / "patch_index.json") if d else None)
+    p.add_argument("--patches", help="patches folder" + shown(d and d.paths.patches))
+    p.add_argument(
+        "--report",
+        help="validation report JSON" + shown(d and d.paths.validation / "patch_index.json"),
+    )
 
     p = add("stats", cmd_stats, "per-band mean/std of the training patches")
-    p.add_argument("--patches", help="patches folder", default=str(d.paths.patches) if d else None)
-    p.add_argument("--out", help="statistics JSON", default=str(d.paths.stats) if d else None)
+    p.add_argument("--patches", help="patches folder" + shown(d and d.paths.patches))
+    p.add_argument("--out", help="statistics JSON" + shown(d and d.paths.stats))
 
-    p = add("pretrain", cmd_pretrain, "self-supervised pretraining, tracked and registered in MLflow")
-    p.add_argument("--profile", default=d.pretrain.profile if d else None, help="params.yaml pretrain profile")
-    p.add_argument("--steps", type=int, default=None, help="override the profile's steps")
+    p = add(
+        "pretrain", cmd_pretrain, "self-supervised pretraining, tracked and registered in MLflow"
+    )
+    p.add_argument(
+        "--profile", help="params.yaml pretrain profile" + shown(d and d.pretrain.profile)
+    )
+    p.add_argument(
+        "--steps", type=int, help="override the profile's steps" + shown(d and d.pretrain.steps)
+    )
 
     add("downstream", cmd_downstream, "build the downstream dataset from patches and label maps")
-    add("evaluate", cmd_evaluate, "evaluate the checkpoint against random init on the downstream task")
+    add(
+        "evaluate",
+        cmd_evaluate,
+        "evaluate the checkpoint against random init on the downstream task",
+    )
     add("report", cmd_report, "print the results table and where to look")
 
     p = add("ui", cmd_ui, "start the Dagster UI and the MLflow UI (127.0.0.1 by default)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to expose them)")
-    p.add_argument("--dagster-port", type=int, default=3000, help="Dagster webserver port")
-    p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address; keep 127.0.0.1 unless you mean to expose them (default: 127.0.0.1)",
+    )
+    p.add_argument(
+        "--dagster-port", type=int, default=3000, help="Dagster webserver port (default: 3000)"
+    )
+    p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default: 5000)")
     return parser
 
 

@@ -201,7 +201,9 @@ def load_settings(
     chosen = profile or pre.get("profile")
     profiles = pre.get("profiles") or {}
     if chosen not in profiles:
-        raise ValueError(f"params.yaml [pretrain]: unknown profile {chosen!r}; have {sorted(profiles)}")
+        raise ValueError(
+            f"params.yaml [pretrain]: unknown profile {chosen!r}; have {sorted(profiles)}"
+        )
     pre_values = dict(profiles[chosen])
     pre_values.update({k: v for k, v in (overrides.get("pretrain") or {}).items() if v is not None})
     pre_values["profile"] = chosen

@@ -21,13 +21,19 @@ class StageError(RuntimeError):
         self.reason = reason
 
 
-def synth_archive(settings: Settings, out: Path | None = None, progress: bool = False) -> list[Path]:
+def synth_archive(
+    settings: Settings, out: Path | None = None, progress: bool = False
+) -> list[Path]:
     from spectralearth.synth import write_archive
 
     s = settings.synth
     return write_archive(
-        out or settings.paths.archive, scenes=s.scenes, size=s.size, seed=s.seed,
-        revisit_fraction=s.revisit_fraction, progress=progress,
+        out or settings.paths.archive,
+        scenes=s.scenes,
+        size=s.size,
+        seed=s.seed,
+        revisit_fraction=s.revisit_fraction,
+        progress=progress,
     )
 
 
@@ -85,11 +91,17 @@ def curate_archive(
             log(f"REJECTED {exc}")
     index = patch_index(settings, root)
     training_shards(settings, root)
-    return {"scenes": reports, "failed": failed, "patches": int(len(index)),
-            "locations": int(index["location_id"].nunique()) if len(index) else 0}
+    return {
+        "scenes": reports,
+        "failed": failed,
+        "patches": int(len(index)),
+        "locations": int(index["location_id"].nunique()) if len(index) else 0,
+    }
 
 
-def band_statistics(settings: Settings, patches_root: Path | None = None, out: Path | None = None) -> dict:
+def band_statistics(
+    settings: Settings, patches_root: Path | None = None, out: Path | None = None
+) -> dict:
     from spectralearth.patches.store import compute_band_stats
 
     return compute_band_stats(patches_root or settings.paths.patches, out or settings.paths.stats)
@@ -101,7 +113,8 @@ def validate(settings: Settings, patches_root: Path | None = None, report: Path 
 
     root = patches_root or settings.paths.patches
     return validate_patch_index(
-        read_index(root), settings.curate,
+        read_index(root),
+        settings.curate,
         report or settings.paths.validation / "patch_index.json",
     )
 
@@ -120,12 +133,17 @@ def pretrain(settings: Settings, patches_root: Path | None = None) -> dict:
     stats = json.loads(paths.stats.read_text())
     out = checkpoint_dir(settings)
     run_id = tracking.start_run(
-        paths, settings.mlflow, run_name=f"pretrain-{p.method}-{p.backbone}",
+        paths,
+        settings.mlflow,
+        run_name=f"pretrain-{p.method}-{p.backbone}",
         tags={"stage": "pretrain", "profile": p.profile},
     )
     try:
         info = _pretrain(
-            p, (patches_root or paths.patches) / "shards", stats, out,
+            p,
+            (patches_root or paths.patches) / "shards",
+            stats,
+            out,
             logger=tracking.lightning_logger(paths, settings.mlflow, run_id),
         )
     except BaseException:
@@ -148,7 +166,9 @@ def downstream_dataset(settings: Settings, patches_root: Path | None = None) -> 
 
     root = patches_root or settings.paths.patches
     return build_synth_landcover(
-        root / "index.parquet", root, settings.paths.labels,
+        root / "index.parquet",
+        root,
+        settings.paths.labels,
         settings.paths.downstream / settings.evaluate.task,
     )
 
@@ -161,7 +181,9 @@ def evaluate(settings: Settings) -> pd.DataFrame:
     paths = settings.paths
     ckpt = checkpoint_dir(settings)
     stats = json.loads(paths.stats.read_text())
-    rows = evaluate_checkpoint(ckpt, paths.downstream / settings.evaluate.task, stats, settings.evaluate)
+    rows = evaluate_checkpoint(
+        ckpt, paths.downstream / settings.evaluate.task, stats, settings.evaluate
+    )
     csv = paths.results / "evaluations.csv"
     write_evaluations(rows, csv)
     run_json = json.loads((ckpt / "run.json").read_text())

@@ -29,7 +29,9 @@ def configure(paths: Paths, settings: MlflowSettings) -> str:
     )
 
 
-def start_run(paths: Paths, settings: MlflowSettings, run_name: str, tags: dict | None = None) -> str:
+def start_run(
+    paths: Paths, settings: MlflowSettings, run_name: str, tags: dict | None = None
+) -> str:
     import mlflow
 
     exp_id = configure(paths, settings)
@@ -80,9 +82,15 @@ def finish_pretraining(
         run_id=run_id,
         tags={"method": str(run_info.get("method")), "backbone": str(run_info.get("backbone"))},
     )
-    client.set_registered_model_alias(settings.registered_model, "latest-pretrained", version.version)
+    client.set_registered_model_alias(
+        settings.registered_model, "latest-pretrained", version.version
+    )
     client.set_terminated(run_id, "FINISHED")
-    return {"run_id": run_id, "model_name": settings.registered_model, "model_version": int(version.version)}
+    return {
+        "run_id": run_id,
+        "model_name": settings.registered_model,
+        "model_version": int(version.version),
+    }
 
 
 def fail_run(paths: Paths, settings: MlflowSettings, run_id: str) -> None:
@@ -92,7 +100,9 @@ def fail_run(paths: Paths, settings: MlflowSettings, run_id: str) -> None:
     mlflow.MlflowClient().set_terminated(run_id, "FAILED")
 
 
-def log_evaluation(paths: Paths, settings: MlflowSettings, rows, parent_run_id: str | None, csv_path: Path) -> str:
+def log_evaluation(
+    paths: Paths, settings: MlflowSettings, rows, parent_run_id: str | None, csv_path: Path
+) -> str:
     """One run per evaluation, metrics named <model>/<metric>, the CSV as an artifact."""
     import mlflow
 

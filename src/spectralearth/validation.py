@@ -33,7 +33,9 @@ class ValidationReport:
         if self.success:
             return f"{self.suite}: all {len(self.results)} expectations passed"
         parts = [f"{r['expectation']}({r.get('column') or ''})" for r in self.failed]
-        return f"{self.suite}: {len(self.failed)} of {len(self.results)} failed: " + ", ".join(parts)
+        return f"{self.suite}: {len(self.failed)} of {len(self.results)} failed: " + ", ".join(
+            parts
+        )
 
 
 def expectations_dir() -> Path:
@@ -51,12 +53,30 @@ def load_suite_dict(name: str, directory: Path | None = None) -> dict:
 def threshold_expectations(settings: CurateSettings) -> list[dict]:
     """Expectations that restate params.yaml's curation filters on the index."""
     return [
-        {"type": "expect_column_values_to_be_between",
-         "kwargs": {"column": "valid_frac", "min_value": 1.0 - settings.max_nodata_frac, "max_value": 1.0}},
-        {"type": "expect_column_values_to_be_between",
-         "kwargs": {"column": "cloud_frac", "min_value": 0.0, "max_value": settings.max_cloud_frac}},
-        {"type": "expect_column_values_to_be_between",
-         "kwargs": {"column": "snow_frac", "min_value": 0.0, "max_value": settings.max_snow_frac}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {
+                "column": "valid_frac",
+                "min_value": 1.0 - settings.max_nodata_frac,
+                "max_value": 1.0,
+            },
+        },
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {
+                "column": "cloud_frac",
+                "min_value": 0.0,
+                "max_value": settings.max_cloud_frac,
+            },
+        },
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {
+                "column": "snow_frac",
+                "min_value": 0.0,
+                "max_value": settings.max_snow_frac,
+            },
+        },
     ]
 
 
@@ -99,6 +119,10 @@ def validate_patch_index(
     report = validate_frame(index, suite)
     if report_path is not None:
         with atomic_path(report_path) as tmp:
-            tmp.write_text(json.dumps({"suite": report.suite, "success": report.success,
-                                       "results": report.results}, indent=1))
+            tmp.write_text(
+                json.dumps(
+                    {"suite": report.suite, "success": report.success, "results": report.results},
+                    indent=1,
+                )
+            )
     return report

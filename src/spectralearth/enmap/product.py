@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ def _utc(text: str) -> datetime:
     if "." in text:  # XML times carry microseconds, sometimes more digits than Python takes
         head, frac = text.split(".", 1)
         text = f"{head}.{frac[:6]}"
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 @dataclass
@@ -256,6 +256,4 @@ def find_products(archive: str | Path) -> list[Path]:
     archive = Path(archive)
     if not archive.is_dir():
         raise FileNotFoundError(f"archive folder not found: {archive}")
-    return sorted(
-        p for p in archive.iterdir() if p.is_dir() and PRODUCT_NAME_RE.match(p.name)
-    )
+    return sorted(p for p in archive.iterdir() if p.is_dir() and PRODUCT_NAME_RE.match(p.name))

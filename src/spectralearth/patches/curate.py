@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import rasterio
+import shapely
 from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import box
-import shapely
 
 from spectralearth.bands import BandMatchError, select_view
 from spectralearth.config import CurateSettings
@@ -78,7 +78,9 @@ def curate_scene(
     try:
         view = select_view(product.meta.wavelengths)
     except BandMatchError as exc:
-        raise ProductError(product.name, f"bands cannot be matched to the 202-band view: {exc}") from exc
+        raise ProductError(
+            product.name, f"bands cannot be matched to the 202-band view: {exc}"
+        ) from exc
     view_wl = product.meta.wavelengths[view]
 
     with rasterio.open(product.image_path) as src:
@@ -103,7 +105,9 @@ def curate_scene(
         raw = product.read(win, bands=view)
         fracs = {"nodata_frac": float(np.any(raw == NODATA, axis=0).mean())}
         for col, layer in QL_FOR.items():
-            fracs[col] = float(product.read_mask(layer, win).mean()) if layer in product.ql_paths else 0.0
+            fracs[col] = (
+                float(product.read_mask(layer, win).mean()) if layer in product.ql_paths else 0.0
+            )
         reason = next(
             (name for name, col, attr in FILTERS if fracs[col] > limits[attr] + 1e-12), None
         )
@@ -133,7 +137,9 @@ def curate_scene(
                 "datetime": product.meta.start_time.isoformat(),
             },
         )
-        footprint = box(*rasterio.windows.bounds(Window(cell.col_off, cell.row_off, p, p), transform))
+        footprint = box(
+            *rasterio.windows.bounds(Window(cell.col_off, cell.row_off, p, p), transform)
+        )
         rows.append(
             {
                 "patch_id": f"{loc:07d}/{scene_id:05d}",
@@ -150,7 +156,10 @@ def curate_scene(
                 "valid_frac": 1.0 - fracs["nodata_frac"],
                 **fracs,
                 "n_bands": int(raw.shape[0]),
-                "band_means": raw.reshape(raw.shape[0], -1).mean(axis=1).astype(np.float32).tolist(),
+                "band_means": raw.reshape(raw.shape[0], -1)
+                .mean(axis=1)
+                .astype(np.float32)
+                .tolist(),
                 "mean_reflectance": float(raw.mean()),
                 "geometry_native": footprint.wkt,
                 "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),

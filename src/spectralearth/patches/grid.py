@@ -65,8 +65,12 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
         with con:
-            con.execute("CREATE TABLE IF NOT EXISTS locations (key TEXT PRIMARY KEY, id INTEGER UNIQUE)")
-            con.execute("CREATE TABLE IF NOT EXISTS scenes (key TEXT PRIMARY KEY, id INTEGER UNIQUE)")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS locations (key TEXT PRIMARY KEY, id INTEGER UNIQUE)"
+            )
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS scenes (key TEXT PRIMARY KEY, id INTEGER UNIQUE)"
+            )
         con.close()
 
     def _connect(self) -> sqlite3.Connection:

@@ -33,8 +33,15 @@ def write_patch(path: Path, data: np.ndarray, crs, transform, wavelengths, tags:
     """Write one patch GeoTIFF (int16, band-interleaved, wavelengths in band tags)."""
     count, h, w = data.shape
     profile = dict(
-        driver="GTiff", dtype="int16", count=count, height=h, width=w, crs=crs,
-        transform=transform, nodata=-32768, interleave="band",
+        driver="GTiff",
+        dtype="int16",
+        count=count,
+        height=h,
+        width=w,
+        crs=crs,
+        transform=transform,
+        nodata=-32768,
+        interleave="band",
     )
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
@@ -70,7 +77,13 @@ def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> 
         df = pd.concat(frames, ignore_index=True)
         df["geometry"] = df["geometry"].map(wkb.loads)
     else:
-        df = pd.DataFrame({"patch_id": pd.Series(dtype=str), "location_id": pd.Series(dtype="int64"), "geometry": []})
+        df = pd.DataFrame(
+            {
+                "patch_id": pd.Series(dtype=str),
+                "location_id": pd.Series(dtype="int64"),
+                "geometry": [],
+            }
+        )
     if df["patch_id"].duplicated().any():
         dup = df.loc[df["patch_id"].duplicated(), "patch_id"].tolist()[:5]
         raise ValueError(f"duplicate patch ids across scene fragments: {dup}")
@@ -103,8 +116,13 @@ def build_shards(patches_root: str | Path, shard_patches: int = SHARD_PATCHES) -
                 arrays.append(src.read())
             rows.append(
                 {
-                    "patch_id": r.patch_id, "location_id": r.location_id, "scene_id": r.scene_id,
-                    "datetime": r.datetime, "split": r.split, "shard": name, "index": i,
+                    "patch_id": r.patch_id,
+                    "location_id": r.location_id,
+                    "scene_id": r.scene_id,
+                    "datetime": r.datetime,
+                    "split": r.split,
+                    "shard": name,
+                    "index": i,
                 }
             )
         with atomic_path(out / name) as tmp:
@@ -146,8 +164,11 @@ def compute_band_stats(patches_root: str | Path, out: str | Path, split: str = "
     with rasterio.open(root / read_index(root)["path"].iloc[0]) as src:
         wavelengths = [float(x) for x in src.tags()["wavelengths"].split(",")]
     stats = {
-        "mean": mean.tolist(), "std": std.tolist(), "wavelengths": wavelengths,
-        "n_patches": int(len(sel)), "n_pixels": int(n),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "wavelengths": wavelengths,
+        "n_patches": int(len(sel)),
+        "n_pixels": int(n),
         "split": split if (manifest["split"] == split).any() else "all",
     }
     with atomic_path(out) as tmp:

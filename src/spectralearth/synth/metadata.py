@@ -60,8 +60,13 @@ def _sub(parent: ET.Element, tag: str, text: object | None = None, **attrib: str
 def _polygon(parent: ET.Element, info: ProductInfo) -> None:
     poly = _sub(parent, "boundingPolygon")
     mid = info.start + (info.stop - info.start) / 2
-    times = {"upper_left": info.start, "upper_right": info.start, "lower_left": info.stop,
-             "lower_right": info.stop, "center": mid}
+    times = {
+        "upper_left": info.start,
+        "upper_right": info.start,
+        "lower_left": info.stop,
+        "lower_right": info.stop,
+        "center": mid,
+    }
     # four corners, the closing point (upper_left again), then the centre
     for frame in (*CORNERS, "upper_left", "center"):
         lon, lat = info.corners_lonlat[frame]
@@ -86,8 +91,10 @@ def build_metadata(info: ProductInfo) -> bytes:
     """The METADATA.XML document as UTF-8 bytes (pretty-printed, deterministic)."""
     root = ET.Element(
         "level_X",
-        {"xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
-         "xsi:noNamespaceSchemaLocation": "metadata_Lx_00-02-00.xsd"},
+        {
+            "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+            "xsi:noNamespaceSchemaLocation": "metadata_Lx_00-02-00.xsd",
+        },
     )
     ver = info.version
     dt = f"{info.datatake:010d}"
@@ -99,18 +106,29 @@ def build_metadata(info: ProductInfo) -> bytes:
     _sub(schema, "name", "metadata_Lx_00-02-00.xsd")
     _sub(schema, "processingLevel", "L2A")
     _sub(md, "name", f"{info.name}-METADATA.XML")
-    _sub(md, "comment", f"SYNTHETIC EnMAP Level 2A Product of datatake {info.datatake}, tile "
-         f"{info.tile}: simulated by spectralearth.synth from earthlib spectra, not a DLR product")
+    _sub(
+        md,
+        "comment",
+        f"SYNTHETIC EnMAP Level 2A Product of datatake {info.datatake}, tile "
+        f"{info.tile}: simulated by spectralearth.synth from earthlib spectra, not a DLR product",
+    )
     _sub(md, "copyright", "synthetic data, no copyright claimed")
     _sub(md, "citation", "Ryan et al., earthlib: a global spectral library (spectra used)")
 
     proc = _sub(root, "processing")
-    for tag, text in (("terrainCorrection", "Yes"), ("ozoneValue", "300"), ("season", info.season),
-                      ("productFormat", "GeoTIFF+Metadata"),
-                      ("mapProjection", "UTM_Zone_of_Scene_Center"),
-                      ("imageResampling", "Bilinear_Interpolation"), ("DEMDBVersion", "SRTM_C1ARC"),
-                      ("correctionType", "Combined"), ("cirrusHazeRemoval", "No"),
-                      ("bandInterpolation", "No"), ("waterType", "Clear")):
+    for tag, text in (
+        ("terrainCorrection", "Yes"),
+        ("ozoneValue", "300"),
+        ("season", info.season),
+        ("productFormat", "GeoTIFF+Metadata"),
+        ("mapProjection", "UTM_Zone_of_Scene_Center"),
+        ("imageResampling", "Bilinear_Interpolation"),
+        ("DEMDBVersion", "SRTM_C1ARC"),
+        ("correctionType", "Combined"),
+        ("cirrusHazeRemoval", "No"),
+        ("bandInterpolation", "No"),
+        ("waterType", "Clear"),
+    ):
         _sub(proc, tag, text)
 
     base = _sub(root, "base")
@@ -130,30 +148,63 @@ def build_metadata(info: ProductInfo) -> bytes:
     q = _sub(spec, "qualityFlag")
     for tag in ("spare_1", "spare_2", "spare_3", "sensorLogVNIR"):
         _sub(q, tag, "-999")
-    for tag in ("processorLogVNIR", "overallQualityVNIR", "deadPixelsVNIR", "defectivePixelsVNIR",
-                "generalArtifactsVNIR", "saturationCrosstalkVNIR", "stripingBandingVNIR",
-                "qualityRadiometryVNIR"):
+    for tag in (
+        "processorLogVNIR",
+        "overallQualityVNIR",
+        "deadPixelsVNIR",
+        "defectivePixelsVNIR",
+        "generalArtifactsVNIR",
+        "saturationCrosstalkVNIR",
+        "stripingBandingVNIR",
+        "qualityRadiometryVNIR",
+    ):
         _sub(q, tag, "0")
     _sub(q, "smileIndicationVNIR", "-999")
     _sub(q, "sensorLogSWIR", "-999")
-    for tag in ("processorLogSWIR", "deadPixelsSWIR", "defectivePixelsSWIR", "generalArtifactsSWIR",
-                "saturationCrosstalkSWIR", "stripingBandingSWIR", "overallQualitySWIR",
-                "qualityRadiometrySWIR"):
+    for tag in (
+        "processorLogSWIR",
+        "deadPixelsSWIR",
+        "defectivePixelsSWIR",
+        "generalArtifactsSWIR",
+        "saturationCrosstalkSWIR",
+        "stripingBandingSWIR",
+        "overallQualitySWIR",
+        "qualityRadiometrySWIR",
+    ):
         _sub(q, tag, "0")
     _sub(q, "smileIndicationSWIR", "-999")
-    for tag, text in (("overallQuality", "0"), ("numTilesUsed", "1"), ("levelOfRejection", "2"),
-                      ("numPointsGCP", "0"), ("numPointsICP", "0"), ("numPointsAll", "0"),
-                      ("numPointsDiscardedGCP", "0"), ("orthoResidual", "0"),
-                      ("orthoResidual_x", "0"), ("orthoResidual_y", "0"), ("orthoMean", "0"),
-                      ("orthoMean_x", "0"), ("orthoMean_y", "0"), ("orthoRMSE", "0"),
-                      ("orthoRMSE_x", "0"), ("orthoRMSE_y", "0"),
-                      ("sceneSZA", f"{90.0 - info.sun['center'][1]:.6f}"),
-                      ("qualityAtmosphere", "0"), ("orthoTerrain", "0"), ("sceneSunglint", "-999")):
+    for tag, text in (
+        ("overallQuality", "0"),
+        ("numTilesUsed", "1"),
+        ("levelOfRejection", "2"),
+        ("numPointsGCP", "0"),
+        ("numPointsICP", "0"),
+        ("numPointsAll", "0"),
+        ("numPointsDiscardedGCP", "0"),
+        ("orthoResidual", "0"),
+        ("orthoResidual_x", "0"),
+        ("orthoResidual_y", "0"),
+        ("orthoMean", "0"),
+        ("orthoMean_x", "0"),
+        ("orthoMean_y", "0"),
+        ("orthoRMSE", "0"),
+        ("orthoRMSE_x", "0"),
+        ("orthoRMSE_y", "0"),
+        ("sceneSZA", f"{90.0 - info.sun['center'][1]:.6f}"),
+        ("qualityAtmosphere", "0"),
+        ("orthoTerrain", "0"),
+        ("sceneSunglint", "-999"),
+    ):
         _sub(q, tag, text)
     for tag in ("cloudCover", "hazeCover", "cirrusCover", "snowCover", "waterCover", "cloudShadow"):
         _sub(q, tag, str(int(info.cover[tag])))
-    for tag, text in (("noncloudShadow", "0"), ("sceneWV", "1800"), ("sceneAOT", "150"),
-                      ("sceneAtmParam", "0"), ("sceneTerrain", "0")):
+    for tag, text in (
+        ("noncloudShadow", "0"),
+        ("sceneWV", "1800"),
+        ("sceneAOT", "150"),
+        ("sceneAtmParam", "0"),
+        ("sceneTerrain", "0"),
+    ):
         _sub(q, tag, text)
 
     numbers = list(range(1, len(info.wavelengths) + 1))
@@ -171,15 +222,24 @@ def build_metadata(info: ProductInfo) -> bytes:
         _sub(pq, "missingChannelsList")
 
     n_vnir = sum(d == "VNIR" for d in info.detectors)
-    for tag, text in (("missionPhase", "synthetic"), ("processingCenter", "OP"),
-                      ("processingDateTime", _t(info.processed)), ("mission", "EnMAP"),
-                      ("satelliteID", "01"), ("sensor", "HSI"), ("datatakeID", dt),
-                      ("acquisitionType", "EARTH"), ("productType", "STANDARD_ALL"),
-                      ("numberOfSWIRBands", str(len(numbers) - n_vnir)),
-                      ("numberOfVNIRBands", str(n_vnir)),
-                      ("datatakeStart", _t(info.start)), ("datatakeStop", _t(info.stop)),
-                      ("backgroundValue", "-32768"), ("tileID", f"{info.tile:02d}"),
-                      ("numberOfTiles", f"{max(info.tile, 3):02d}")):
+    for tag, text in (
+        ("missionPhase", "synthetic"),
+        ("processingCenter", "OP"),
+        ("processingDateTime", _t(info.processed)),
+        ("mission", "EnMAP"),
+        ("satelliteID", "01"),
+        ("sensor", "HSI"),
+        ("datatakeID", dt),
+        ("acquisitionType", "EARTH"),
+        ("productType", "STANDARD_ALL"),
+        ("numberOfSWIRBands", str(len(numbers) - n_vnir)),
+        ("numberOfVNIRBands", str(n_vnir)),
+        ("datatakeStart", _t(info.start)),
+        ("datatakeStop", _t(info.stop)),
+        ("backgroundValue", "-32768"),
+        ("tileID", f"{info.tile:02d}"),
+        ("numberOfTiles", f"{max(info.tile, 3):02d}"),
+    ):
         _sub(spec, tag, text)
     _sub(spec, "widthOfScene", str(info.swath_width), unit="pixel")
     _sub(spec, "heightOfScene", str(info.swath_length), unit="pixel")

@@ -46,8 +46,13 @@ _ADMIX: dict[str, tuple[str, float, float, float]] = {
 }
 # Share of the land (not water) parcels per class before spatial clustering.
 _LAND_PRIOR: dict[str, float] = {
-    "forest": 0.26, "cropland": 0.32, "grassland": 0.15, "bare_soil": 0.06,
-    "built_up": 0.12, "non_photosynthetic_vegetation": 0.06, "burned": 0.03,
+    "forest": 0.26,
+    "cropland": 0.32,
+    "grassland": 0.15,
+    "bare_soil": 0.06,
+    "built_up": 0.12,
+    "non_photosynthetic_vegetation": 0.06,
+    "burned": 0.03,
 }
 _MEAN_PARCEL_PX = 16.0
 CLOUD_MASK_LEVEL = 0.2  # cloud opacity from which a pixel is flagged cloud  # mean field/parcel width (~480 m), typical of European farmland
@@ -83,8 +88,12 @@ def _absorption_depth(w: np.ndarray) -> np.ndarray:
     940 and 1135 nm that atmospheric correction leaves behind.
     """
     depth = np.zeros_like(w, dtype=float)
-    for centre, width, peak, power in ((1395, 55, 0.995, 4), (1875, 60, 0.99, 4),
-                                       (940, 15, 0.05, 2), (1135, 15, 0.06, 2)):
+    for centre, width, peak, power in (
+        (1395, 55, 0.995, 4),
+        (1875, 60, 0.99, 4),
+        (940, 15, 0.05, 2),
+        (1135, 15, 0.06, 2),
+    ):
         depth = np.maximum(depth, peak * np.exp(-0.5 * np.abs((w - centre) / width) ** power))
     return depth
 
@@ -116,13 +125,22 @@ def spectral_stack(seed: int = 0) -> SpectralStack:
     snr = np.where(swir, 180.0 - 80.0 * np.clip((w - 2000.0) / 450.0, 0.0, 1.0), 450.0)
     floor = np.where(swir, 0.0015, 0.0008) + 0.02 * depth  # retrieval noise where opaque
     return SpectralStack(
-        rows=rows, offsets=offsets, counts=counts, admix_id=admix_id,
-        admix_lo=lo, admix_hi=hi, winter=winter,
-        snow=np.asarray(lib["snow"]), cloud=np.asarray(lib["cloud"]),
-        wavelengths=w, fwhms=nominal.fwhms, detectors=nominal.detectors,
+        rows=rows,
+        offsets=offsets,
+        counts=counts,
+        admix_id=admix_id,
+        admix_lo=lo,
+        admix_hi=hi,
+        winter=winter,
+        snow=np.asarray(lib["snow"]),
+        cloud=np.asarray(lib["cloud"]),
+        wavelengths=w,
+        fwhms=nominal.fwhms,
+        detectors=nominal.detectors,
         t_surface=(1.0 - depth).astype(np.float32),
         t_high=(1.0 - 0.5 * depth).astype(np.float32),
-        noise_floor=floor.astype(np.float32), noise_rel=(1.0 / snr).astype(np.float32),
+        noise_floor=floor.astype(np.float32),
+        noise_rel=(1.0 / snr).astype(np.float32),
     )
 
 
@@ -278,11 +296,16 @@ def make_site(rng: np.random.Generator, canvas: int, stack: SpectralStack) -> Si
     g = 2.0 * g + np.array([1.0, 0.0, 0.0], dtype=np.float32)[:, None, None]
     weight = special.softmax(g, axis=0).astype(np.float32)
     fa = special.ndtr(smooth_field(rng, (h, w), 3.0))
-    admix = (stack.admix_lo[cls] + (stack.admix_hi[cls] - stack.admix_lo[cls]) * fa).astype(np.float32)
+    admix = (stack.admix_lo[cls] + (stack.admix_hi[cls] - stack.admix_lo[cls]) * fa).astype(
+        np.float32
+    )
     brightness = 1.0 + 0.05 * smooth_field(rng, (h, w), 2.0)
     brightness *= (1.0 + 0.04 * rng.standard_normal(total))[parcel]
     return Site(
-        classmap=classmap.astype(np.uint8), index=index, weight=weight, admix=admix,
+        classmap=classmap.astype(np.uint8),
+        index=index,
+        weight=weight,
+        admix=admix,
         brightness=brightness.astype(np.float32),
         land_prior={c: float(p) for c, p in zip(land, prior, strict=True)},
     )
@@ -319,8 +342,15 @@ def _winter_weight(month: int) -> float:
     return {12: 1.0, 1: 1.0, 2: 1.0, 3: 0.6, 11: 0.6, 4: 0.25, 10: 0.3}.get(month, 0.0)
 
 
-def _ground(site: Site, r0: int, c0: int, size: int, cond: Conditions, stack: SpectralStack,
-            illumination: float) -> np.ndarray:
+def _ground(
+    site: Site,
+    r0: int,
+    c0: int,
+    size: int,
+    cond: Conditions,
+    stack: SpectralStack,
+    illumination: float,
+) -> np.ndarray:
     """Surface reflectance [S, S, 224] (pixel-interleaved) of the site crop, no atmosphere."""
     win = (slice(r0, r0 + size), slice(c0, c0 + size))
     cls = site.classmap[win].astype(np.int64)
@@ -373,7 +403,12 @@ def _shadow_offset(cond: Conditions, size: int, rng: np.random.Generator) -> tup
 
 
 def render_scene(
-    site: Site, r0: int, c0: int, size: int, cond: Conditions, rng: np.random.Generator,
+    site: Site,
+    r0: int,
+    c0: int,
+    size: int,
+    cond: Conditions,
+    rng: np.random.Generator,
     stack: SpectralStack,
 ) -> RenderedScene:
     """One acquisition of ``site`` (crop at row ``r0``, col ``c0``) with its QL masks."""
@@ -477,15 +512,28 @@ def solar_position(lat: float, lon: float, when: datetime) -> tuple[float, float
     doy = when.timetuple().tm_yday
     hour = when.hour + when.minute / 60 + when.second / 3600
     g = 2 * math.pi / 365 * (doy - 1 + (hour - 12) / 24)
-    eqtime = 229.18 * (0.000075 + 0.001868 * math.cos(g) - 0.032077 * math.sin(g)
-                       - 0.014615 * math.cos(2 * g) - 0.040849 * math.sin(2 * g))
-    decl = (0.006918 - 0.399912 * math.cos(g) + 0.070257 * math.sin(g)
-            - 0.006758 * math.cos(2 * g) + 0.000907 * math.sin(2 * g)
-            - 0.002697 * math.cos(3 * g) + 0.00148 * math.sin(3 * g))
+    eqtime = 229.18 * (
+        0.000075
+        + 0.001868 * math.cos(g)
+        - 0.032077 * math.sin(g)
+        - 0.014615 * math.cos(2 * g)
+        - 0.040849 * math.sin(2 * g)
+    )
+    decl = (
+        0.006918
+        - 0.399912 * math.cos(g)
+        + 0.070257 * math.sin(g)
+        - 0.006758 * math.cos(2 * g)
+        + 0.000907 * math.sin(2 * g)
+        - 0.002697 * math.cos(3 * g)
+        + 0.00148 * math.sin(3 * g)
+    )
     tst = hour * 60 + eqtime + 4 * lon
     ha = math.radians(tst / 4 - 180)
     phi = math.radians(lat)
     cos_zen = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(ha)
     zen = math.acos(max(-1.0, min(1.0, cos_zen)))
-    az = math.degrees(math.atan2(math.sin(ha), math.cos(ha) * math.sin(phi) - math.tan(decl) * math.cos(phi)))
+    az = math.degrees(
+        math.atan2(math.sin(ha), math.cos(ha) * math.sin(phi) - math.tan(decl) * math.cos(phi))
+    )
     return (az + 180.0) % 360.0, 90.0 - math.degrees(zen)

@@ -107,9 +107,25 @@ def _anchors(points: list[tuple[float, float]]) -> np.ndarray:
 
 # Pure-water absorption (1/m), a coarse log-interpolated table after Pope & Fry (1997) and
 # Kou et al. (1993); beyond 1000 nm water is opaque for remote sensing purposes.
-_AW = [(380, 0.011), (400, 0.0066), (450, 0.0092), (500, 0.0204), (550, 0.0565),
-       (600, 0.2224), (650, 0.34), (700, 0.65), (750, 2.47), (800, 2.07), (850, 4.3),
-       (900, 6.8), (950, 39.0), (1000, 36.0), (1100, 20.0), (1200, 100.0), (2500, 1000.0)]
+_AW = [
+    (380, 0.011),
+    (400, 0.0066),
+    (450, 0.0092),
+    (500, 0.0204),
+    (550, 0.0565),
+    (600, 0.2224),
+    (650, 0.34),
+    (700, 0.65),
+    (750, 2.47),
+    (800, 2.07),
+    (850, 4.3),
+    (900, 6.8),
+    (950, 39.0),
+    (1000, 36.0),
+    (1100, 20.0),
+    (1200, 100.0),
+    (2500, 1000.0),
+]
 
 
 def water_spectra(rng: np.random.Generator, n: int = 48) -> np.ndarray:
@@ -144,11 +160,34 @@ def water_spectra(rng: np.random.Generator, n: int = 48) -> np.ndarray:
 
 # Medium-grain clean snow (anchor points read off typical field spectra): ~0.95 in the VIS,
 # ice absorption at 1030, 1260, 1500 and 2000 nm.
-_SNOW = [(380, 0.95), (500, 0.97), (600, 0.96), (700, 0.94), (800, 0.90), (900, 0.84),
-         (1000, 0.72), (1030, 0.63), (1100, 0.69), (1200, 0.56), (1260, 0.43), (1300, 0.46),
-         (1400, 0.20), (1500, 0.04), (1550, 0.05), (1600, 0.08), (1700, 0.12), (1800, 0.14),
-         (1850, 0.10), (1950, 0.02), (2000, 0.01), (2100, 0.04), (2250, 0.10), (2300, 0.08),
-         (2400, 0.03), (2500, 0.02)]
+_SNOW = [
+    (380, 0.95),
+    (500, 0.97),
+    (600, 0.96),
+    (700, 0.94),
+    (800, 0.90),
+    (900, 0.84),
+    (1000, 0.72),
+    (1030, 0.63),
+    (1100, 0.69),
+    (1200, 0.56),
+    (1260, 0.43),
+    (1300, 0.46),
+    (1400, 0.20),
+    (1500, 0.04),
+    (1550, 0.05),
+    (1600, 0.08),
+    (1700, 0.12),
+    (1800, 0.14),
+    (1850, 0.10),
+    (1950, 0.02),
+    (2000, 0.01),
+    (2100, 0.04),
+    (2250, 0.10),
+    (2300, 0.08),
+    (2400, 0.03),
+    (2500, 0.02),
+]
 
 
 def snow_spectra(rng: np.random.Generator, n: int = 32) -> np.ndarray:
@@ -167,8 +206,20 @@ def snow_spectra(rng: np.random.Generator, n: int = 32) -> np.ndarray:
 
 
 # Optically thick liquid-water cloud: flat and bright, mild absorption at 1.5 / 2.0 um.
-_CLOUD = [(380, 0.80), (600, 0.82), (900, 0.81), (1100, 0.78), (1250, 0.76), (1450, 0.62),
-          (1550, 0.64), (1700, 0.66), (1950, 0.45), (2100, 0.50), (2250, 0.52), (2500, 0.40)]
+_CLOUD = [
+    (380, 0.80),
+    (600, 0.82),
+    (900, 0.81),
+    (1100, 0.78),
+    (1250, 0.76),
+    (1450, 0.62),
+    (1550, 0.64),
+    (1700, 0.66),
+    (1950, 0.45),
+    (2100, 0.50),
+    (2250, 0.52),
+    (2500, 0.40),
+]
 
 
 def cloud_spectra(rng: np.random.Generator, n: int = 16) -> np.ndarray:
@@ -193,7 +244,11 @@ def _vegetation_split(veg: np.ndarray, wl: np.ndarray) -> dict[str, np.ndarray]:
     dense = dense[np.argsort(nir[dense], kind="stable")]
     half = len(dense) // 2
     # canopy shadow darkens forest multiplicatively; keeps the red edge ratio
-    return {"forest": veg[dense[:half]] * 0.85, "cropland": veg[dense[half:]], "grassland": veg[grass]}
+    return {
+        "forest": veg[dense[:half]] * 0.85,
+        "cropland": veg[dense[half:]],
+        "grassland": veg[grass],
+    }
 
 
 @lru_cache(maxsize=4)
