@@ -142,6 +142,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    import contextlib
     import os
     import signal
     import subprocess
@@ -150,8 +151,19 @@ def cmd_ui(args) -> int:
     env = dict(os.environ, DAGSTER_HOME=str(s.paths.dagster_home.resolve()))
     s.paths.dagster_home.mkdir(parents=True, exist_ok=True)
     s.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+
+    def spawn(cmd: list[str]) -> subprocess.Popen:
+        # Own session (so the whole server tree can be stopped) and default SIGINT: shells
+        # start background jobs with SIGINT ignored, which children would inherit.
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
     procs = [
-        subprocess.Popen(
+        spawn(
             [
                 sys.executable,
                 "-m",
@@ -163,10 +175,9 @@ def cmd_ui(args) -> int:
                 args.host,
                 "-p",
                 str(args.dagster_port),
-            ],
-            env=env,
+            ]
         ),
-        subprocess.Popen(
+        spawn(
             [
                 sys.executable,
                 "-m",
@@ -178,21 +189,30 @@ def cmd_ui(args) -> int:
                 args.host,
                 "--port",
                 str(args.mlflow_port),
-            ],
-            env=env,
+            ]
         ),
     ]
     print(
         f"Dagster UI: http://{args.host}:{args.dagster_port}\nMLflow UI:  http://{args.host}:{args.mlflow_port}\n(Ctrl-C stops both)"
     )
+
+    def _interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops both servers, like Ctrl-C
     try:
         for p in procs:
             p.wait()
     except KeyboardInterrupt:
         for p in procs:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(signal.SIGTERM)  # Dagster maps SIGTERM to its graceful shutdown
         for p in procs:
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)  # whatever of the tree is left
     return 0
 
 
