@@ -1,21 +1,14 @@
 # spectralearth: `make run` (whole pipeline on the embedded default) and `make test`.
-# Both set up the environment first: .venv links to a cache folder keyed by the lock file's
-# hash, so the 6-7 GB install is reused while the pins are unchanged.
+# Both set up the environment first (.ci/setup-venv): the 6-7 GB install of requirements.lock
+# is cached per lock hash and shared; .venv is a small per-checkout layer over it.
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eu -o pipefail -c
 
-PYTHON_BOOT ?= python3.11
-PIP_VERSION := 26.3
-LOCK := requirements.lock
-LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-12)
-VENV_CACHE ?= $(HOME)/.cache/spectralearth
-VENV_DIR := $(VENV_CACHE)/venv-py311-$(LOCK_HASH)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 
-# The checkout's own code always wins over whatever checkout last did the editable install
-# into the shared cached venv.
+# Belt and braces: this checkout's code first on the path for every tool make runs.
 export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -36,21 +29,9 @@ help:
 
 setup: $(VENV)/.ready
 
-$(VENV)/.ready: $(LOCK) pyproject.toml
-	if [ ! -f "$(VENV_DIR)/.complete" ]; then
-	  echo "[setup] creating $(VENV_DIR) from $(LOCK) (first time: ~5 min)"
-	  rm -rf "$(VENV_DIR)"; mkdir -p "$(VENV_CACHE)"
-	  $(PYTHON_BOOT) -m venv "$(VENV_DIR)"
-	  "$(VENV_DIR)/bin/python" -m pip install -q --disable-pip-version-check "pip==$(PIP_VERSION)"
-	  "$(VENV_DIR)/bin/python" -m pip install -q --disable-pip-version-check -r $(LOCK)
-	  touch "$(VENV_DIR)/.complete"
-	fi
-	if [ -e $(VENV) ] && [ ! -L $(VENV) ]; then echo "[setup] $(VENV) is a real folder; remove it"; exit 1; fi
-	ln -sfn "$(VENV_DIR)" $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip check
-	touch $(VENV)/.ready-$(LOCK_HASH)
-	ln -sfn .ready-$(LOCK_HASH) $(VENV)/.ready
+$(VENV)/.ready: requirements.lock pyproject.toml .ci/setup-venv
+	@.ci/setup-venv
+	touch $(VENV)/.ready
 
 # The whole pipeline on the embedded default: synthetic archive -> DVC-tracked raw data ->
 # every Dagster asset materialized in-process (recorded in DAGSTER_HOME for the UI) ->
@@ -92,13 +73,15 @@ bench: setup
 ui: setup
 	$(BIN)/python -m spectralearth.cli ui
 
+lock: PYTHON_BOOT ?= python3.11
+lock: PIP_VERSION ?= 26.3
 lock:
 	rm -rf /tmp/spectralearth-lock && $(PYTHON_BOOT) -m venv /tmp/spectralearth-lock
 	/tmp/spectralearth-lock/bin/python -m pip install -q "pip==$(PIP_VERSION)"
 	/tmp/spectralearth-lock/bin/python -m pip install -q ".[dev]"
 	{ echo "# Resolved dependency set (pip freeze of a fresh install of pyproject.toml's pins + dev extra)."; \
 	  echo "# Regenerate with 'make lock' after changing a pin. Installed with: pip install -r requirements.lock"; \
-	  /tmp/spectralearth-lock/bin/python -m pip freeze --exclude-editable | grep -v '^spectralearth'; } > $(LOCK)
+	  /tmp/spectralearth-lock/bin/python -m pip freeze --exclude-editable | grep -v '^spectralearth'; } > requirements.lock
 
 clean-data:
 	rm -rf data/archive data/labels data/catalog data/patches data/stats data/models data/results data/validation data/downstream

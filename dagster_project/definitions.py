@@ -15,7 +15,6 @@ from dagster_project.schedules import daily_refresh, downstream_job
 from dagster_project.sensors import (
     archive_sensor,
     curate_job,
-    curate_new_partitions_sensor,
     ingest_job,
 )
 
@@ -35,7 +34,7 @@ defs = dg.Definitions(
     assets=all_assets,
     asset_checks=[patch_index_expectations],
     jobs=[ingest_job, curate_job, downstream_job],
-    sensors=[archive_sensor, curate_new_partitions_sensor],
+    sensors=[archive_sensor],
     schedules=[daily_refresh],
     resources=RESOURCES_BY_DEPLOYMENT[os.environ.get("SPECTRALEARTH_DEPLOYMENT", "local")],
 )

@@ -58,7 +58,7 @@ def project(tiny_archive, tmp_path_factory):
     (root / "data" / "dagster_home").mkdir()
     (root / "data" / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     _run(["git", "init", "-q"], root, env)
-    _run(["dvc", "commit", "-f", "-q", "data.dvc"], root, env)
+    _run(["dvc", "commit", "-f", "data.dvc"], root, env)
     return root, env
 
 
@@ -109,7 +109,7 @@ def test_dagster_then_dvc_then_param_change(project):
     assert version.run_id == run["mlflow_run_id"]
 
     # 4. DVC agrees with what Dagster produced
-    _run(["dvc", "commit", "-f", "-q"], root, env)
+    _run(["dvc", "commit", "-f"], root, env)
     status = _run(["dvc", "status"], root, env).stdout
     assert "up to date" in status, status
     repro = _run(["dvc", "repro"], root, env).stdout

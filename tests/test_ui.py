@@ -35,9 +35,20 @@ def test_ui_serves_dagster_and_mlflow_on_loopback_and_stops_cleanly(tmp_path):
     dport, mport = _free_port(), _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "dh"), SPECTRALEARTH_PARAMS=str(params))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spectralearth.cli", "ui", "--dagster-port", str(dport),
-         "--mlflow-port", str(mport)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "spectralearth.cli",
+            "ui",
+            "--dagster-port",
+            str(dport),
+            "--mlflow-port",
+            str(mport),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         deadline = time.time() + 120
@@ -55,5 +66,9 @@ def test_ui_serves_dagster_and_mlflow_on_loopback_and_stops_cleanly(tmp_path):
         out, _ = proc.communicate(timeout=60)
     assert f"http://127.0.0.1:{dport}" in out and f"http://127.0.0.1:{mport}" in out
     time.sleep(2)
-    alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p
+        for p in tree
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert not alive, f"server processes left running: {alive}"

@@ -1,13 +1,12 @@
 """Curate: per-scene patches (one partition per product), the index, shards and statistics."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from dagster_project.assets.ingest import scene_catalog
 from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
+from spectralearth.enmap.product import find_product_path
 
 
 @dg.asset(
@@ -20,7 +19,7 @@ def curated_patches(
     context: dg.AssetExecutionContext, settings: SpectralearthSettings
 ) -> dg.MaterializeResult:
     s = settings.load()
-    product = Path(s.paths.archive) / context.partition_key
+    product = find_product_path(s.paths.archive, context.partition_key)
     res = pipeline.curate_scene(s, product)
     context.log.info(f"{res.scene}: kept {res.kept}/{res.windows} windows; rejected {res.rejected}")
     return dg.MaterializeResult(

@@ -2,10 +2,12 @@
 
 import dagster as dg
 
+from dagster_project.metadata import png_markdown
 from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
 from spectralearth.catalog import ok_scenes
+from spectralearth.plots import catalog_table_markdown
 
 
 @dg.asset(
@@ -26,7 +28,9 @@ def scene_catalog(
         context.instance.add_dynamic_partitions(scenes_partitions.name, new)
     for r in result.rejected.itertuples():
         context.log.warning(f"rejected product {r.scene}: {r.reason}")
-    table = cat[["scene", "status", "start_time", "cloud_frac", "snow_frac", "reason"]].astype(str)
+    if result.n_ok == 0:
+        context.log.warning(f"no readable product in {s.paths.archive}")
+    png = s.paths.catalog.parent / "coverage.png"
     return dg.MaterializeResult(
         metadata={
             "products": len(cat),
@@ -34,6 +38,9 @@ def scene_catalog(
             "rejected": int((cat["status"] == "rejected").sum()),
             "new_partitions": len(new),
             "path": dg.MetadataValue.path(str(result.path)),
-            "scenes": dg.MetadataValue.md(table.to_markdown(index=False)),
+            "superseded": int((cat["status"] == "superseded").sum()),
+            "stac": dg.MetadataValue.path(str(s.paths.catalog.parent / "stac" / "collection.json")),
+            "coverage_map": dg.MetadataValue.md(png_markdown(png, "scene coverage")),
+            "scenes": dg.MetadataValue.md(catalog_table_markdown(cat)),
         }
     )

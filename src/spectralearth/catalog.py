@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from shapely.geometry import Polygon
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio.windows import Window
+from shapely.geometry import Polygon, box
 
 from spectralearth.enmap.product import (
     PRODUCT_NAME_RE,
     QL_LAYERS,
     ProductError,
+    is_product_entry,
     open_product,
+    product_name,
 )
 from spectralearth.io import atomic_path
 
@@ -38,6 +45,7 @@ CATALOG_COLUMNS = [
     "height",
     "n_bands",
     "wavelengths",
+    "bad_bands",
     "fwhms",
     "cloud_cover_xml",
     "snow_cover_xml",
@@ -71,15 +79,46 @@ class CatalogResult:
         return self.catalog[self.catalog["status"] == "rejected"][["scene", "reason"]]
 
 
-def _checksum(product_dir: Path) -> str:
+def _checksum(product_path: Path) -> str:
     """Cheap content fingerprint: names, sizes and the XML bytes (images are not re-read)."""
     h = hashlib.sha256()
-    for f in sorted(product_dir.iterdir()):
+    if product_path.is_file():  # a zip: its size and its member table
+        h.update(str(product_path.stat().st_size).encode())
+        with zipfile.ZipFile(product_path) as zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                h.update(f"{info.filename}:{info.file_size}:{info.CRC}".encode())
+        return h.hexdigest()[:16]
+    for f in sorted(product_path.iterdir()):
         h.update(f.name.encode())
         h.update(str(f.stat().st_size).encode())
         if f.name.upper().endswith(".XML"):
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _check_complete(product) -> None:
+    """Read the last block of the last band: a truncated TIFF fails here, not mid-curation."""
+    with rasterio.open(product.image_path) as src:
+        bh, bw = src.block_shapes[0]
+        row = ((src.height - 1) // bh) * bh
+        col = ((src.width - 1) // bw) * bw
+        window = Window(col, row, min(bw, src.width - col), min(bh, src.height - row))
+        try:
+            src.read(src.count, window=window)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ProductError(
+                product.name, f"SPECTRAL_IMAGE is truncated or corrupt: {exc}"
+            ) from exc
+
+
+def _footprint_check(product, footprint: Polygon, crs, bounds) -> None:
+    """The XML footprint must overlap the raster, or one of them is wrong."""
+    to_native = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
+    native = shapely.transform(footprint, to_native, interleaved=False)
+    if not native.intersects(box(*bounds)):
+        raise ProductError(
+            product.name, "METADATA.XML footprint does not intersect the image's extent"
+        )
 
 
 def _mask_fractions(product) -> dict[str, float]:
@@ -106,6 +145,7 @@ def _mask_fractions(product) -> dict[str, float]:
 def describe_product(product_dir: Path) -> dict:
     """One catalogue row for a product; raises ProductError naming it when it can't be read."""
     product = open_product(product_dir)
+    _check_complete(product)
     missing = [q for q in QL_LAYERS if q not in product.ql_paths]
     if missing:
         raise ProductError(product.name, f"quality layers missing: {', '.join(missing)}")
@@ -113,6 +153,12 @@ def describe_product(product_dir: Path) -> dict:
     if prof.get("crs") is None:
         raise ProductError(product.name, "SPECTRAL_IMAGE has no CRS")
     meta = product.meta
+    footprint = Polygon(meta.footprint_lonlat)
+    if not footprint.is_valid or footprint.area == 0:
+        raise ProductError(product.name, "METADATA.XML bounding polygon is not a valid polygon")
+    with rasterio.open(product.image_path) as src:
+        bounds = src.bounds
+    _footprint_check(product, footprint, prof["crs"], bounds)
     order = np.argsort(meta.wavelengths)
     names = PRODUCT_NAME_RE.match(product.name).groupdict()
     row = {
@@ -134,11 +180,12 @@ def describe_product(product_dir: Path) -> dict:
         "snow_cover_xml": meta.cover.get("snowCover", np.nan) / 100.0,
         "haze_cover_xml": meta.cover.get("hazeCover", np.nan) / 100.0,
         "cirrus_cover_xml": meta.cover.get("cirrusCover", np.nan) / 100.0,
-        "path": str(product_dir.resolve()),
+        "path": str(Path(product_dir).absolute()),
         "checksum": _checksum(product_dir),
         "status": "ok",
         "reason": "",
-        "geometry": Polygon(meta.footprint_lonlat),
+        "bad_bands": (meta.band_numbers[meta.bad_bands]).tolist(),
+        "geometry": footprint,
     }
     row.update(_mask_fractions(product))
     return row
@@ -155,12 +202,15 @@ def build_catalog(archive: str | Path, out: str | Path | None = None) -> Catalog
     if not archive.is_dir():
         raise FileNotFoundError(f"archive folder not found: {archive}")
     rows = []
+    root = archive.resolve()
     for entry in sorted(archive.iterdir()):
         if entry.name.startswith("."):
             continue
         try:
-            if not PRODUCT_NAME_RE.match(entry.name):
-                raise ProductError(entry.name, "not an EnMAP L2A product name")
+            if not is_product_entry(entry):
+                raise ProductError(entry.name, "not an EnMAP L2A product folder or .zip")
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise ProductError(entry.name, "is a link that leaves the archive folder")
             rows.append(describe_product(entry))
         except ProductError as exc:
             rows.append(_rejected_row(entry, exc.reason))
@@ -184,7 +234,9 @@ def build_catalog(archive: str | Path, out: str | Path | None = None) -> Catalog
 
 def _rejected_row(entry: Path, reason: str) -> dict:
     row = {c: None for c in CATALOG_COLUMNS}
-    row.update(scene=entry.name, path=str(entry.resolve()), status="rejected", reason=reason)
+    row.update(
+        scene=product_name(entry), path=str(entry.absolute()), status="rejected", reason=reason
+    )
     return row
 
 

@@ -33,26 +33,29 @@ def cmd_synth_archive(args) -> int:
 
 
 def cmd_catalog(args) -> int:
-    from spectralearth.catalog import build_catalog
+    from spectralearth import pipeline
 
     s = _settings(args)
     archive = Path(args.archive) if args.archive else s.paths.archive
     out = Path(args.out) if args.out else s.paths.catalog
     try:
-        res = build_catalog(archive, out)
+        res = pipeline.catalog(s, archive, out)
     except FileNotFoundError as exc:
-        print(f"catalog: {exc}", file=sys.stderr)
+        print(f"spectralearth catalog: {exc}", file=sys.stderr)
         return 2
     for r in res.rejected.itertuples():
         print(f"REJECTED {r.scene}: {r.reason}")
     counts = res.catalog["status"].value_counts().to_dict()
-    print(f"catalog: {len(res.catalog)} products ({counts}) -> {out}")
+    print(
+        f"catalog: {len(res.catalog)} products ({counts}) -> {out} "
+        f"(+ {out.parent / 'stac'}/collection.json, {out.parent / 'coverage.png'})"
+    )
     return 0
 
 
 def cmd_curate(args) -> int:
     from spectralearth import pipeline
-    from spectralearth.enmap.product import find_products
+    from spectralearth.enmap.product import find_products, newest_processings
 
     s = _settings(args, curate={"patch_size": args.patch_size})
     archive = Path(args.archive) if args.archive else s.paths.archive
@@ -60,7 +63,7 @@ def cmd_curate(args) -> int:
     if args.catalog:
         products = pipeline.scenes_to_curate(s, Path(args.catalog))
     else:
-        products = find_products(archive)
+        products = newest_processings(find_products(archive))
     summary = pipeline.curate_archive(s, products, out)
     print(
         f"curate: {summary['patches']} patches at {summary['locations']} locations from "

@@ -38,11 +38,18 @@ def synth_archive(
 
 
 def catalog(settings: Settings, archive: Path | None = None, out: Path | None = None):
-    from spectralearth.catalog import build_catalog
+    """Catalogue GeoParquet, with a STAC Collection and a coverage map beside it.
 
-    result = build_catalog(archive or settings.paths.archive, out or settings.paths.catalog)
-    if result.n_ok == 0:
-        raise StageError("catalog", f"no readable product in {archive or settings.paths.archive}")
+    Rejected products are rows with their reason; only an unreadable archive folder raises.
+    """
+    from spectralearth.catalog import build_catalog
+    from spectralearth.plots import coverage_map
+    from spectralearth.stac import write_stac
+
+    out = out or settings.paths.catalog
+    result = build_catalog(archive or settings.paths.archive, out)
+    write_stac(result.catalog, out.parent / "stac")
+    coverage_map(result.catalog, out.parent / "coverage.png")
     return result
 
 

@@ -1,10 +1,11 @@
 """An EnMAP L2A product: find its files, parse METADATA.XML safely, read image and QL masks by window.
 
-Product layout (DLR delivery, one folder per tile)::
+Product layout (DLR delivery, one folder or .zip per tile)::
 
     ENMAP01-____L2A-DT<datatake:10>_<start:YYYYMMDDTHHMMSS>Z_<tile:3>_V<version:6>_<processed>Z/
         <name>-METADATA.XML
         <name>-SPECTRAL_IMAGE.TIF            int16 reflectance x 10000, nodata -32768
+                                             (also _COG.TIF, .tiff, or ENVI .BSQ/.BIL/.BIP + .HDR)
         <name>-QL_QUALITY_CLOUD.TIF  ...     uint8 masks, 1 = flagged
         <name>-QL_PIXELMASK.TIF              defective pixels (any band flagged = defective)
 
@@ -14,9 +15,11 @@ The XML is parsed with defusedxml (no entities, no DTDs, no network).
 from __future__ import annotations
 
 import re
+import stat
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import rasterio
@@ -167,46 +170,108 @@ def parse_metadata(xml: str | Path | bytes, product: str = "?") -> L2AMetadata:
     )
 
 
-def _find_file(folder: Path, name: str, suffix: str) -> Path | None:
-    """``<name>-<suffix>`` with .TIF/.tif/_COG.TIF/.tiff variants."""
-    for candidate in sorted(folder.iterdir()):
-        stem = candidate.name
-        if not stem.upper().startswith(f"{name}-{suffix}".upper()):
-            continue
-        rest = stem[len(name) + 1 + len(suffix) :].upper()
-        if rest in (".TIF", ".TIFF", "_COG.TIF", "_COG.TIFF", ".XML"):
-            return candidate
-    return None
+IMAGE_SUFFIXES = (".TIF", ".TIFF", "_COG.TIF", "_COG.TIFF", ".BSQ", ".BIL", ".BIP")
+
+
+class _Files:
+    """The files of a product, from a folder or a zip (read in place through GDAL's /vsizip/,
+    nothing extracted, so a hostile zip cannot write anywhere)."""
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = path, name
+        self.zip: zipfile.ZipFile | None = None
+        if path.is_dir():
+            root = path.resolve()
+            self.members = {}
+            for f in sorted(path.iterdir()):
+                if f.is_symlink() and not f.resolve().is_relative_to(root):
+                    raise ProductError(name, f"{f.name} is a link that leaves the product folder")
+                self.members[f.name] = f
+        elif path.suffix.lower() == ".zip" and path.is_file():
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise ProductError(name, f"not a readable zip: {exc}") from exc
+            self.members = {}
+            for info in self.zip.infolist():
+                member = info.filename
+                parts = PurePosixPath(member.replace("\\", "/")).parts
+                if (
+                    member.startswith(("/", "\\"))
+                    or ".." in parts
+                    or re.match(r"^[A-Za-z]:", member)
+                ):
+                    raise ProductError(name, f"zip member {member!r} escapes the product folder")
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise ProductError(name, f"zip member {member!r} is a symbolic link")
+                if not info.is_dir():
+                    self.members[parts[-1]] = member
+        else:
+            raise ProductError(name, f"not a product folder or .zip: {path}")
+
+    def find(self, suffix: str, extensions: tuple[str, ...]) -> str | None:
+        """Name of ``<product>-<suffix><ext>`` in any letter case, or None."""
+        want = f"{self.name}-{suffix}".upper()
+        for fname in self.members:
+            up = fname.upper()
+            if up.startswith(want) and up[len(want) :] in extensions:
+                return fname
+        return None
+
+    def gdal_path(self, fname: str) -> str:
+        if self.zip is None:
+            return str(self.members[fname])
+        return f"/vsizip/{self.path.resolve()}/{self.members[fname]}"
+
+    def read_bytes(self, fname: str) -> bytes:
+        if self.zip is None:
+            return self.members[fname].read_bytes()
+        return self.zip.read(self.members[fname])
 
 
 @dataclass
 class L2AProduct:
-    """One L2A product folder: metadata parsed, rasters opened lazily by window."""
+    """One L2A product (folder or zip): metadata parsed, rasters opened lazily by window.
+
+    ``image_path`` and ``ql_paths`` are GDAL paths (a file path, or /vsizip/... for a zip).
+    """
 
     path: Path
     name: str
     meta: L2AMetadata
-    image_path: Path
-    ql_paths: dict[str, Path]
+    image_path: str
+    ql_paths: dict[str, str]
 
     @property
     def scene_key(self) -> str:
         """Product name without the processing time: two processings of one tile share it."""
-        n = parse_product_name(self.name)
-        return f"DT{n['datatake']}_{n['start']}Z_{n['tile']}"
+        return scene_key_of(self.name)
+
+    @property
+    def wavelength_order(self) -> np.ndarray:
+        """Band indices (file order) that sort the bands by wavelength."""
+        return np.argsort(self.meta.wavelengths, kind="stable")
 
     def profile(self) -> dict:
         with rasterio.open(self.image_path) as src:
             return dict(src.profile)
 
     def read(self, window: Window | None = None, bands: np.ndarray | None = None) -> np.ndarray:
-        """Raw stored values (int16 reflectance x 10000) [bands, rows, cols] in file band order."""
+        """Raw stored values (int16 reflectance x 10000) [bands, rows, cols], file band order
+        unless ``bands`` (0-based file indices) picks and orders them."""
         indexes = None if bands is None else [int(b) + 1 for b in bands]
-        with rasterio.open(self.image_path) as src:
-            return src.read(indexes, window=window)
+        try:
+            with rasterio.open(self.image_path) as src:
+                return src.read(indexes, window=window)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ProductError(self.name, f"SPECTRAL_IMAGE cannot be read: {exc}") from exc
+
+    def read_sorted(self, window: Window | None = None) -> np.ndarray:
+        """All bands sorted by wavelength (whatever order the product stores them in)."""
+        return self.read(window, bands=self.wavelength_order)
 
     def read_reflectance(self, window: Window | None = None) -> np.ndarray:
-        """Reflectance (gain/offset applied) as float32, NaN where nodata."""
+        """Reflectance (gain/offset applied) as float32, NaN where nodata; file band order."""
         raw = self.read(window)
         refl = raw * self.meta.gains[:, None, None] + self.meta.offsets[:, None, None]
         return np.where(raw == NODATA, np.nan, refl).astype(np.float32)
@@ -215,27 +280,38 @@ class L2AProduct:
         """A QL layer as a boolean mask [rows, cols]; multi-band layers are OR-ed."""
         if layer not in self.ql_paths:
             raise ProductError(self.name, f"quality layer {layer} is missing")
-        with rasterio.open(self.ql_paths[layer]) as src:
-            data = src.read(window=window)
+        try:
+            with rasterio.open(self.ql_paths[layer]) as src:
+                data = src.read(window=window)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ProductError(self.name, f"{layer} cannot be read: {exc}") from exc
         return np.any(data > 0, axis=0)
 
 
-def open_product(path: str | Path) -> L2AProduct:
-    """Open an L2A product folder; raises :class:`ProductError` naming the product."""
+def product_name(path: str | Path) -> str:
+    """The product name of a folder or zip (``.zip`` stripped)."""
     path = Path(path)
-    name = path.name
-    if not path.is_dir():
-        raise ProductError(name, f"not a product folder: {path}")
+    return path.name[:-4] if path.name.lower().endswith(".zip") else path.name
+
+
+def open_product(path: str | Path) -> L2AProduct:
+    """Open an L2A product folder or .zip; raises :class:`ProductError` naming the product."""
+    path = Path(path)
+    name = product_name(path)
     parse_product_name(name)
-    xml = _find_file(path, name, "METADATA")
+    files = _Files(path, name)
+    xml = files.find("METADATA", (".XML",))
     if xml is None:
         raise ProductError(name, "METADATA.XML is missing")
-    meta = parse_metadata(xml, product=name)
-    image = _find_file(path, name, "SPECTRAL_IMAGE")
+    meta = parse_metadata(files.read_bytes(xml), product=name)
+    image = files.find("SPECTRAL_IMAGE", IMAGE_SUFFIXES)
     if image is None:
-        raise ProductError(name, "SPECTRAL_IMAGE.TIF is missing")
+        raise ProductError(
+            name, "SPECTRAL_IMAGE (.TIF, _COG.TIF or ENVI .BSQ/.BIL/.BIP) is missing"
+        )
+    image_path = files.gdal_path(image)
     try:
-        with rasterio.open(image) as src:
+        with rasterio.open(image_path) as src:
             count = src.count
     except rasterio.errors.RasterioIOError as exc:
         raise ProductError(name, f"SPECTRAL_IMAGE cannot be opened: {exc}") from exc
@@ -245,15 +321,53 @@ def open_product(path: str | Path) -> L2AProduct:
         )
     ql = {}
     for layer in QL_LAYERS:
-        p = _find_file(path, name, layer)
-        if p is not None:
-            ql[layer] = p
-    return L2AProduct(path=path, name=name, meta=meta, image_path=image, ql_paths=ql)
+        f = files.find(layer, IMAGE_SUFFIXES)
+        if f is not None:
+            ql[layer] = files.gdal_path(f)
+    return L2AProduct(path=path, name=name, meta=meta, image_path=image_path, ql_paths=ql)
+
+
+def is_product_entry(path: Path) -> bool:
+    """A folder or .zip named like an L2A product."""
+    return (path.is_dir() or path.name.lower().endswith(".zip")) and bool(
+        PRODUCT_NAME_RE.match(product_name(path))
+    )
 
 
 def find_products(archive: str | Path) -> list[Path]:
-    """Product folders directly under ``archive`` (names matching the L2A convention), sorted."""
+    """Product folders and zips directly under ``archive`` (L2A names), sorted."""
     archive = Path(archive)
     if not archive.is_dir():
         raise FileNotFoundError(f"archive folder not found: {archive}")
     return sorted(p for p in archive.iterdir() if p.is_dir() and PRODUCT_NAME_RE.match(p.name))
+
+
+def find_product_path(archive: str | Path, name: str) -> Path:
+    """The folder or zip of product ``name`` in ``archive`` (names are checked first, so
+    ``..`` or an absolute path can never reach outside the archive)."""
+    parse_product_name(name)
+    for candidate in (
+        Path(archive) / name,
+        Path(archive) / f"{name}.zip",
+        Path(archive) / f"{name}.ZIP",
+    ):
+        if candidate.exists():
+            return candidate
+    raise ProductError(name, f"not found in the archive {archive}")
+
+
+def scene_key_of(name: str) -> str:
+    """Datatake, start time and tile of a product name (the same for every processing)."""
+    n = parse_product_name(name)
+    return f"DT{n['datatake']}_{n['start']}Z_{n['tile']}"
+
+
+def newest_processings(entries: list[Path]) -> list[Path]:
+    """Of several processings of one datatake/tile keep the newest (latest processing time)."""
+    best: dict[str, Path] = {}
+    for entry in entries:
+        name = product_name(entry)
+        key = scene_key_of(name)
+        if key not in best or name > product_name(best[key]):
+            best[key] = entry
+    return sorted(best.values())

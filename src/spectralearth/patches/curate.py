@@ -17,7 +17,13 @@ from shapely.geometry import box
 
 from spectralearth.bands import BandMatchError, select_view
 from spectralearth.config import CurateSettings
-from spectralearth.enmap.product import NODATA, ProductError, open_product
+from spectralearth.enmap.product import (
+    NODATA,
+    PRODUCT_NAME_RE,
+    ProductError,
+    open_product,
+    scene_key_of,
+)
 from spectralearth.io import atomic_path
 from spectralearth.patches.grid import Cell, Registry, cells_in_scene
 from spectralearth.patches.store import patch_relpath, write_patch
@@ -167,16 +173,23 @@ def curate_scene(
         )
     frame = pd.DataFrame(rows)
     result = SceneCuration(product.name, scene_id, len(cells), len(rows), dict(rejected), frame)
-    _write_fragment(patches_root, result)
+    _write_fragment(patches_root, result, product.scene_key)
     return result
 
 
-def _write_fragment(patches_root: Path, result: SceneCuration) -> None:
+def _write_fragment(patches_root: Path, result: SceneCuration, scene_key: str) -> None:
     frag, report = fragment_paths(patches_root, result.scene)
+    # this product's earlier run, and other processings of the same datatake/tile, which
+    # this one supersedes: their patches are replaced, never duplicated
+    replaced = [frag] if frag.exists() else []
+    for other in sorted((patches_root / "scenes").glob("*.parquet")):
+        name = other.name[: -len(".parquet")]
+        if name != result.scene and PRODUCT_NAME_RE.match(name) and scene_key_of(name) == scene_key:
+            replaced.append(other)
     old_paths: set[str] = set()
-    if frag.exists():
-        old = pd.read_parquet(frag)
-        old_paths = set(old["path"]) if "path" in old.columns else set()
+    for f in replaced:
+        old = pd.read_parquet(f)
+        old_paths |= set(old["path"]) if "path" in old.columns else set()
     frame = result.rows.copy()
     if len(frame):
         frame["geometry"] = frame["geometry"].map(lambda g: g.wkb)
@@ -186,3 +199,7 @@ def _write_fragment(patches_root: Path, result: SceneCuration) -> None:
         tmp.write_text(json.dumps(result.as_metadata(), indent=1))
     for stale in old_paths - set(result.rows["path"] if len(result.rows) else []):
         (patches_root / stale).unlink(missing_ok=True)
+    for f in replaced:
+        if f != frag:
+            f.unlink(missing_ok=True)
+            f.with_suffix(".json").unlink(missing_ok=True)

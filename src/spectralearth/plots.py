@@ -1,0 +1,288 @@
+"""Catalogue figures and tables: a coverage map (PNG) and a compact markdown table.
+
+No basemap ships with the project, so the map draws its own context: a lon/lat graticule,
+the extent box of all footprints, and the centroids labelled with short datatake ids.
+matplotlib is imported inside the functions (Agg backend) to keep ``import
+spectralearth.plots`` light.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from spectralearth.io import atomic_path
+
+STATUS_STYLE = {
+    "ok": {"facecolor": "#1f77b4", "edgecolor": "#0b3d66", "alpha": 0.35, "linestyle": "-"},
+    # drawn on top of the current processing as a dashed outline (footprints often coincide)
+    "superseded": {
+        "facecolor": "none",
+        "edgecolor": "#444444",
+        "alpha": 0.9,
+        "linestyle": "--",
+    },
+}
+MAX_LABELS = 60  # centroid label groups drawn at most
+_OTHER_STYLE = {"facecolor": "#ff7f0e", "edgecolor": "#a64f00", "alpha": 0.3, "linestyle": ":"}
+
+
+def _name_match(scene: str):
+    from spectralearth.enmap.product import PRODUCT_NAME_RE
+
+    return PRODUCT_NAME_RE.match(scene)
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def short_datatake(row: pd.Series) -> str:
+    """``DT9119`` for datatake 0000009119 (leading zeros dropped); the scene name otherwise."""
+    dt = row.get("datatake")
+    if _missing(dt):
+        m = _name_match(str(row.get("scene", "")))
+        dt = m["datatake"] if m else None
+    if _missing(dt):
+        return str(row.get("scene", "?"))[:16]
+    return f"DT{int(dt)}" if str(dt).isdigit() else f"DT{dt}"
+
+
+def short_scene(scene: str) -> str:
+    """``DT9119_005_V010400_20241106T181745`` (datatake, tile, version, processing time).
+
+    The start time is left out (tables show the date); the processing time is kept because
+    it is what tells a superseded product from its newer processing. Names that do not
+    follow the L2A convention are returned as they are.
+    """
+    m = _name_match(scene)
+    if not m:
+        return scene
+    return f"DT{int(m['datatake'])}_{m['tile']}_V{m['version']}_{m['processed']}"
+
+
+def _graticule_step(span_deg: float) -> float:
+    for step in (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0):
+        if span_deg / step <= 6:
+            return step
+    return 60.0
+
+
+def _polygons(geom) -> list:
+    if geom is None or geom.is_empty:
+        return []
+    if geom.geom_type == "Polygon":
+        return [geom]
+    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon"]
+
+
+def _save(fig, out_png: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    out_png = Path(out_png)
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=fig.dpi)
+    finally:
+        plt.close(fig)
+    return out_png
+
+
+def coverage_map(
+    catalog: gpd.GeoDataFrame,
+    out_png: Path,
+    title: str = "EnMAP L2A scene coverage",
+) -> Path:
+    """PNG map of the footprints (lon/lat), coloured by status; returns ``out_png``.
+
+    Rejected rows have no footprint and are only counted in the subtitle. An empty
+    catalogue (or one with no footprint) gives a PNG that says "no scenes".
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Polygon as MplPolygon
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+    status = catalog["status"].astype(str) if len(catalog) else pd.Series(dtype=str)
+    n_rejected = int((status == "rejected").sum())
+    shown = catalog[(status != "rejected").to_numpy()] if len(catalog) else catalog
+    if len(shown):
+        shown = shown[[g is not None and not g.is_empty for g in shown.geometry]]
+
+    fig, ax = plt.subplots(figsize=(8, 6.5), dpi=100)
+    if not len(shown):
+        ax.set_axis_off()
+        ax.text(
+            0.5,
+            0.5,
+            "no scenes",
+            ha="center",
+            va="center",
+            fontsize=20,
+            color="#555555",
+            transform=ax.transAxes,
+        )
+        if n_rejected:
+            ax.text(
+                0.5,
+                0.38,
+                f"{n_rejected} rejected product(s)",
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="#a00000",
+                transform=ax.transAxes,
+            )
+        ax.set_title(title)
+        return _save(fig, out_png)
+
+    minx, miny, maxx, maxy = (float(v) for v in shown.total_bounds)
+    span = max(maxx - minx, maxy - miny, 1e-3)
+    pad = max(0.15 * span, 0.05)
+    x0, x1 = max(minx - pad, -180.0), min(maxx + pad, 180.0)
+    y0, y1 = max(miny - pad, -90.0), min(maxy + pad, 90.0)
+
+    # graticule: the major ticks, every `step` degrees
+    step = _graticule_step(max(x1 - x0, y1 - y0))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MultipleLocator(step))
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}°"))
+    ax.grid(True, color="#dddddd", lw=0.6, zorder=0)
+    ax.set_axisbelow(True)
+
+    # extent box of all footprints
+    ax.add_patch(
+        Rectangle(
+            (minx, miny),
+            maxx - minx,
+            maxy - miny,
+            fill=False,
+            edgecolor="#999999",
+            lw=1.0,
+            linestyle=(0, (4, 3)),
+            zorder=1,
+        )
+    )
+
+    counts: dict[str, int] = {}
+    # ok first; superseded (outlines) and other statuses on top
+    order = shown.assign(_z=(shown["status"].astype(str) != "ok").astype(int)).sort_values("_z")
+    for _, row in order.iterrows():
+        st = str(row["status"])
+        counts[st] = counts.get(st, 0) + 1
+        style = STATUS_STYLE.get(st, _OTHER_STYLE)
+        for poly in _polygons(row.geometry):
+            ax.add_patch(
+                MplPolygon(list(poly.exterior.coords), closed=True, lw=1.2, zorder=2, **style)
+            )
+
+    # centroid labels; near-identical centroids (revisits) share one stacked label
+    cell = span / 25.0
+    groups: dict[tuple[int, int], list] = {}
+    for _, row in shown.iterrows():
+        c = row.geometry.centroid
+        key = (round(c.x / cell), round(c.y / cell))
+        groups.setdefault(key, []).append((c.x, c.y, short_datatake(row), str(row["status"])))
+    for members in groups.values():
+        cx = sum(m[0] for m in members) / len(members)
+        cy = sum(m[1] for m in members) / len(members)
+        labels = sorted({m[2] + ("*" if m[3] == "superseded" else "") for m in members})
+        for x, y, _label, st in members:  # centroids stay visible where footprints are tiny
+            style = STATUS_STYLE.get(st, _OTHER_STYLE)
+            ax.plot(
+                x,
+                y,
+                marker="s",
+                ms=5,
+                mfc=style["facecolor"],
+                mec=style["edgecolor"],
+                alpha=0.9,
+                zorder=3,
+            )
+        if len(groups) > MAX_LABELS:  # a large archive: markers only, labels would be a blot
+            continue
+        ax.annotate(
+            "\n".join(labels),
+            (cx, cy),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+            zorder=4,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.7},
+        )
+
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    mid_lat = max(min((y0 + y1) / 2.0, 89.0), -89.0)
+    ax.set_aspect(1.0 / math.cos(math.radians(mid_lat)))
+    ax.set_xlabel("Longitude (degrees east)")
+    ax.set_ylabel("Latitude (degrees north)")
+
+    handles = [
+        Patch(**STATUS_STYLE.get(st, _OTHER_STYLE), label=f"{st} ({n})")
+        for st, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0]))
+    ]
+    handles.append(Line2D([], [], color="#999999", lw=1.0, linestyle=(0, (4, 3)), label="extent"))
+    if n_rejected:
+        handles.append(Line2D([], [], color="none", label=f"rejected: {n_rejected} (no footprint)"))
+    ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
+    sub = f"{len(shown)} footprints, graticule every {step:g}°"
+    if len(groups) > MAX_LABELS:
+        sub += ", labels left out"
+    elif "superseded" in counts:
+        sub += ", * = superseded"
+    ax.set_title(f"{title}\n{sub}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _md_cell(v: Any, max_len: int = 80) -> str:
+    text = "" if _missing(v) else str(v)
+    text = " ".join(text.split())  # newlines/tabs would break the row
+    if len(text) > max_len:
+        text = text[: max_len - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def _pct(v: Any) -> str:
+    if _missing(v):
+        return "–"
+    try:
+        return f"{100.0 * float(v):.1f}"
+    except (TypeError, ValueError):
+        return "–"
+
+
+def catalog_table_markdown(catalog: gpd.GeoDataFrame) -> str:
+    """Markdown table: one line per catalogue row under a header (built by hand, no tabulate)."""
+    header = ["scene", "date", "status", "cloud %", "snow %", "reason"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---", "---", "---:", "---:", "---"]) + "|",
+    ]
+    for _, row in catalog.iterrows():
+        start = row.get("start_time")
+        date = "–" if _missing(start) else pd.Timestamp(start).strftime("%Y-%m-%d")
+        cells = [
+            _md_cell(short_scene(str(row.get("scene", ""))), 60),
+            date,
+            _md_cell(row.get("status")),
+            _pct(row.get("cloud_frac")),
+            _pct(row.get("snow_frac")),
+            _md_cell(row.get("reason")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
