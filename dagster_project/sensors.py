@@ -17,10 +17,10 @@ from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth.enmap.product import (
     ProductError,
-    find_products,
+    find_scenes,
     newest_processings,
-    open_product,
-    product_name,
+    open_scene,
+    scene_name,
 )
 
 ingest_job = dg.define_asset_job(
@@ -44,15 +44,15 @@ def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthS
     cursor = json.loads(context.cursor) if context.cursor else {"rejected": {}}
     known = set(context.instance.get_dynamic_partitions(scenes_partitions.name))
     new, rejected = [], dict(cursor["rejected"])
-    for entry in newest_processings(find_products(s.paths.archive)):
-        name = product_name(entry)
+    for entry in newest_processings(find_scenes(s.paths.archive)):
+        name = scene_name(entry)
         if name in known:
             continue
         stamp = str(entry.stat().st_mtime_ns)
         if rejected.get(name) == stamp:
             continue  # already reported, unchanged since
         try:
-            open_product(entry)
+            open_scene(entry)
         except ProductError as exc:
             context.log.warning(f"not registering {exc}")
             rejected[name] = stamp

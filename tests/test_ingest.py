@@ -68,7 +68,9 @@ def test_envi_image_in_any_interleave_reads_like_the_geotiff(archive_copy, inter
     with rasterio.open(tif) as src:
         data, profile = src.read(), src.profile
     envi = product / f"{product.name}-SPECTRAL_IMAGE.{interleave}"
-    profile.update(driver="ENVI", interleave={"BSQ": "band", "BIL": "line", "BIP": "pixel"}[interleave])
+    profile.update(
+        driver="ENVI", interleave={"BSQ": "band", "BIL": "line", "BIP": "pixel"}[interleave]
+    )
     for key in ("tiled", "blockxsize", "blockysize", "compress", "predictor"):
         profile.pop(key, None)
     with rasterio.open(envi, "w", **profile) as dst:
@@ -129,7 +131,10 @@ def _far_footprint(product: Path) -> None:
 
 BAD_INPUTS = {
     "missing XML": (lambda p: _file(p, "METADATA.XML").unlink(), "METADATA.XML is missing"),
-    "XML not well formed": (lambda p: _file(p, "METADATA.XML").write_text("<level_X><base>"), "not safe, well-formed XML"),
+    "XML not well formed": (
+        lambda p: _file(p, "METADATA.XML").write_text("<level_X><base>"),
+        "not safe, well-formed XML",
+    ),
     "external entity": (
         lambda p: _file(p, "METADATA.XML").write_text(
             '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><level_X>&e;</level_X>'
@@ -142,14 +147,34 @@ BAD_INPUTS = {
         ),
         "not safe, well-formed XML",
     ),
-    "band count": (lambda p: _break_xml(p, '<bandID number="224">', '<bandID number="2240">') or _drop_last_band(p), "image has 224 bands but METADATA.XML describes 223"),
-    "wavelength missing": (lambda p: _break_xml(p, "<wavelengthCenterOfBand>", "<wavelengthCentreTypo>").__class__ and _fix_close(p), "bad band characterisation entry"),
+    "band count": (
+        lambda p: (
+            _break_xml(p, '<bandID number="224">', '<bandID number="2240">') or _drop_last_band(p)
+        ),
+        "image has 224 bands but METADATA.XML describes 223",
+    ),
+    "wavelength missing": (
+        lambda p: (
+            _break_xml(p, "<wavelengthCenterOfBand>", "<wavelengthCentreTypo>").__class__
+            and _fix_close(p)
+        ),
+        "bad band characterisation entry",
+    ),
     "wavelength NaN": (lambda p: _nan_wavelength(p), "NaN or inf"),
-    "zero-byte TIFF": (lambda p: _file(p, "SPECTRAL_IMAGE.TIF").write_bytes(b""), "SPECTRAL_IMAGE cannot be opened"),
+    "zero-byte TIFF": (
+        lambda p: _file(p, "SPECTRAL_IMAGE.TIF").write_bytes(b""),
+        "SPECTRAL_IMAGE cannot be opened",
+    ),
     # GDAL writes the TIFF directory last, so most truncations fail at open; one that keeps
     # the directory fails on the first read of a missing block
-    "truncated TIFF": (lambda p: _truncate(_file(p, "SPECTRAL_IMAGE.TIF")), "cannot be opened|truncated or corrupt"),
-    "TIFF with missing blocks": (lambda p: _zero_tail_blocks(_file(p, "SPECTRAL_IMAGE.TIF")), "truncated or corrupt"),
+    "truncated TIFF": (
+        lambda p: _truncate(_file(p, "SPECTRAL_IMAGE.TIF")),
+        "cannot be opened|truncated or corrupt",
+    ),
+    "TIFF with missing blocks": (
+        lambda p: _zero_tail_blocks(_file(p, "SPECTRAL_IMAGE.TIF")),
+        "truncated or corrupt",
+    ),
     "no CRS": (_no_crs, "has no CRS"),
     "footprint elsewhere": (_far_footprint, "footprint does not intersect"),
 }
@@ -211,7 +236,11 @@ def test_links_and_odd_names_never_reach_outside_the_archive(archive_copy, tmp_p
     rejected = _rejected(archive_copy)
     assert "leaves the archive" in rejected[link_name]
     assert "not an EnMAP L2A product" in rejected["ENMAP01-..-evil"]
-    for name in ("../../etc", "/etc/passwd", "ENMAP01-____L2A-DT0000000001_20240101T000000Z_001_V010400_20240101T000000Z/../../x"):
+    for name in (
+        "../../etc",
+        "/etc/passwd",
+        "ENMAP01-____L2A-DT0000000001_20240101T000000Z_001_V010400_20240101T000000Z/../../x",
+    ):
         with pytest.raises(ProductError):
             find_product_path(archive_copy, name)
 
@@ -259,7 +288,9 @@ def dagster_env(archive_copy, tmp_path, monkeypatch):
 def _tick(instance, resources):
     from dagster_project.sensors import archive_sensor
 
-    ctx = dg.build_sensor_context(instance=instance, resources=resources, cursor=getattr(_tick, "cursor", None))
+    ctx = dg.build_sensor_context(
+        instance=instance, resources=resources, cursor=getattr(_tick, "cursor", None)
+    )
     result = archive_sensor(ctx)
     if isinstance(result, dg.SensorResult):
         for req in result.dynamic_partitions_requests or []:
@@ -316,7 +347,9 @@ def test_dropped_product_materializes_after_a_sensor_tick(dagster_env):
     (req,) = [r for r in result.run_requests if r.job_name == "curate_scene"]
     assert req.partition_key == products[-1].name
     job = defs.resolve_job_def("curate_scene")
-    run = job.execute_in_process(partition_key=req.partition_key, instance=instance, resources=resources)
+    run = job.execute_in_process(
+        partition_key=req.partition_key, instance=instance, resources=resources
+    )
     assert run.success
     frag = archive.parent / "patches" / "scenes" / f"{products[-1].name}.json"
     assert frag.exists()
@@ -335,3 +368,58 @@ def test_schedule_reruns_downstream_only_after_new_patches(dagster_env):
     assert isinstance(daily_refresh(ctx), dg.RunRequest)
     instance.report_runless_asset_event(dg.AssetMaterialization("downstream_evaluation"))
     assert isinstance(daily_refresh(ctx), dg.SkipReason)
+
+
+# --- generic images in the archive -------------------------------------------------------
+
+
+def test_real_potsdam_tiles_are_catalogued_as_generic_scenes(tmp_path):
+    from tests.conftest import shared
+
+    images = shared("enmap_potsdam", "images")
+    cat = build_catalog(images, None).catalog
+    assert len(cat) == 18 and (cat["status"] == "ok").all(), cat["reason"].tolist()
+    row = cat.iloc[0]
+    assert row["source"] == "generic" and row["n_bands"] == 224
+    assert len(row["bad_bands"]) == 6  # the empty ~1331-1391 nm bands
+    lon, lat = row["geometry"].centroid.coords[0]
+    assert 12.5 < lon < 13.5 and 52.0 < lat < 52.8
+    assert row["start_time"].year == 2022
+
+
+def _as_float_geotiff(product: Path, dest: Path, with_time: bool = True) -> Path:
+    """The product's image as a float32 0..1 reflectance GeoTIFF, wavelengths in band tags,
+    bands in reverse order (what a user's own export could look like)."""
+    p = open_product(product)
+    with rasterio.open(p.image_path) as src:
+        data, profile = src.read(), src.profile
+    refl = np.where(data == -32768, np.nan, data * 1e-4).astype(np.float32)[::-1]
+    profile.update(dtype="float32", nodata=float("nan"), compress="deflate")
+    out = dest / "user_export.tif"
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(refl)
+        for i, wl in enumerate(p.meta.wavelengths[::-1], start=1):
+            dst.update_tags(i, wavelength=f"{wl:.3f}")
+        if with_time:
+            dst.update_tags(start_time=p.meta.start_time.isoformat())
+    return out
+
+
+def test_generic_image_curates_to_the_same_patches_as_the_product(archive_copy, tmp_path):
+    product = _products(archive_copy)[3]
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    ref = curate_scene(product, tmp_path / "ref", settings.curate)
+    export = _as_float_geotiff(product, tmp_path)
+    res = curate_scene(export, tmp_path / "gen", settings.curate)
+    assert res.scene == "user_export" and res.kept == ref.kept > 0
+    for a, b in zip(ref.rows["path"], res.rows["path"], strict=True):
+        with rasterio.open(tmp_path / "ref" / a) as fa, rasterio.open(tmp_path / "gen" / b) as fb:
+            # 0..1 float -> x10000 int16 round trip: equal up to one unit of rounding
+            assert np.abs(fa.read().astype(int) - fb.read().astype(int)).max() <= 1
+
+
+def test_generic_image_without_time_is_rejected_with_the_reason(archive_copy, tmp_path):
+    export = _as_float_geotiff(_products(archive_copy)[0], archive_copy, with_time=False)
+    rejected = _rejected(archive_copy)
+    assert set(rejected) == {"user_export"} and "no acquisition time" in rejected["user_export"]
+    assert export.exists()

@@ -21,13 +21,14 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 
+from spectralearth.enmap.generic import is_generic_image, open_generic
 from spectralearth.enmap.product import (
     PRODUCT_NAME_RE,
     QL_LAYERS,
     ProductError,
     is_product_entry,
     open_product,
-    product_name,
+    scene_name,
 )
 from spectralearth.io import atomic_path
 
@@ -59,6 +60,7 @@ CATALOG_COLUMNS = [
     "nodata_frac",
     "path",
     "checksum",
+    "source",
     "status",
     "reason",
     "geometry",
@@ -185,16 +187,77 @@ def describe_product(product_dir: Path) -> dict:
         "status": "ok",
         "reason": "",
         "bad_bands": (meta.band_numbers[meta.bad_bands]).tolist(),
+        "source": "enmap_l2a",
         "geometry": footprint,
     }
     row.update(_mask_fractions(product))
     return row
 
 
+def describe_generic(path: Path) -> dict:
+    """Catalogue row for a generic image (GeoTIFF/ENVI with band wavelengths): no QL masks,
+    so the cover fractions are unknown (NaN); the time must come from its tags/header."""
+    scene = open_generic(path)
+    meta = scene.meta
+    if meta.start_time is None:
+        raise ProductError(
+            scene.name, "no acquisition time in the image's tags or header (add start_time)"
+        )
+    prof = scene.profile()
+    order = np.argsort(meta.wavelengths)
+    raw_first = scene.read(bands=np.array([int(np.argmin(meta.bad_bands))]))[0]
+    nan = float("nan")
+    footprint = Polygon(meta.footprint_lonlat)
+    return {
+        "scene": scene.name,
+        "scene_key": scene.scene_key,
+        "datatake": "",
+        "tile": "",
+        "start_time": pd.Timestamp(meta.start_time),
+        "stop_time": pd.Timestamp(meta.stop_time or meta.start_time),
+        "processor_version": "",
+        "crs": prof["crs"].to_string(),
+        "transform": list(prof["transform"])[:6],
+        "width": int(prof["width"]),
+        "height": int(prof["height"]),
+        "n_bands": int(len(meta.wavelengths)),
+        "wavelengths": meta.wavelengths[order].tolist(),
+        "bad_bands": (np.flatnonzero(meta.bad_bands) + 1).tolist(),
+        "fwhms": meta.fwhms[order].tolist(),
+        **dict.fromkeys(
+            ["cloud_cover_xml", "snow_cover_xml", "haze_cover_xml", "cirrus_cover_xml"], nan
+        ),
+        **dict.fromkeys(
+            ["cloud_frac", "snow_frac", "haze_frac", "cloudshadow_frac", "cirrus_frac"], nan
+        ),
+        "nodata_frac": float((raw_first == -32768).mean()),
+        "path": str(Path(path).absolute()),
+        "checksum": _file_checksum(Path(path)),
+        "source": "generic",
+        "status": "ok",
+        "reason": "",
+        "geometry": footprint,
+    }
+
+
+def _file_checksum(path: Path) -> str:
+    h = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 16))  # header and first tags: cheap, catches rewrites
+    return h.hexdigest()[:16]
+
+
+def _is_sidecar(entry: Path) -> bool:
+    """Files that belong to another entry (ENVI headers, GDAL .aux.xml, world files)."""
+    low = entry.name.lower()
+    return entry.is_file() and low.endswith((".hdr", ".aux.xml", ".ovr", ".tfw", ".prj"))
+
+
 def build_catalog(archive: str | Path, out: str | Path | None = None) -> CatalogResult:
     """Catalogue every entry of ``archive``; write GeoParquet to ``out`` (atomically) if given.
 
-    Entries that are not L2A product folders, or that fail to open, become rejected rows.
+    Entries are L2A products (folder or .zip) or generic images with band wavelengths;
+    anything else, or anything that fails to open, becomes a rejected row.
     Two processings of the same datatake/tile: the newest processing is ``ok`` and older
     ones are ``superseded``.
     """
@@ -207,11 +270,19 @@ def build_catalog(archive: str | Path, out: str | Path | None = None) -> Catalog
         if entry.name.startswith("."):
             continue
         try:
-            if not is_product_entry(entry):
-                raise ProductError(entry.name, "not an EnMAP L2A product folder or .zip")
+            if _is_sidecar(entry):
+                continue
             if entry.is_symlink() and not entry.resolve().is_relative_to(root):
                 raise ProductError(entry.name, "is a link that leaves the archive folder")
-            rows.append(describe_product(entry))
+            if is_product_entry(entry):
+                rows.append(describe_product(entry))
+            elif is_generic_image(entry):
+                rows.append(describe_generic(entry))
+            else:
+                raise ProductError(
+                    entry.name,
+                    "not an EnMAP L2A product folder or .zip, nor an image with band wavelengths",
+                )
         except ProductError as exc:
             rows.append(_rejected_row(entry, exc.reason))
         except Exception as exc:  # a broken file must not stop the archive
@@ -235,7 +306,12 @@ def build_catalog(archive: str | Path, out: str | Path | None = None) -> Catalog
 def _rejected_row(entry: Path, reason: str) -> dict:
     row = {c: None for c in CATALOG_COLUMNS}
     row.update(
-        scene=product_name(entry), path=str(entry.absolute()), status="rejected", reason=reason
+        scene=scene_name(entry)
+        if is_product_entry(entry) or is_generic_image(entry)
+        else entry.name,
+        path=str(entry.absolute()),
+        status="rejected",
+        reason=reason,
     )
     return row
 

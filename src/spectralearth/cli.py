@@ -55,7 +55,7 @@ def cmd_catalog(args) -> int:
 
 def cmd_curate(args) -> int:
     from spectralearth import pipeline
-    from spectralearth.enmap.product import find_products, newest_processings
+    from spectralearth.enmap.product import find_scenes, newest_processings
 
     s = _settings(args, curate={"patch_size": args.patch_size})
     archive = Path(args.archive) if args.archive else s.paths.archive
@@ -63,7 +63,7 @@ def cmd_curate(args) -> int:
     if args.catalog:
         products = pipeline.scenes_to_curate(s, Path(args.catalog))
     else:
-        products = newest_processings(find_products(archive))
+        products = newest_processings(find_scenes(archive))
     summary = pipeline.curate_archive(s, products, out)
     print(
         f"curate: {summary['patches']} patches at {summary['locations']} locations from "

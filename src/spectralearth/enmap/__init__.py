@@ -5,6 +5,8 @@ from spectralearth.enmap.product import (  # noqa: F401
     L2AProduct,
     ProductError,
     find_products,
+    find_scenes,
     open_product,
+    open_scene,
     parse_product_name,
 )

@@ -343,9 +343,17 @@ def find_products(archive: str | Path) -> list[Path]:
 
 
 def find_product_path(archive: str | Path, name: str) -> Path:
-    """The folder or zip of product ``name`` in ``archive`` (names are checked first, so
-    ``..`` or an absolute path can never reach outside the archive)."""
-    parse_product_name(name)
+    """The folder or zip of product ``name``, or the generic image whose stem is ``name``, in
+    ``archive`` (names are checked first, so ``..`` or an absolute path never reach outside)."""
+    if not PRODUCT_NAME_RE.match(name):
+        from spectralearth.enmap.generic import is_generic_image
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+            raise ProductError(name, "not a valid scene name")
+        for candidate in sorted(Path(archive).glob(f"{name}.*")):
+            if is_generic_image(candidate):
+                return candidate
+        raise ProductError(name, f"not found in the archive {archive}")
     for candidate in (
         Path(archive) / name,
         Path(archive) / f"{name}.zip",
@@ -363,11 +371,46 @@ def scene_key_of(name: str) -> str:
 
 
 def newest_processings(entries: list[Path]) -> list[Path]:
-    """Of several processings of one datatake/tile keep the newest (latest processing time)."""
+    """Of several processings of one datatake/tile keep the newest (latest processing time);
+    entries that are not L2A products pass through."""
     best: dict[str, Path] = {}
     for entry in entries:
         name = product_name(entry)
+        if not PRODUCT_NAME_RE.match(name):
+            best[f"other:{entry.name}"] = entry
+            continue
         key = scene_key_of(name)
         if key not in best or name > product_name(best[key]):
             best[key] = entry
     return sorted(best.values())
+
+
+def find_scenes(archive: str | Path) -> list[Path]:
+    """L2A products and generic hyperspectral images directly under ``archive``, sorted."""
+    from spectralearth.enmap.generic import is_generic_image
+
+    archive = Path(archive)
+    if not archive.is_dir():
+        raise FileNotFoundError(f"archive folder not found: {archive}")
+    return sorted(p for p in archive.iterdir() if is_product_entry(p) or is_generic_image(p))
+
+
+def scene_name(path: str | Path) -> str:
+    """Partition key / catalogue id of a scene: the L2A product name or the image's stem."""
+    path = Path(path)
+    return product_name(path) if is_product_entry(path) else path.stem
+
+
+def open_scene(path: str | Path):
+    """An L2A product (folder or zip) or any image whose bands carry wavelengths."""
+    from spectralearth.enmap.generic import is_generic_image, open_generic
+
+    path = Path(path)
+    if is_product_entry(path):
+        return open_product(path)
+    if is_generic_image(path):
+        return open_generic(path)
+    raise ProductError(
+        path.name,
+        "neither an EnMAP L2A product (folder or .zip) nor an image with band wavelengths",
+    )

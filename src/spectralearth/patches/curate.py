@@ -21,7 +21,7 @@ from spectralearth.enmap.product import (
     NODATA,
     PRODUCT_NAME_RE,
     ProductError,
-    open_product,
+    open_scene,
     scene_key_of,
 )
 from spectralearth.io import atomic_path
@@ -74,12 +74,13 @@ def fragment_paths(patches_root: Path, scene: str) -> tuple[Path, Path]:
 def curate_scene(
     product_dir: str | Path, patches_root: str | Path, settings: CurateSettings
 ) -> SceneCuration:
-    """Cut one product into patches under ``patches_root`` and write its index fragment.
+    """Cut one scene (L2A product or generic image) into patches under ``patches_root`` and
+    write its index fragment.
 
     Rerunning a scene replaces its patches: files of an earlier run that are no longer
     kept are removed, so nothing is duplicated. Raises ProductError naming the product.
     """
-    product = open_product(product_dir)
+    product = open_scene(product_dir)
     patches_root = Path(patches_root)
     try:
         view = select_view(product.meta.wavelengths)
@@ -93,7 +94,9 @@ def curate_scene(
         transform, width, height, crs = src.transform, src.width, src.height, src.crs
     epsg = crs.to_epsg() if crs else None
     if epsg is None:
-        raise ProductError(product.name, "SPECTRAL_IMAGE has no EPSG-coded CRS")
+        raise ProductError(product.name, "the image has no EPSG-coded CRS")
+    if product.meta.start_time is None:
+        raise ProductError(product.name, "no acquisition time: patches need one")
     try:
         cells = cells_in_scene(tuple(transform), width, height, epsg, settings.patch_size)
     except ValueError as exc:
