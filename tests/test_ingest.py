@@ -148,18 +148,10 @@ BAD_INPUTS = {
         "not safe, well-formed XML",
     ),
     "band count": (
-        lambda p: (
-            _break_xml(p, '<bandID number="224">', '<bandID number="2240">') or _drop_last_band(p)
-        ),
+        lambda p: _drop_last_band(p),
         "image has 224 bands but METADATA.XML describes 223",
     ),
-    "wavelength missing": (
-        lambda p: (
-            _break_xml(p, "<wavelengthCenterOfBand>", "<wavelengthCentreTypo>").__class__
-            and _fix_close(p)
-        ),
-        "bad band characterisation entry",
-    ),
+    "wavelength missing": (lambda p: _drop_wavelength(p), "bad band characterisation entry"),
     "wavelength NaN": (lambda p: _nan_wavelength(p), "NaN or inf"),
     "zero-byte TIFF": (
         lambda p: _file(p, "SPECTRAL_IMAGE.TIF").write_bytes(b""),
@@ -183,12 +175,14 @@ BAD_INPUTS = {
 def _drop_last_band(product: Path) -> None:
     xml = _file(product, "METADATA.XML")
     text = xml.read_text()
-    start = text.index('<bandID number="2240">')
+    start = text.index('<bandID number="224">')
     end = text.index("</bandID>", start) + len("</bandID>")
     xml.write_text(text[:start] + text[end:])
 
 
-def _fix_close(product: Path) -> None:
+def _drop_wavelength(product: Path) -> None:
+    """Rename the first band's wavelength element: the band has no wavelength any more."""
+    _break_xml(product, "<wavelengthCenterOfBand>", "<wavelengthCentreTypo>")
     _break_xml(product, "</wavelengthCenterOfBand>", "</wavelengthCentreTypo>")
 
 
