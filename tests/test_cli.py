@@ -50,3 +50,18 @@ def test_bad_params_file_is_named(tmp_path):
     bad.write_text("synth: {scenes: 1}\n")
     out = _cli("--params", str(bad), "report")
     assert out.returncode != 0 and "params.yaml" in out.stderr
+
+
+def test_archive_folder_from_params_and_environment(tmp_path, monkeypatch):
+    import yaml
+
+    from spectralearth.config import load_settings
+
+    params = write_params(tmp_path)
+    assert load_settings(params).paths.archive == tmp_path / "data" / "archive"
+    raw = yaml.safe_load(params.read_text())
+    raw["archive_dir"] = "/srv/enmap/l2a"
+    params.write_text(yaml.safe_dump(raw))
+    assert str(load_settings(params).paths.archive) == "/srv/enmap/l2a"
+    monkeypatch.setenv("SPECTRALEARTH_ARCHIVE", str(tmp_path / "mine"))
+    assert load_settings(params).paths.archive == tmp_path / "mine"

@@ -417,3 +417,18 @@ def test_generic_image_without_time_is_rejected_with_the_reason(archive_copy, tm
     rejected = _rejected(archive_copy)
     assert set(rejected) == {"user_export"} and "no acquisition time" in rejected["user_export"]
     assert export.exists()
+
+
+def test_bad_bands_from_band_statistics_and_empty_bands(archive_copy):
+    product = _products(archive_copy)[0]
+    tif = _file(product, "SPECTRAL_IMAGE.TIF")
+    with rasterio.open(tif, "r+") as dst:  # band 130 left empty by the processor
+        dst.write(np.full((dst.height, dst.width), -32768, dtype=np.int16), 130)
+    xml = _file(product, "METADATA.XML")
+    text = xml.read_text()
+    i = text.index("<bandStatistics>")
+    j = text.index('<bandID number="5">', i)
+    k = text.index("<mean>", j) + len("<mean>")
+    xml.write_text(text[:k] + "-1000000" + text[text.index("</mean>", k) :])
+    cat = build_catalog(archive_copy, None).catalog.set_index("scene")
+    assert list(cat.loc[product.name, "bad_bands"]) == [5, 130]

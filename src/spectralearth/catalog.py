@@ -18,6 +18,7 @@ import pandas as pd
 import rasterio
 import shapely
 from pyproj import Transformer
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 
@@ -113,6 +114,16 @@ def _check_complete(product) -> None:
             ) from exc
 
 
+def _empty_bands(product) -> np.ndarray:
+    """Bands with no valid pixel on a ~64 x 64 nearest-neighbour sample of the image (exact
+    for bands the processor left empty; a band valid only in a few pixels could be missed)."""
+    with rasterio.open(product.image_path) as src:
+        step = max(1, min(src.height, src.width) // 64)
+        shape = (src.count, max(1, src.height // step), max(1, src.width // step))
+        sample = src.read(out_shape=shape, resampling=Resampling.nearest)
+    return np.all(sample == -32768, axis=(1, 2))
+
+
 def _footprint_check(product, footprint: Polygon, crs, bounds) -> None:
     """The XML footprint must overlap the raster, or one of them is wrong."""
     to_native = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
@@ -186,7 +197,8 @@ def describe_product(product_dir: Path) -> dict:
         "checksum": _checksum(product_dir),
         "status": "ok",
         "reason": "",
-        "bad_bands": (meta.band_numbers[meta.bad_bands]).tolist(),
+        # bad: bandStatistics mean -1000000 in the XML, or no valid pixel at all
+        "bad_bands": meta.band_numbers[meta.bad_bands | _empty_bands(product)].tolist(),
         "source": "enmap_l2a",
         "geometry": footprint,
     }

@@ -195,7 +195,12 @@ def load_settings(
 
     base = params_file.parent
     data_dir = Path(os.environ.get(DATA_DIR_ENV) or base / raw.get("data_dir", "data"))
-    archive = Path(os.environ.get(ARCHIVE_ENV) or data_dir / "archive")
+    if os.environ.get(ARCHIVE_ENV):
+        archive = Path(os.environ[ARCHIVE_ENV])
+    elif raw.get("archive_dir"):
+        archive = base / raw["archive_dir"]  # absolute paths stay as they are
+    else:
+        archive = data_dir / "archive"
 
     pre = dict(raw.get("pretrain") or {})
     chosen = profile or pre.get("profile")
