@@ -131,3 +131,15 @@ def test_stricter_filter_drops_a_scene_s_stale_patches(curated):
     assert (index["cloud_frac"] == 0).all()
     on_disk = {str(p.relative_to(root)) for p in (root / "enmap").rglob("*.tif")}
     assert on_disk == set(index["path"])
+
+
+def test_half_pixel_phase_snaps_every_product_the_same_way():
+    # two products of one place, both on the real L2A lattice (corners at 15 m mod 30)
+    a = cells_in_scene((30.0, 0.0, 366015.0, 0.0, -30.0, 5809965.0), 128, 128, 32633, 32)
+    b = cells_in_scene((30.0, 0.0, 365085.0, 0.0, -30.0, 5810955.0), 160, 160, 32633, 32)
+    corner = {}
+    for cells, ulx, uly in ((a, 366015.0, 5809965.0), (b, 365085.0, 5810955.0)):
+        for c in cells:
+            xy = (ulx + 30 * c.col_off, uly - 30 * c.row_off)
+            assert corner.setdefault(c.key, xy) == xy, "same cell, same ground footprint"
+    assert set(c.key for c in a) & set(c.key for c in b)

@@ -1,7 +1,9 @@
 """The location grid and the persistent location registry.
 
 Rule: cells of ``patch_size x 30 m`` aligned per UTM zone, origin at the zone's false origin,
-so a cell's ground footprint is fixed by (EPSG code, column, row) alone. A revisit of the same
+so a cell's ground footprint is fixed by (EPSG code, column, row) alone. A scene's window for
+a cell starts at the pixel edge nearest the cell's corner (half-pixel phases, as in real L2A
+grids, always snap the same way). A revisit of the same
 place on another date falls in the same cell and so gets the same location id, with no search
 over earlier patches.
 
@@ -50,8 +52,11 @@ def cells_in_scene(
     for col in range(math.ceil(ulx / size_m), math.floor(lrx / size_m)):
         for row in range(math.ceil(lry / size_m), math.floor(uly / size_m)):
             x0, y1 = col * size_m, (row + 1) * size_m  # upper-left corner of the cell
-            col_off = round((x0 - ulx) / a)
-            row_off = round((uly - y1) / -e)
+            # floor(v + 0.5), not round(): real L2A grids sit half a pixel off the lattice
+            # (corners at 15 m mod 30), and banker's rounding would shift windows of two
+            # products of the same place in opposite directions
+            col_off = math.floor((x0 - ulx) / a + 0.5)
+            row_off = math.floor((uly - y1) / -e + 0.5)
             if 0 <= col_off <= width - patch_size and 0 <= row_off <= height - patch_size:
                 cells.append(Cell(epsg, col, row, row_off, col_off))
     return sorted(cells, key=lambda c: (c.row_off, c.col_off))
