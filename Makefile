@@ -50,8 +50,10 @@ run: setup
 	dvc commit -f -q data.dvc || fail dvc-commit-archive
 	stage "Dagster: materialize every asset"
 	$(BIN)/python -m dagster_project.run_pipeline || fail dagster
-	stage "DVC: record the outputs in dvc.lock"
+	stage "DVC: record the outputs in dvc.lock, push them to the local remote"
 	dvc commit -f -q || fail dvc-commit
+	dvc remote add --local --force --default local "$(CURDIR)/data/dvc-remote" >/dev/null
+	dvc push -q || fail dvc-push
 	dvc status
 	stage "results (from data/results/evaluations.csv)"
 	spectralearth report

@@ -49,14 +49,14 @@ def main() -> int:
     for i, key in enumerate(sorted(keys), 1):
         print(f"[dagster] curated_patches {i}/{len(keys)}: {key}", flush=True)
         _materialize(instance, ["curated_patches"], partition_key=key)
-    rest = [
-        "patch_index",
-        "training_shards",
-        "band_statistics",
-        "pretrained_checkpoint",
-        "downstream_dataset",
-        "downstream_evaluation",
-    ]
+    # every other asset is unpartitioned: one run, Dagster orders it by dependencies
+    rest = sorted(
+        key.to_user_string()
+        for asset in defs.assets
+        if asset.partitions_def is None
+        for key in asset.keys
+        if key.to_user_string() != "scene_catalog"
+    )
     print("[dagster] " + " -> ".join(rest), flush=True)
     _materialize(instance, rest)
     return 0

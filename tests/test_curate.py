@@ -143,3 +143,14 @@ def test_half_pixel_phase_snaps_every_product_the_same_way():
             xy = (ulx + 30 * c.col_off, uly - 30 * c.row_off)
             assert corner.setdefault(c.key, xy) == xy, "same cell, same ground footprint"
     assert set(c.key for c in a) & set(c.key for c in b)
+
+
+def test_dataset_summary_counts_and_quicklooks(curated, tmp_path):
+    from spectralearth.pipeline import dataset_summary
+
+    settings, _, summary = curated
+    info = dataset_summary(settings, out=tmp_path / "summary")
+    assert info["patches"] == summary["patches"] and info["locations"] == summary["locations"]
+    assert 0 < info["multitemporal_share"] <= 1
+    png = (tmp_path / "summary" / "quicklooks.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000

@@ -115,6 +115,17 @@ def test_dagster_then_dvc_then_param_change(project):
     repro = _run(["dvc", "repro"], root, env).stdout
     assert "Running stage" not in repro, repro
 
+    # 4b. push to a local remote, lose the data and the cache, pull it back byte for byte
+    _run(["dvc", "remote", "add", "--local", "-f", "-d", "local", str(root / "remote")], root, env)
+    _run(["dvc", "push"], root, env)
+    index = root / "data" / "patches" / "index.parquet"
+    before = index.read_bytes()
+    shutil.rmtree(root / "data" / "patches")
+    shutil.rmtree(root / ".dvc" / "cache")
+    _run(["dvc", "pull"], root, env)
+    assert index.read_bytes() == before
+    assert "up to date" in _run(["dvc", "status"], root, env).stdout
+
     # 5. a patch parameter change reruns from curation on, not the catalogue
     index = pd.read_parquet(root / "data" / "patches" / "index.parquet")
     threshold = _tighter_cloud_threshold(index)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dagster_project.assets.ingest import scene_catalog
+from dagster_project.metadata import png_markdown
 from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
@@ -83,4 +84,18 @@ def band_statistics(settings: SpectralearthSettings) -> dg.MaterializeResult:
             "split": stats["split"],
             "path": dg.MetadataValue.path(str(s.paths.stats)),
         }
+    )
+
+
+@dg.asset(
+    group_name="curate",
+    deps=[patch_index],
+    description="Patches, locations, multitemporal share, patches per scene, RGB quicklooks.",
+)
+def dataset_summary(settings: SpectralearthSettings) -> dg.MaterializeResult:
+    s = settings.load()
+    info = pipeline.dataset_summary(s)
+    png = s.paths.data_dir / "summary" / "quicklooks.png"
+    return dg.MaterializeResult(
+        metadata={**info, "quicklooks": dg.MetadataValue.md(png_markdown(png, "RGB quicklooks"))}
     )

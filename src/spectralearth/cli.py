@@ -83,6 +83,16 @@ def cmd_validate(args) -> int:
     return 0 if report.success else 1
 
 
+def cmd_summary(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    out = Path(args.out) if args.out else s.paths.data_dir / "summary"
+    info = pipeline.dataset_summary(s, Path(args.patches) if args.patches else None, out)
+    print(f"summary: {json.dumps(info)} (+ {out / 'quicklooks.png'})")
+    return 0
+
+
 def cmd_stats(args) -> int:
     from spectralearth import pipeline
 
@@ -281,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         help="validation report JSON" + shown(d and d.paths.validation / "patch_index.json"),
     )
+
+    p = add("summary", cmd_summary, "dataset counts and RGB quicklooks of a sample of patches")
+    p.add_argument("--patches", help="patches folder" + shown(d and d.paths.patches))
+    p.add_argument("--out", help="summary folder" + shown(d and d.paths.data_dir / "summary"))
 
     p = add("stats", cmd_stats, "per-band mean/std of the training patches")
     p.add_argument("--patches", help="patches folder" + shown(d and d.paths.patches))

@@ -286,3 +286,53 @@ def catalog_table_markdown(catalog: gpd.GeoDataFrame) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def rgb_quicklooks(
+    patches_root: Path, index: pd.DataFrame, out_png: Path, n: int = 8, seed: int = 0
+) -> Path:
+    """True-colour quicklooks (bands nearest 641/556/468 nm) of a seeded sample of patches,
+    each stretched to its own 2-98 % range, titled with the patch id and date."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import rasterio
+
+    from spectralearth.bands import RGB_NM, nearest_band
+
+    sample = index.sample(min(n, len(index)), random_state=seed) if len(index) else index
+    cols = max(1, min(4, len(sample)))
+    rows = max(1, -(-len(sample) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if len(sample) == 0:
+        axes[0, 0].text(0.5, 0.5, "no patches", ha="center", va="center")
+    for ax, row in zip(axes.flat, sample.itertuples(), strict=False):
+        with rasterio.open(Path(patches_root) / row.path) as src:
+            wl = [float(x) for x in src.tags()["wavelengths"].split(",")]
+            rgb = src.read([nearest_band(wl, nm) + 1 for nm in RGB_NM]).astype(float)
+        lo, hi = np.percentile(rgb, [2, 98])
+        ax.imshow(np.clip((rgb.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-6), 0, 1))
+        ax.set_title(f"{row.patch_id}\n{pd.Timestamp(row.datetime):%Y-%m-%d}", fontsize=8)
+    fig.suptitle("RGB quicklooks (641/556/468 nm)")
+    return _save(fig, out_png)
+
+
+def dataset_summary(index: pd.DataFrame) -> dict:
+    """The numbers a user checks first about a curated dataset."""
+    if len(index) == 0:
+        return {"patches": 0, "locations": 0, "multitemporal_share": 0.0, "scenes": 0}
+    dates = index.groupby("location_id")["scene_id"].nunique()
+    per_scene = index.groupby("scene_id").size()
+    return {
+        "patches": int(len(index)),
+        "locations": int(index["location_id"].nunique()),
+        "multitemporal_share": float((dates > 1).mean()),
+        "scenes": int(index["scene_id"].nunique()),
+        "patches_per_scene_mean": float(per_scene.mean()),
+        "patches_per_scene_max": int(per_scene.max()),
+        **{f"split_{k}": int(v) for k, v in index["split"].value_counts().items()},
+    }
