@@ -65,3 +65,20 @@ def test_archive_folder_from_params_and_environment(tmp_path, monkeypatch):
     assert str(load_settings(params).paths.archive) == "/srv/enmap/l2a"
     monkeypatch.setenv("SPECTRALEARTH_ARCHIVE", str(tmp_path / "mine"))
     assert load_settings(params).paths.archive == tmp_path / "mine"
+
+
+def test_dagster_definitions_validate(tmp_path):
+    import os
+    from pathlib import Path
+
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path))
+    out = subprocess.run(
+        [str(bindir / "dagster"), "definitions", "validate", "-m", "dagster_project.definitions"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Validation successful" in out.stdout + out.stderr
