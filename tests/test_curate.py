@@ -154,3 +154,51 @@ def test_dataset_summary_counts_and_quicklooks(curated, tmp_path):
     assert 0 < info["multitemporal_share"] <= 1
     png = (tmp_path / "summary" / "quicklooks.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_real_potsdam_tiles_curate_with_patch_size_32(tmp_path):
+    """`spectralearth curate ../shared/data/enmap_potsdam/images --out OUT --patch-size 32`:
+    patches with the 202 bands in wavelength order, equal to a direct rasterio read."""
+    import subprocess
+    import sys
+
+    from tests.conftest import shared
+
+    images = shared("enmap_potsdam", "images")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spectralearth.cli",
+            "--params",
+            str(write_params(tmp_path / "cfg")),
+            "curate",
+            str(images),
+            "--out",
+            str(out),
+            "--patch-size",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    index = read_index(out)
+    assert len(index) > 0, proc.stdout
+    row = index.iloc[0]
+    src_tile = images / f"{row['product']}.tif"
+    with rasterio.open(src_tile) as src:
+        tags = [src.tags(i) for i in range(1, src.count + 1)]
+        wl = np.array([float(t["wavelength"]) for t in tags])
+        direct = src.read(window=rasterio.windows.Window(row.col_off, row.row_off, 32, 32))
+        scale = src.scales[0]
+    order = [int(np.argmin(np.abs(wl - w))) for w in view_wavelengths()]
+    with rasterio.open(out / row["path"]) as patch:
+        data = patch.read()
+        patch_wl = np.array([float(x) for x in patch.tags()["wavelengths"].split(",")])
+    assert data.shape == (202, 32, 32)
+    assert np.all(np.diff(patch_wl) > 0) and np.allclose(patch_wl, wl[order])
+    expected = np.rint(direct[order].astype(np.float64) * scale * 10000).astype(np.int16)
+    assert np.array_equal(data, expected)

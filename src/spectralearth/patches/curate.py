@@ -26,7 +26,12 @@ from spectralearth.enmap.product import (
 )
 from spectralearth.io import atomic_path
 from spectralearth.patches.grid import Cell, Registry, cells_in_scene
-from spectralearth.patches.store import patch_relpath, write_patch
+from spectralearth.patches.store import (
+    patch_relpath,
+    scene_shard_name,
+    write_patch,
+    write_scene_shard,
+)
 
 # Filter order: a window rejected for several reasons is counted under the first one.
 FILTERS = (
@@ -126,8 +131,9 @@ def curate_scene(
         kept.append((cell, raw, fracs))
 
     loc_ids = registry.location_ids(c.key for c, _, _ in kept)
+    shard = scene_shard_name(product.name)
     rows = []
-    for cell, raw, fracs in kept:
+    for shard_index, (cell, raw, fracs) in enumerate(kept):
         loc = loc_ids[cell.key]
         rel = patch_relpath(loc, scene_id)
         patch_transform = rasterio.windows.transform(
@@ -162,6 +168,8 @@ def curate_scene(
                 "col_off": cell.col_off,
                 "patch_size": p,
                 "path": rel,
+                "shard": shard,
+                "shard_index": shard_index,
                 "valid_frac": 1.0 - fracs["nodata_frac"],
                 **fracs,
                 "n_bands": int(raw.shape[0]),
@@ -175,6 +183,9 @@ def curate_scene(
             }
         )
     frame = pd.DataFrame(rows)
+    # the scene's training shard, written from the arrays in hand (no re-read of the patches):
+    # a new scene adds one shard file and touches no other
+    write_scene_shard(patches_root / "shards" / shard, [raw for _, raw, _ in kept])
     result = SceneCuration(product.name, scene_id, len(cells), len(rows), dict(rejected), frame)
     _write_fragment(patches_root, result, product.scene_key)
     return result
@@ -206,3 +217,5 @@ def _write_fragment(patches_root: Path, result: SceneCuration, scene_key: str) -
         if f != frag:
             f.unlink(missing_ok=True)
             f.with_suffix(".json").unlink(missing_ok=True)
+            name = f.name[: -len(".parquet")]
+            (patches_root / "shards" / scene_shard_name(name)).unlink(missing_ok=True)

@@ -1,9 +1,12 @@
 """The location grid and the persistent location registry.
 
 Rule: cells of ``patch_size x 30 m`` aligned per UTM zone, origin at the zone's false origin,
-so a cell's ground footprint is fixed by (EPSG code, column, row) alone. A scene's window for
+so a cell's ground footprint is fixed by (EPSG code, patch size, column, row) alone. A scene's window for
 a cell starts at the pixel edge nearest the cell's corner (half-pixel phases, as in real L2A
-grids, always snap the same way). A revisit of the same
+grids, always snap the same way). A scene too small to hold one whole lattice cell (a 32 x 32
+px tile cut from a larger scene, say) is tiled from its own corner instead, and its windows
+are keyed by their exact corner coordinates (see :func:`scene_anchored_cells`): every key
+still names exactly one ground footprint, and the choice depends on the scene alone. A revisit of the same
 place on another date falls in the same cell and so gets the same location id, with no search
 over earlier patches.
 
@@ -33,10 +36,14 @@ class Cell:
     row: int
     row_off: int  # window origin in the scene's pixel grid
     col_off: int
+    size: int = 0  # patch size in px (part of the key: one footprint per key)
+    anchored: str = ""  # "" on the zone lattice; "x:y" (UL corner, m) when scene-anchored
 
     @property
     def key(self) -> str:
-        return f"{self.epsg}:{self.col}:{self.row}"
+        if self.anchored:
+            return f"{self.epsg}:{self.size}:at:{self.anchored}"
+        return f"{self.epsg}:{self.size}:{self.col}:{self.row}"
 
 
 def cells_in_scene(
@@ -58,8 +65,28 @@ def cells_in_scene(
             col_off = math.floor((x0 - ulx) / a + 0.5)
             row_off = math.floor((uly - y1) / -e + 0.5)
             if 0 <= col_off <= width - patch_size and 0 <= row_off <= height - patch_size:
-                cells.append(Cell(epsg, col, row, row_off, col_off))
+                cells.append(Cell(epsg, col, row, row_off, col_off, patch_size))
+    if not cells:
+        cells = scene_anchored_cells(transform, width, height, epsg, patch_size)
     return sorted(cells, key=lambda c: (c.row_off, c.col_off))
+
+
+def scene_anchored_cells(
+    transform: tuple[float, ...], width: int, height: int, epsg: int, patch_size: int
+) -> list[Cell]:
+    """Fallback for scenes too small to hold one lattice cell (e.g. 32 x 32 px tiles cut from
+    a scene): windows tile the scene from its own corner, keyed by their exact UL corner, so a
+    key still means one ground footprint (shared by any scene with a window at that corner)."""
+    _, _, ulx, _, _, uly = transform[:6]
+    cells = []
+    for row_off in range(0, height - patch_size + 1, patch_size):
+        for col_off in range(0, width - patch_size + 1, patch_size):
+            x = ulx + col_off * PIXEL_SIZE_M
+            y = uly - row_off * PIXEL_SIZE_M
+            cells.append(
+                Cell(epsg, -1, -1, row_off, col_off, patch_size, anchored=f"{x:.1f}:{y:.1f}")
+            )
+    return cells
 
 
 class Registry:

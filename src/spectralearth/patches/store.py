@@ -4,8 +4,10 @@ Release layout (SpectralEarth's published loaders and split files use it)::
 
     <patches>/enmap/<location:07d>/<scene:05d>.tif     int16, 202 bands, reflectance x 10000
 
-Training shards: ``<patches>/shards/shard-NNNNN.npy`` int16 arrays [n, 202, P, P] read with
-``np.load(mmap_mode="r")`` (zero-copy random access, no decoding) plus ``manifest.parquet``.
+Training shards: one ``<patches>/shards/<scene>.npy`` per scene, int16 [n, 202, P, P], written
+by curation from the arrays in hand and read with ``np.load(mmap_mode="r")`` (zero-copy random
+access, no decoding: 12.6x the GeoTIFF read rate, benchmarks/RESULTS.md), plus
+``manifest.parquet`` (patch id, location, scene, time, split, shard, index) built from the index.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ import rasterio
 from shapely import wkb
 
 from spectralearth.io import atomic_path
-
-SHARD_PATCHES = 64  # patches per shard file
 
 
 def patch_relpath(location_id: int, scene_id: int) -> str:
@@ -99,43 +99,39 @@ def read_index(patches_root: str | Path) -> gpd.GeoDataFrame:
     return gpd.read_parquet(Path(patches_root) / "index.parquet")
 
 
-def build_shards(patches_root: str | Path, shard_patches: int = SHARD_PATCHES) -> pd.DataFrame:
-    """(Re)write the training shards and their manifest from the index and patch files."""
+def scene_shard_name(scene: str) -> str:
+    return f"{scene}.npy"
+
+
+def write_scene_shard(path: Path, arrays: list[np.ndarray]) -> None:
+    """One scene's kept patches as an int16 [n, bands, P, P] .npy (atomic); none -> no file."""
+    path = Path(path)
+    if not arrays:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.stack(arrays).astype(np.int16, copy=False))
+
+
+def build_shards(patches_root: str | Path) -> pd.DataFrame:
+    """The shard manifest from the index; removes shard files no index row points to."""
     root = Path(patches_root)
     index = read_index(root)
     out = root / "shards"
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    names = set()
-    for start in range(0, len(index), shard_patches):
-        chunk = index.iloc[start : start + shard_patches]
-        name = f"shard-{start // shard_patches:05d}.npy"
-        arrays = []
-        for i, r in enumerate(chunk.itertuples()):
-            with rasterio.open(root / r.path) as src:
-                arrays.append(src.read())
-            rows.append(
-                {
-                    "patch_id": r.patch_id,
-                    "location_id": r.location_id,
-                    "scene_id": r.scene_id,
-                    "datetime": r.datetime,
-                    "split": r.split,
-                    "shard": name,
-                    "index": i,
-                }
-            )
-        with atomic_path(out / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.stack(arrays).astype(np.int16))
-        names.add(name)
-    manifest = pd.DataFrame(
-        rows, columns=["patch_id", "location_id", "scene_id", "datetime", "split", "shard", "index"]
+    cols = ["patch_id", "location_id", "scene_id", "datetime", "split", "shard", "index"]
+    manifest = (
+        index.rename(columns={"shard_index": "index"})[cols].copy()
+        if len(index)
+        else pd.DataFrame(columns=cols)
     )
+    manifest = pd.DataFrame(manifest)  # plain table, no geometry
     with atomic_path(out / "manifest.parquet") as tmp:
         manifest.to_parquet(tmp, index=False)
-    for stale in out.glob("shard-*.npy"):
-        if stale.name not in names:
+    referenced = set(manifest["shard"])
+    for stale in out.glob("*.npy"):
+        if stale.name not in referenced:
             stale.unlink()
     return manifest
 
