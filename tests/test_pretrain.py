@@ -232,3 +232,27 @@ def test_tiny_pretrain(tmp_path, monkeypatch):
     assert gap > 0 and key_moved > 0
     assert key_moved < 0.05 * moved
     assert all(not p.requires_grad for p in module.key_encoder.parameters())
+
+
+def test_one_random_date_per_location_per_epoch(tmp_path):
+    shards_dir, stats, _, _ = make_shards(tmp_path, n_locations=6, two_date_locations=(0, 1, 2))
+    ds = ShardPatches(shards_dir, split="train", stats=stats, per_location=True, seed=3)
+    assert len(ds) == ds.n_locations == 6  # locations 0-5 are train
+    two_date = [i for i in range(len(ds)) if ds.n_dates(i) == 2]
+    seen = {i: set() for i in two_date}
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        assert [ds.date_row(i) for i in range(len(ds))] == [ds.date_row(i) for i in range(len(ds))]
+        for i in two_date:
+            seen[i].add(ds.date_row(i))
+        assert ds[0].shape == (BANDS, 32, 32)
+    assert all(len(rows) == 2 for rows in seen.values()), "every date of a place gets drawn"
+
+
+def test_reference_band_statistics_load_for_normalisation():
+    from spectralearth.data.shards import load_reference_stats
+    from tests.conftest import shared
+
+    ref = load_reference_stats(shared("spectralearth_reference"))
+    assert len(ref["mean"]) == len(ref["std"]) == 202
+    assert 0 < min(ref["std"]) and 0 < np.mean(ref["mean"]) < 10000

@@ -37,6 +37,10 @@ class ShardPatches(Dataset):
 
     ``two_dates=False``: item i is patch i of the split, a float32 tensor [bands, P, P].
 
+    ``per_location=True``: item i is location i of the split, one of its dates drawn at
+    random each epoch (seeded by (seed, epoch, i)), so multi-date places are not
+    over-represented.
+
     ``two_dates=True``: item i is location i of the split and returns a pair of tensors,
     two patches of that location taken on different dates (a random pair from a generator
     seeded by (seed, epoch, i)); a location seen on one date only gives its patch twice.
@@ -53,10 +57,12 @@ class ShardPatches(Dataset):
         stats: dict | None = None,
         two_dates: bool = False,
         seed: int = 0,
+        per_location: bool = False,
     ) -> None:
         self.shards_dir = Path(shards_dir)
         self.split = split
         self.two_dates = two_dates
+        self.per_location = per_location or two_dates
         self.seed = int(seed)
         self.epoch = 0
         manifest = read_manifest(self.shards_dir)
@@ -114,7 +120,7 @@ class ShardPatches(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n_locations if self.two_dates else self.n_patches
+        return self.n_locations if self.per_location else self.n_patches
 
     def _array(self, shard: str) -> np.ndarray:
         arr = self._arrays.get(shard)
@@ -149,9 +155,28 @@ class ShardPatches(Dataset):
         row = int(rng.choice(dates[0]))
         return row, row
 
+    def date_row(self, location_index: int) -> int:
+        """Row of one date of a location, drawn anew each epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch, location_index, 1])
+        dates = self._dates[location_index]
+        return int(rng.choice(dates[int(rng.integers(len(dates)))]))
+
     def __getitem__(self, i: int):
-        if not self.two_dates:
+        if not self.per_location:
             return self.patch(i)
+        if not self.two_dates:
+            return self.patch(self.date_row(i))
         r1, r2 = self.pair_rows(i)
         x1 = self.patch(r1)
         return x1, (x1.clone() if r2 == r1 else self.patch(r2))
+
+
+def load_reference_stats(folder: str | os.PathLike) -> dict:
+    """SpectralEarth's published per-band statistics (``mu.npy``, ``sigma.npy``: float32 (202,),
+    reflectance x 10000, the 202-band view) as a stats dict for :class:`ShardPatches`."""
+    folder = Path(folder)
+    mean = np.load(folder / "mu.npy").astype(np.float32)
+    std = np.load(folder / "sigma.npy").astype(np.float32)
+    if mean.shape != (202,) or std.shape != (202,):
+        raise ValueError(f"{folder}: expected (202,) mu/sigma, got {mean.shape} and {std.shape}")
+    return {"mean": mean.tolist(), "std": std.tolist(), "source": str(folder)}
