@@ -202,3 +202,16 @@ def test_real_potsdam_tiles_curate_with_patch_size_32(tmp_path):
     assert np.all(np.diff(patch_wl) > 0) and np.allclose(patch_wl, wl[order])
     expected = np.rint(direct[order].astype(np.float64) * scale * 10000).astype(np.int16)
     assert np.array_equal(data, expected)
+
+
+def test_window_by_window_path_gives_the_same_patches(tiny_archive, tmp_path, monkeypatch):
+    import spectralearth.patches.curate as curate_mod
+
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[3]
+    whole = curate_mod.curate_scene(product, tmp_path / "a", settings.curate)
+    monkeypatch.setattr(curate_mod, "WHOLE_SCENE_MAX_BYTES", 0)  # force per-window reads
+    windowed = curate_mod.curate_scene(product, tmp_path / "b", settings.curate)
+    assert whole.kept == windowed.kept > 0 and whole.rejected == windowed.rejected
+    for rel in whole.rows["path"]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()

@@ -10,11 +10,13 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success fsync it and rename it into place.
 
     Readers never see a partial file: on any error the temporary file is removed and the
-    old ``target`` (if any) is left untouched.
+    old ``target`` (if any) is left untouched. ``fsync=False`` skips the per-file flush for
+    writers that make many files and call :func:`flush_to_disk` once before their commit
+    point (the rename is atomic either way; fsync only matters for power loss).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -27,8 +29,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if fsync:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -43,3 +46,8 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def flush_to_disk() -> None:
+    """One flush of everything written so far (cheaper than an fsync per file)."""
+    os.sync()

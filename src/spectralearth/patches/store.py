@@ -43,7 +43,7 @@ def write_patch(path: Path, data: np.ndarray, crs, transform, wavelengths, tags:
         nodata=-32768,
         interleave="band",
     )
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync=False) as tmp:  # the caller flushes once per scene
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data.astype(np.int16, copy=False))
             dst.update_tags(wavelengths=",".join(f"{x:.3f}" for x in wavelengths), **tags)
@@ -109,9 +109,17 @@ def write_scene_shard(path: Path, arrays: list[np.ndarray]) -> None:
     if not arrays:
         path.unlink(missing_ok=True)
         return
-    with atomic_path(path) as tmp:
+    first = arrays[0]
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.int16)),
+        "fortran_order": False,
+        "shape": (len(arrays), *first.shape),
+    }
+    with atomic_path(path, fsync=False) as tmp:  # the caller flushes once per scene
         with open(tmp, "wb") as fh:
-            np.save(fh, np.stack(arrays).astype(np.int16, copy=False))
+            np.lib.format.write_array_header_1_0(fh, header)
+            for a in arrays:  # streamed: no stacked copy of the whole scene
+                fh.write(np.ascontiguousarray(a, dtype=np.int16).tobytes())
 
 
 def build_shards(patches_root: str | Path) -> pd.DataFrame:

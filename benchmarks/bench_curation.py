@@ -1,0 +1,75 @@
+"""P1: curating one full 1200 x 1200 x 224 int16 scene vs reading that scene once with
+rasterio (the floor). Goal: <= 1.3x.
+
+Curation reads the scene (202 of 224 bands) and its QL masks, applies the filters and writes
+the release GeoTIFFs, the scene's training shard and its index fragment. Filters are off here,
+so every window is written (the most work a scene can cost). The scene is
+one synthetic product of 1200 px (written once, ~40 s, not timed). Best of 3, warm cache.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GDAL_CACHEMAX", "64")  # same setting as bench_reader.py, for both
+
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import rasterio  # noqa: E402
+
+from spectralearth.config import load_settings  # noqa: E402
+from spectralearth.patches.curate import curate_scene  # noqa: E402
+from spectralearth.synth import write_archive  # noqa: E402
+
+SIZE = 1200
+
+
+def main() -> None:
+    # filters off: every window is kept and written, the most work curation can have
+    off = {
+        k: 1.0
+        for k in (
+            "max_nodata_frac",
+            "max_cloud_frac",
+            "max_snow_frac",
+            "max_haze_frac",
+            "max_cloudshadow_frac",
+            "max_cirrus_frac",
+        )
+    }
+    settings = load_settings(overrides={"curate": off}).curate
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        product = write_archive(tmp / "archive", scenes=1, size=SIZE, seed=1)[0]
+        image = next(product.glob("*-SPECTRAL_IMAGE.TIF"))
+
+        def plain():
+            with rasterio.open(image) as src:
+                src.read()
+
+        kept = {}
+
+        def curate():
+            out = tmp / "patches"
+            shutil.rmtree(out, ignore_errors=True)
+            res = curate_scene(product, out, settings)
+            kept.update(windows=res.windows, kept=res.kept)
+
+        best = {"rasterio": float("inf"), "curate": float("inf")}
+        for i in range(3):
+            for name, fn in (("rasterio", plain), ("curate", curate))[:: 1 if i % 2 == 0 else -1]:
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    print(f"rasterio full read: {best['rasterio']:.2f} s ({SIZE}x{SIZE}x224 int16, deflate tiles)")
+    print(
+        f"curate_scene:       {best['curate']:.2f} s ({kept['kept']} of {kept['windows']} windows kept)"
+    )
+    print(f"ratio curate/read: {best['curate'] / best['rasterio']:.2f}x (goal <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
