@@ -58,11 +58,15 @@ class ShardPatches(Dataset):
         two_dates: bool = False,
         seed: int = 0,
         per_location: bool = False,
+        normalize: bool = True,
     ) -> None:
         self.shards_dir = Path(shards_dir)
         self.split = split
         self.two_dates = two_dates
         self.per_location = per_location or two_dates
+        # normalize=False yields raw int16 (half the bytes between processes); normalise on
+        # the device with BandNormalize, as the training loop does
+        self.normalize = normalize
         self.seed = int(seed)
         self.epoch = 0
         manifest = read_manifest(self.shards_dir)
@@ -140,6 +144,8 @@ class ShardPatches(Dataset):
 
     def patch(self, row: int) -> torch.Tensor:
         """Row ``row`` of the split as a normalised float32 tensor [bands, P, P]."""
+        if not self.normalize:
+            return torch.from_numpy(np.array(self._array(self._shard[row])[self._index[row]]))
         x = np.asarray(self._array(self._shard[row])[self._index[row]], dtype=np.float32)
         if self._mean is not None:
             x = (x - self._mean) / self._std
@@ -169,6 +175,20 @@ class ShardPatches(Dataset):
         r1, r2 = self.pair_rows(i)
         x1 = self.patch(r1)
         return x1, (x1.clone() if r2 == r1 else self.patch(r2))
+
+
+class BandNormalize(torch.nn.Module):
+    """``(x - mean) / std`` per band on whatever device the batch is on (int16 in, float out)."""
+
+    def __init__(self, stats: dict):
+        super().__init__()
+        mean = torch.tensor(stats["mean"], dtype=torch.float32)[None, :, None, None]
+        std = torch.tensor(stats["std"], dtype=torch.float32).clamp_min(1e-6)[None, :, None, None]
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
 
 
 def load_reference_stats(folder: str | os.PathLike) -> dict:

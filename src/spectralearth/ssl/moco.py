@@ -71,6 +71,7 @@ class MoCo(pl.LightningModule):
             gather_distributed=True,  # enqueue keys from every device (a no-op on one)
         )
         self.augment = SpatialAugment(crop_size)
+        self.normalize: nn.Module | None = None  # set by pretrain() when batches are int16
         self.loss_history: list[float] = []
 
     @classmethod
@@ -103,6 +104,8 @@ class MoCo(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x_query, x_key = batch
+        if self.normalize is not None:  # batches may arrive as raw int16 (see ShardPatches)
+            x_query, x_key = self.normalize(x_query), self.normalize(x_key)
         x_query, x_key = self.augment(x_query), self.augment(x_key)
         m = self.hparams.ema_momentum
         update_momentum(self.encoder, self.key_encoder, m)

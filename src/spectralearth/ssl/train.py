@@ -58,7 +58,7 @@ def pretrain(
     import torch
     from safetensors.torch import save_file
 
-    from ..data.shards import ShardPatches
+    from ..data.shards import BandNormalize, ShardPatches
     from ..models import create_model
 
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
@@ -66,7 +66,12 @@ def pretrain(
     pl.seed_everything(settings.seed, workers=True)
 
     dataset = ShardPatches(
-        shards_dir, split="train", stats=stats, two_dates=method_cls.two_views, seed=settings.seed
+        shards_dir,
+        split="train",
+        stats=stats,
+        two_dates=method_cls.two_views,
+        seed=settings.seed,
+        normalize=False,  # int16 through the loader; BandNormalize runs on the device
     )
     if len(dataset) == 0:
         raise ValueError(
@@ -80,6 +85,7 @@ def pretrain(
 
     encoder = create_model(settings.backbone, in_chans=n_bands)
     module = method_cls.from_settings(encoder, settings)
+    module.normalize = BandNormalize(stats)
 
     class _SetEpoch(pl.Callback):
         """New two-date pairs each epoch (ShardPatches seeds its draws by epoch)."""
