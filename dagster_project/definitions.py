@@ -9,7 +9,7 @@ import os
 import dagster as dg
 
 from dagster_project.assets import curate, evaluate, ingest, pretrain
-from dagster_project.checks import patch_index_expectations
+from dagster_project.checks import quality_checks
 from dagster_project.resources import SpectralearthSettings
 from dagster_project.schedules import daily_refresh, downstream_job
 from dagster_project.sensors import (
@@ -32,7 +32,7 @@ all_assets = dg.load_assets_from_modules([ingest, curate, pretrain, evaluate])
 
 defs = dg.Definitions(
     assets=all_assets,
-    asset_checks=[patch_index_expectations],
+    asset_checks=quality_checks,
     jobs=[ingest_job, curate_job, downstream_job],
     sensors=[archive_sensor],
     schedules=[daily_refresh],

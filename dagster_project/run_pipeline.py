@@ -34,12 +34,20 @@ def _materialize(instance, selection, partition_key=None) -> None:
         where = failed[0].step_key if failed else selection
         raise SystemExit(f"dagster: step '{where}' failed: {reason}")
     for ev in res.all_events:
-        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
-            data = ev.event_specific_data
-            if not data.passed:
-                raise SystemExit(
-                    f"dagster: blocking check {data.check_name} failed; downstream assets not run"
-                )
+        if ev.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        data = ev.event_specific_data
+        if data.passed:
+            continue
+        if data.blocking and data.severity == dg.AssetCheckSeverity.ERROR:
+            raise SystemExit(
+                f"dagster: blocking check {data.check_name} failed; downstream assets not run"
+            )
+        summary = data.metadata.get("summary")
+        print(
+            f"[dagster] WARNING check {data.check_name}: {summary.value if summary else ''}",
+            flush=True,
+        )
 
 
 def main() -> int:

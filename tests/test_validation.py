@@ -51,6 +51,11 @@ def test_good_index_passes_and_report_is_written(curate_settings, tmp_path):
         ({"split": ["train", "holdout", "val", "test"]}, "expect_column_values_to_be_in_set"),
         ({"n_bands": [202, 224, 202, 202]}, "expect_column_values_to_be_in_set"),
         ({"valid_frac": [1.0, 0.9, 1.0, 1.0]}, "expect_column_values_to_be_between"),
+        ({"location_id": [1, 1, 3, 4]}, "expect_compound_columns_to_be_unique"),
+        (
+            {"location_id": [1, 1, 3, 4], "scene_id": [1, 2, 1, 1], "split": ["train", "val"] * 2},
+            "expect_column_values_to_be_between",  # splits_per_location: 2 for location 1
+        ),
     ],
 )
 def test_bad_index_fails_naming_the_expectation(curate_settings, changes, failing):

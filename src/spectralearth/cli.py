@@ -76,11 +76,17 @@ def cmd_validate(args) -> int:
     from spectralearth import pipeline
 
     s = _settings(args)
-    report = pipeline.validate(
-        s, Path(args.patches) if args.patches else None, Path(args.report) if args.report else None
+    reports = pipeline.validate(
+        s,
+        Path(args.patches) if args.patches else None,
+        Path(args.report) if args.report else None,
     )
-    print(report.summary())
-    return 0 if report.success else 1
+    for r in reports.values():
+        print(("WARNING " if not (r.blocking or r.success) else "") + r.summary())
+    docs = next((r.docs for r in reports.values() if r.docs), None)
+    if docs:
+        print(f"data docs: {docs}")
+    return 0 if all(r.success for r in reports.values() if r.blocking) else 1
 
 
 def cmd_summary(args) -> int:

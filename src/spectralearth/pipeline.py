@@ -133,15 +133,11 @@ def band_statistics(
 
 
 def validate(settings: Settings, patches_root: Path | None = None, report: Path | None = None):
-    from spectralearth.patches.store import read_index
-    from spectralearth.validation import validate_patch_index
+    """Every data-quality gate: index, every patch file, warnings. Reports in <validation>/,
+    GX Data Docs in <validation>/data_docs/index.html. Returns {suite: ValidationReport}."""
+    from spectralearth.validation import quality_gates
 
-    root = patches_root or settings.paths.patches
-    return validate_patch_index(
-        read_index(root),
-        settings.curate,
-        report or settings.paths.validation / "patch_index.json",
-    )
+    return quality_gates(settings, patches_root, report)
 
 
 def checkpoint_dir(settings: Settings) -> Path:
