@@ -152,8 +152,9 @@ def test_dataset_summary_counts_and_quicklooks(curated, tmp_path):
     info = dataset_summary(settings, out=tmp_path / "summary")
     assert info["patches"] == summary["patches"] and info["locations"] == summary["locations"]
     assert 0 < info["multitemporal_share"] <= 1
-    png = (tmp_path / "summary" / "quicklooks.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    for name in ("quicklooks.png", "locations.png"):
+        png = (tmp_path / "summary" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_real_potsdam_tiles_curate_with_patch_size_32(tmp_path):

@@ -90,12 +90,18 @@ def band_statistics(settings: SpectralearthSettings) -> dg.MaterializeResult:
 @dg.asset(
     group_name="curate",
     deps=[patch_index],
-    description="Patches, locations, multitemporal share, patches per scene, RGB quicklooks.",
+    description="Patches, locations (map), multitemporal share, patches per scene, RGB quicklooks.",
 )
 def dataset_summary(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     info = pipeline.dataset_summary(s)
-    png = s.paths.data_dir / "summary" / "quicklooks.png"
+    out = s.paths.data_dir / "summary"
     return dg.MaterializeResult(
-        metadata={**info, "quicklooks": dg.MetadataValue.md(png_markdown(png, "RGB quicklooks"))}
+        metadata={
+            **info,
+            "locations": dg.MetadataValue.md(png_markdown(out / "locations.png", "locations")),
+            "quicklooks": dg.MetadataValue.md(
+                png_markdown(out / "quicklooks.png", "RGB quicklooks")
+            ),
+        }
     )

@@ -109,17 +109,18 @@ def curate_archive(
 def dataset_summary(
     settings: Settings, patches_root: Path | None = None, out: Path | None = None
 ) -> dict:
-    """Counts, multitemporal share and RGB quicklooks of a sample of the curated patches."""
+    """Counts, multitemporal share, a map of the locations and RGB quicklooks of a sample."""
     from spectralearth.io import atomic_write_text
     from spectralearth.patches.store import read_index
     from spectralearth.plots import dataset_summary as _summary
-    from spectralearth.plots import rgb_quicklooks
+    from spectralearth.plots import locations_map, rgb_quicklooks
 
     root = patches_root or settings.paths.patches
     out = out or settings.paths.data_dir / "summary"
     index = read_index(root)
     summary = _summary(index)
     rgb_quicklooks(root, index, out / "quicklooks.png")
+    locations_map(index, out / "locations.png")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 

@@ -336,3 +336,40 @@ def dataset_summary(index: pd.DataFrame) -> dict:
         "patches_per_scene_max": int(per_scene.max()),
         **{f"split_{k}": int(v) for k, v in index["split"].value_counts().items()},
     }
+
+
+def locations_map(index: pd.DataFrame, out_png: Path) -> Path:
+    """Patch footprints (WGS84) coloured by how many dates each location has."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if len(index) == 0 or "geometry" not in index:
+        ax.text(0.5, 0.5, "no patches", ha="center", va="center")
+        ax.axis("off")
+        return _save(fig, out_png)
+    dates = index.groupby("location_id")["scene_id"].nunique()
+    first = index.drop_duplicates("location_id")
+    cmap = plt.get_cmap("viridis", max(int(dates.max()), 2))
+    for row in first.itertuples():
+        n = int(dates[row.location_id])
+        for poly in _polygons(row.geometry):
+            xs, ys = poly.exterior.xy
+            ax.fill(xs, ys, color=cmap(n - 1), alpha=0.8, lw=0.3, ec="k")
+    # markers too, so locations stay visible when the extent spans countries
+    cx = [g.centroid.x for g in first.geometry]
+    lats = [g.centroid.y for g in first.geometry]
+    colours = [cmap(int(dates[loc]) - 1) for loc in first["location_id"]]
+    ax.scatter(cx, lats, c=colours, s=25, edgecolors="k", linewidths=0.4, zorder=3)
+    ax.set_aspect(1 / max(np.cos(np.radians(np.mean(lats))), 0.1))
+    ax.set_xlabel("longitude (deg)")
+    ax.set_ylabel("latitude (deg)")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=cmap(k - 1)) for k in range(1, int(dates.max()) + 1)
+    ]
+    ax.legend(handles, [f"{k} date(s)" for k in range(1, int(dates.max()) + 1)], fontsize=8)
+    ax.set_title(f"{len(first)} locations, {float((dates > 1).mean()):.0%} multitemporal")
+    return _save(fig, out_png)
