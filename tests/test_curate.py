@@ -7,6 +7,7 @@ import rasterio
 
 from spectralearth.bands import view_wavelengths
 from spectralearth.config import load_settings
+from spectralearth.patches.curate import curate_scene
 from spectralearth.patches.grid import Registry, cells_in_scene
 from spectralearth.patches.store import assign_split, build_index, read_index
 from spectralearth.pipeline import curate_archive
@@ -216,3 +217,22 @@ def test_window_by_window_path_gives_the_same_patches(tiny_archive, tmp_path, mo
     assert whole.kept == windowed.kept > 0 and whole.rejected == windowed.rejected
     for rel in whole.rows["path"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_arrival_order_does_not_change_which_patches_share_a_location(tiny_archive, tmp_path):
+    """Ids are handed out in arrival order, but the grouping of patches into places and the
+    footprint each location key names do not depend on it."""
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
+
+    def curate_in(order, root):
+        for product in order:
+            curate_scene(product, root, settings.curate)
+        index = build_index(root, 0.2, 0.2)
+        groups = {frozenset(g) for _, g in index.groupby("location_id")["product"]}
+        return groups, dict(zip(index["location_key"], index["geometry_native"], strict=True))
+
+    forward = curate_in(products, tmp_path / "fwd")
+    backward = curate_in(products[::-1], tmp_path / "bwd")
+    assert forward[0] == backward[0]  # the same scenes share a place
+    assert forward[1] == backward[1]  # each key names the same footprint
