@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -162,7 +163,6 @@ def cmd_report(args) -> int:
 
 def cmd_ui(args) -> int:
     import contextlib
-    import os
     import signal
     import subprocess
 
@@ -341,13 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except Exception as exc:  # one readable line; the traceback is for --debug users
-        from spectralearth.pipeline import StageError
-
-        stage = exc.stage if isinstance(exc, StageError) else args.command
-        reason = exc.reason if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
-        print(f"spectralearth {stage}: {reason}", file=sys.stderr)
-        if "SPECTRALEARTH_DEBUG" in __import__("os").environ:
+    except Exception as exc:  # one readable line; SPECTRALEARTH_DEBUG=1 shows the traceback
+        print(f"spectralearth {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("SPECTRALEARTH_DEBUG"):
             raise
         return 1
 

@@ -4,21 +4,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from spectralearth.config import Settings
-
-
-class StageError(RuntimeError):
-    """A stage failed; ``str()`` is one readable line naming the stage and the reason."""
-
-    def __init__(self, stage: str, reason: str):
-        super().__init__(f"stage '{stage}' failed: {reason}")
-        self.stage = stage
-        self.reason = reason
 
 
 def synth_archive(
@@ -221,9 +211,3 @@ def results_table(settings: Settings) -> str:
     df = pd.read_csv(csv)
     pivot = df.pivot_table(index=["dataset", "protocol", "model"], columns="metric", values="value")
     return pivot.round(4).to_string()
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
