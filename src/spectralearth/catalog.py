@@ -155,6 +155,20 @@ def _mask_fractions(product) -> dict[str, float]:
     return out
 
 
+def _raster_fields(prof: dict, meta) -> dict:
+    """Grid and band columns shared by L2A products and generic images (bands sorted)."""
+    order = np.argsort(meta.wavelengths)
+    return {
+        "crs": prof["crs"].to_string(),
+        "transform": list(prof["transform"])[:6],
+        "width": int(prof["width"]),
+        "height": int(prof["height"]),
+        "n_bands": int(len(meta.wavelengths)),
+        "wavelengths": meta.wavelengths[order].tolist(),
+        "fwhms": meta.fwhms[order].tolist(),
+    }
+
+
 def describe_product(product_dir: Path) -> dict:
     """One catalogue row for a product; raises ProductError naming it when it can't be read."""
     product = open_product(product_dir)
@@ -172,7 +186,6 @@ def describe_product(product_dir: Path) -> dict:
     with rasterio.open(product.image_path) as src:
         bounds = src.bounds
     _footprint_check(product, footprint, prof["crs"], bounds)
-    order = np.argsort(meta.wavelengths)
     names = PRODUCT_NAME_RE.match(product.name).groupdict()
     row = {
         "scene": product.name,
@@ -182,13 +195,7 @@ def describe_product(product_dir: Path) -> dict:
         "start_time": pd.Timestamp(meta.start_time),
         "stop_time": pd.Timestamp(meta.stop_time),
         "processor_version": meta.processor_version or names["version"],
-        "crs": prof["crs"].to_string(),
-        "transform": list(prof["transform"])[:6],
-        "width": int(prof["width"]),
-        "height": int(prof["height"]),
-        "n_bands": int(len(meta.wavelengths)),
-        "wavelengths": meta.wavelengths[order].tolist(),
-        "fwhms": meta.fwhms[order].tolist(),
+        **_raster_fields(prof, meta),
         "cloud_cover_xml": meta.cover.get("cloudCover", np.nan) / 100.0,
         "snow_cover_xml": meta.cover.get("snowCover", np.nan) / 100.0,
         "haze_cover_xml": meta.cover.get("hazeCover", np.nan) / 100.0,
@@ -216,7 +223,6 @@ def describe_generic(path: Path) -> dict:
             scene.name, "no acquisition time in the image's tags or header (add start_time)"
         )
     prof = scene.profile()
-    order = np.argsort(meta.wavelengths)
     raw_first = scene.read(bands=np.array([int(np.argmin(meta.bad_bands))]))[0]
     nan = float("nan")
     footprint = Polygon(meta.footprint_lonlat)
@@ -228,14 +234,8 @@ def describe_generic(path: Path) -> dict:
         "start_time": pd.Timestamp(meta.start_time),
         "stop_time": pd.Timestamp(meta.stop_time or meta.start_time),
         "processor_version": "",
-        "crs": prof["crs"].to_string(),
-        "transform": list(prof["transform"])[:6],
-        "width": int(prof["width"]),
-        "height": int(prof["height"]),
-        "n_bands": int(len(meta.wavelengths)),
-        "wavelengths": meta.wavelengths[order].tolist(),
+        **_raster_fields(prof, meta),
         "bad_bands": (np.flatnonzero(meta.bad_bands) + 1).tolist(),
-        "fwhms": meta.fwhms[order].tolist(),
         **dict.fromkeys(
             ["cloud_cover_xml", "snow_cover_xml", "haze_cover_xml", "cirrus_cover_xml"], nan
         ),
