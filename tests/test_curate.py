@@ -29,16 +29,17 @@ def test_grid_cells_are_aligned_per_zone_and_inside_the_scene():
 
 def test_registry_gives_one_id_per_key_and_keeps_it(tmp_path):
     reg = Registry(tmp_path / "r.sqlite")
-    a = reg.location_ids(["32632:1:2", "32632:1:3"])
-    b = Registry(tmp_path / "r.sqlite").location_ids(["32632:1:3", "32633:1:2", "32632:1:2"])
+    a, _ = reg.assign_locations(["32632:1:2", "32632:1:3"])
+    b, _ = Registry(tmp_path / "r.sqlite").assign_locations(["32632:1:3", "32633:1:2", "32632:1:2"])
     assert a["32632:1:2"] == b["32632:1:2"] and a["32632:1:3"] == b["32632:1:3"]
-    assert len(set(b.values())) == 3
+    assert len(set(b.values())) == 3 and all(1 <= v <= 9_999_999 for v in b.values())
     assert reg.scene_id("s1") == reg.scene_id("s1") != reg.scene_id("s2")
 
 
 def test_split_is_deterministic_and_location_disjoint():
-    splits = [assign_split(i, 0.1, 0.1) for i in range(1, 5001)]
-    assert splits == [assign_split(i, 0.1, 0.1) for i in range(1, 5001)]
+    keys = [f"32633:128:{i}:{i % 7}" for i in range(5000)]
+    splits = [assign_split(k, 0.1, 0.1) for k in keys]
+    assert splits == [assign_split(k, 0.1, 0.1) for k in keys]
     share = pd.Series(splits).value_counts(normalize=True)
     assert 0.07 < share["test"] < 0.13 and 0.07 < share["val"] < 0.13
 
@@ -219,9 +220,9 @@ def test_window_by_window_path_gives_the_same_patches(tiny_archive, tmp_path, mo
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
 
-def test_arrival_order_does_not_change_which_patches_share_a_location(tiny_archive, tmp_path):
-    """Ids are handed out in arrival order, but the grouping of patches into places and the
-    footprint each location key names do not depend on it."""
+def test_arrival_order_changes_no_location_id(tiny_archive, tmp_path):
+    """The same scenes curated in opposite orders: the same location ids, the same grouping of
+    patches into places, and each key names the same footprint."""
     settings = load_settings(write_params(tmp_path / "cfg"))
     products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
 
@@ -230,9 +231,51 @@ def test_arrival_order_does_not_change_which_patches_share_a_location(tiny_archi
             curate_scene(product, root, settings.curate)
         index = build_index(root, 0.2, 0.2)
         groups = {frozenset(g) for _, g in index.groupby("location_id")["product"]}
-        return groups, dict(zip(index["location_key"], index["geometry_native"], strict=True))
+        ids = dict(zip(index["location_key"], index["location_id"], strict=True))
+        return groups, dict(zip(index["location_key"], index["geometry_native"], strict=True)), ids
 
     forward = curate_in(products, tmp_path / "fwd")
     backward = curate_in(products[::-1], tmp_path / "bwd")
     assert forward[0] == backward[0]  # the same scenes share a place
     assert forward[1] == backward[1]  # each key names the same footprint
+    assert forward[2] == backward[2]  # and gets the same id
+
+
+def test_location_moves_during_curation_keep_files_index_and_order_independence(
+    tiny_archive, tmp_path, monkeypatch
+):
+    """A tiny id space forces collisions: ids still match across arrival orders, and every
+    patch file sits under the id the index gives its location key."""
+    import spectralearth.patches.grid as grid
+
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
+    probe = build_index_of(products, tmp_path / "probe", settings)
+    monkeypatch.setattr(grid, "MAX_LOCATION_ID", probe["location_key"].nunique() + 2)
+    moves = []
+    real_assign = grid.Registry.assign_locations
+
+    def recording_assign(self, keys):
+        ids, m = real_assign(self, keys)
+        moves.extend(m)
+        return ids, m
+
+    monkeypatch.setattr(grid.Registry, "assign_locations", recording_assign)
+    forward = build_index_of(products, tmp_path / "fwd", settings)
+    backward = build_index_of(products[::-1], tmp_path / "bwd", settings)
+    assert moves, "a near-full id space should have moved some location"
+    ids = lambda ix: dict(zip(ix["location_key"], ix["location_id"], strict=True))  # noqa: E731
+    assert ids(forward) == ids(backward)
+    for root, index in ((tmp_path / "fwd", forward), (tmp_path / "bwd", backward)):
+        on_disk = sorted(str(p.relative_to(root)) for p in (root / "enmap").rglob("*.tif"))
+        assert on_disk == sorted(index["path"])
+        for rec in index.to_dict("records"):
+            with rasterio.open(root / rec["path"]) as src:
+                assert src.tags()["location_key"] == rec["location_key"]
+        assert not list(root.glob(".staging/*/*")), "staged patches left behind"
+
+
+def build_index_of(products, root, settings):
+    for product in products:
+        curate_scene(product, root, settings.curate)
+    return build_index(root, 0.2, 0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -51,3 +51,13 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
 def flush_to_disk() -> None:
     """One flush of everything written so far (cheaper than an fsync per file)."""
     os.sync()
+
+
+def fsync_dirs(dirs: Iterable[str | os.PathLike]) -> None:
+    """Make renames into these directories durable (fsync of each directory entry table)."""
+    for d in sorted({str(d) for d in dirs}):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

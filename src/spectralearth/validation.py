@@ -643,13 +643,13 @@ def validate_scene(
     paths; report ``<validation>/patches/<scene>.json``. A scene whose patches were all
     filtered out has an empty table, which passes.
     """
-    from spectralearth.patches.curate import fragment_paths
+    from spectralearth.patches.store import fragment_paths, read_fragment
 
     root = Path(patches_root or settings.paths.patches)
     fragment, _ = fragment_paths(root, scene)
     if not fragment.is_file():
         raise FileNotFoundError(f"no index fragment for scene {scene}: {fragment}")
-    table = patch_table(root, pd.read_parquet(fragment))
+    table = patch_table(root, read_fragment(root, scene))
     return validate_patches(
         table,
         settings.curate,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +26,20 @@ from spectralearth.enmap.product import (
     open_scene,
     scene_key_of,
 )
-from spectralearth.io import atomic_path, flush_to_disk
+from spectralearth.io import atomic_path, flush_to_disk, fsync_dirs
 from spectralearth.patches.grid import Cell, Registry, cells_in_scene
 from spectralearth.patches.store import (
-    patch_relpath,
+    REGISTRY_FILE,
+    fragment_paths,
+    location_folder,
+    read_fragment,
     scene_shard_name,
+    with_location_ids,
     write_patch,
     write_scene_shard,
 )
 
+STAGING_DIR = ".staging"
 # Filter order: a window rejected for several reasons is counted under the first one.
 FILTERS = (
     ("nodata", "nodata_frac", "max_nodata_frac"),
@@ -72,12 +79,6 @@ class SceneCuration:
         }
 
 
-def fragment_paths(patches_root: Path, scene: str) -> tuple[Path, Path]:
-    """Per-scene index fragment and curation report, merged later by build_index."""
-    base = Path(patches_root) / "scenes"
-    return base / f"{scene}.parquet", base / f"{scene}.json"
-
-
 def curate_scene(
     product_dir: str | Path, patches_root: str | Path, settings: CurateSettings
 ) -> SceneCuration:
@@ -109,7 +110,7 @@ def curate_scene(
     except ValueError as exc:
         raise ProductError(product.name, str(exc)) from exc
 
-    registry = Registry(patches_root / "registry.sqlite")
+    registry = Registry(patches_root / REGISTRY_FILE)
     scene_id = registry.scene_id(product.scene_key)
     to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
     limits = {attr: getattr(settings, attr) for _, _, attr in FILTERS}
@@ -146,44 +147,38 @@ def curate_scene(
             continue
         kept.append((cell, raw, fracs))
 
-    loc_ids = registry.location_ids(c.key for c, _, _ in kept)
+    # Patches go to a staging folder first: their location ids (hence release paths) are
+    # only known once the keys are registered, which happens under the registry lock
     shard = scene_shard_name(product.name)
+    staging = patches_root / STAGING_DIR / product.name
+    shutil.rmtree(staging, ignore_errors=True)
+    tags = {
+        "scene_id": f"{scene_id:05d}",
+        "product": product.name,
+        "datetime": product.meta.start_time.isoformat(),
+    }
     rows = []
     for shard_index, (cell, raw, fracs) in enumerate(kept):
-        loc = loc_ids[cell.key]
-        rel = patch_relpath(loc, scene_id)
-        patch_transform = rasterio.windows.transform(
-            Window(cell.col_off, cell.row_off, p, p), transform
-        )
+        window = Window(cell.col_off, cell.row_off, p, p)
         write_patch(
-            patches_root / rel,
+            staging / f"{shard_index:05d}.tif",
             raw,
             crs=crs,
-            transform=patch_transform,
+            transform=rasterio.windows.transform(window, transform),
             wavelengths=view_wl,
-            tags={
-                "scene_id": f"{scene_id:05d}",
-                "location_id": f"{loc:07d}",
-                "product": product.name,
-                "datetime": product.meta.start_time.isoformat(),
-            },
+            tags={**tags, "location_key": cell.key},
         )
-        footprint = box(
-            *rasterio.windows.bounds(Window(cell.col_off, cell.row_off, p, p), transform)
-        )
+        footprint = box(*rasterio.windows.bounds(window, transform))
         rows.append(
             {
-                "patch_id": f"{loc:07d}/{scene_id:05d}",
-                "location_id": loc,
-                "scene_id": scene_id,
                 "location_key": cell.key,
+                "scene_id": scene_id,
                 "product": product.name,
                 "datetime": pd.Timestamp(product.meta.start_time),
                 "crs": f"EPSG:{epsg}",
                 "row_off": cell.row_off,
                 "col_off": cell.col_off,
                 "patch_size": p,
-                "path": rel,
                 "shard": shard,
                 "shard_index": shard_index,
                 "valid_frac": 1.0 - fracs["nodata_frac"],
@@ -198,17 +193,32 @@ def curate_scene(
                 "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),
             }
         )
-    frame = pd.DataFrame(rows)
     # the scene's training shard, written from the arrays in hand (no re-read of the patches):
     # a new scene adds one shard file and touches no other
     write_scene_shard(patches_root / "shards" / shard, [raw for _, raw, _ in kept])
-    flush_to_disk()  # patches and shard durable before the fragment makes them visible
-    result = SceneCuration(product.name, scene_id, len(cells), len(rows), dict(rejected), frame)
-    _write_fragment(patches_root, result, product.scene_key)
+    flush_to_disk()  # staged patches and shard durable before they are renamed into place
+
+    with registry.lock():
+        registry.apply_moves(lambda loc: location_folder(patches_root, loc))
+        loc_ids, _ = registry.assign_locations(r["location_key"] for r in rows)
+        registry.apply_moves(lambda loc: location_folder(patches_root, loc))
+        frame = with_location_ids(pd.DataFrame(rows), loc_ids)
+        for rec in frame.to_dict("records"):
+            (patches_root / rec["path"]).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / f"{rec['shard_index']:05d}.tif", patches_root / rec["path"])
+        # the renames durable before the fragment makes them visible
+        fsync_dirs((patches_root / p).parent for p in frame["path"])
+        result = SceneCuration(
+            product.name, scene_id, len(cells), len(frame), dict(rejected), frame
+        )
+        _write_fragment(patches_root, result, product.scene_key, registry)
+    shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def _write_fragment(patches_root: Path, result: SceneCuration, scene_key: str) -> None:
+def _write_fragment(
+    patches_root: Path, result: SceneCuration, scene_key: str, registry: Registry
+) -> None:
     frag, report = fragment_paths(patches_root, result.scene)
     # this product's earlier run, and other processings of the same datatake/tile, which
     # this one supersedes: their patches are replaced, never duplicated
@@ -219,9 +229,9 @@ def _write_fragment(patches_root: Path, result: SceneCuration, scene_key: str) -
             replaced.append(other)
     old_paths: set[str] = set()
     for f in replaced:
-        old = pd.read_parquet(f)
-        old_paths |= set(old["path"]) if "path" in old.columns else set()
-    frame = result.rows.copy()
+        old = read_fragment(patches_root, f.name[: -len(".parquet")], registry)
+        old_paths |= set(old["path"])
+    frame = result.rows.drop(columns=["location_id", "patch_id", "path"])
     if len(frame):
         frame["geometry"] = frame["geometry"].map(lambda g: g.wkb)
     with atomic_path(frag) as tmp:
@@ -230,6 +240,10 @@ def _write_fragment(patches_root: Path, result: SceneCuration, scene_key: str) -
         tmp.write_text(json.dumps(result.as_metadata(), indent=1))
     for stale in old_paths - set(result.rows["path"] if len(result.rows) else []):
         (patches_root / stale).unlink(missing_ok=True)
+        try:
+            (patches_root / stale).parent.rmdir()  # a location left with no date
+        except OSError:
+            pass
     for f in replaced:
         if f != frag:
             f.unlink(missing_ok=True)

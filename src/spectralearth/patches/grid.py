@@ -10,17 +10,23 @@ still names exactly one ground footprint, and the choice depends on the scene al
 place on another date falls in the same cell and so gets the same location id, with no search
 over earlier patches.
 
-Ids are 7-digit integers handed out by a SQLite registry (WAL mode, one IMMEDIATE transaction
-per scene so parallel curation never gives one cell two ids). Ids are given in order of first
-arrival; `spectralearth curate` processes products in sorted order, so a full run is
-reproducible. Arrival-order independence across incremental runs is not guaranteed yet.
+Keys map to 7-digit location ids through a persistent SQLite registry (WAL mode, one
+IMMEDIATE transaction per scene, plus a file lock around id assignment and the folder moves
+it implies, so parallel curation never gives one cell two ids). The ids come from an ordered
+hash table over the keys (see :class:`Registry`): the same set of scenes gives the same ids
+whatever order the scenes arrive in, and a location's id changes only in the rare case that
+a later key wins its slot, when its folder is renamed in the same locked step.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import math
+import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,55 +95,224 @@ def scene_anchored_cells(
     return cells
 
 
-class Registry:
-    """Persistent key -> id maps for locations (7 digits) and scenes (5 digits)."""
+LOCATION_ID_RULE = "ordered-hash-v1"
 
-    def __init__(self, path: str | Path):
+
+def _home_slot(key: str, slots: int) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % slots
+
+
+@dataclass(frozen=True)
+class Move:
+    """An existing location whose id changed: its folder moves from ``old`` to ``new``."""
+
+    key: str
+    old: int
+    new: int
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+class Registry:
+    """Persistent key -> id maps for locations (7 digits) and scenes (5 digits).
+
+    Location ids come from an *ordered hash table* (Amble & Knuth, 1974) over the id space:
+    a key's home slot is a hash of the key, collisions probe linearly, and where two keys
+    compete for a slot the smaller key wins. Such a table is the same for a set of keys
+    whatever order they were inserted in, so ids do not depend on the order scenes arrive
+    in. The price: a new key that sorts before an earlier one in the same probe run takes
+    its slot and pushes it on by one (a :class:`Move`; rare while the table is sparse, e.g.
+    about 2% of new keys for 400k locations in 10M ids). Callers apply moves with
+    :meth:`apply_moves` while holding :meth:`lock`.
+
+    Scene ids are handed out in order of first arrival (5 digits, the release layout's).
+    """
+
+    def __init__(self, path: str | Path, location_slots: int | None = None):
         self.path = Path(path)
+        self.location_slots = int(location_slots or MAX_LOCATION_ID)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
-        with con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS locations (key TEXT PRIMARY KEY, id INTEGER UNIQUE)"
-            )
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS scenes (key TEXT PRIMARY KEY, id INTEGER UNIQUE)"
-            )
-        con.close()
+        try:
+            with con:
+                con.execute("BEGIN IMMEDIATE")
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+                if "locations" in tables and "meta" not in tables:
+                    if con.execute("SELECT COUNT(*) FROM locations").fetchone()[0]:
+                        raise RegistryError(
+                            f"{self.path} holds location ids of an older rule (arrival order);"
+                            " delete its patches folder (make clean-data) and curate again"
+                        )
+                    con.execute("DROP TABLE locations")
+                con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS locations (key TEXT PRIMARY KEY, id INTEGER UNIQUE)"
+                )
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS scenes (key TEXT PRIMARY KEY, id INTEGER UNIQUE)"
+                )
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS moves"
+                    " (key TEXT PRIMARY KEY, old INTEGER, new INTEGER, moved INTEGER DEFAULT 0)"
+                )
+                rule = f"{LOCATION_ID_RULE}:{self.location_slots}"
+                found = con.execute("SELECT value FROM meta WHERE name='rule'").fetchone()
+                if found is None:
+                    con.execute("INSERT INTO meta VALUES ('rule', ?)", (rule,))
+                elif found[0] != rule:
+                    raise RegistryError(
+                        f"{self.path} was built with location-id rule {found[0]}, not {rule}"
+                    )
+        finally:
+            con.close()
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con = sqlite3.connect(self.path, timeout=120, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
         return con
 
-    def _ids(self, table: str, keys: Iterable[str], limit: int) -> dict[str, int]:
-        keys = list(dict.fromkeys(keys))
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive across processes: id assignment plus the file moves it implies."""
+        with open(self.path.with_suffix(".lock"), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- locations -----------------------------------------------------------------------
+
+    def assign_locations(self, keys: Iterable[str]) -> tuple[dict[str, int], list[Move]]:
+        """Ids for ``keys`` (new ones inserted) and the moves of earlier keys this causes.
+
+        The moves are recorded as pending in the same transaction; call :meth:`apply_moves`
+        before anything reads or writes location folders (both under :meth:`lock`).
+        """
+        keys = sorted(set(keys))
         con = self._connect()
         try:
-            con.execute("BEGIN IMMEDIATE")  # one writer at a time: no id is handed out twice
-            out = {}
-            next_id = (con.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]) + 1
+            con.execute("BEGIN IMMEDIATE")
+            displaced: dict[str, int] = {}  # earlier key -> its id before this batch
+            new_keys: set[str] = set()
+            count = con.execute("SELECT COUNT(*) FROM locations").fetchone()[0]
             for key in keys:
-                found = con.execute(f"SELECT id FROM {table} WHERE key=?", (key,)).fetchone()
-                if found:
-                    out[key] = found[0]
+                if con.execute("SELECT 1 FROM locations WHERE key=?", (key,)).fetchone():
                     continue
-                if next_id > limit:
-                    raise OverflowError(f"{table} registry is full ({limit} ids)")
-                con.execute(f"INSERT INTO {table}(key, id) VALUES (?, ?)", (key, next_id))
-                out[key] = next_id
-                next_id += 1
+                if count >= self.location_slots:
+                    raise OverflowError(f"location registry is full ({self.location_slots} ids)")
+                count += 1
+                new_keys.add(key)
+                current, slot = key, _home_slot(key, self.location_slots)
+                con.execute("DELETE FROM locations WHERE key=?", (key,))
+                while True:
+                    row = con.execute("SELECT key FROM locations WHERE id=?", (slot + 1,))
+                    occupant = row.fetchone()
+                    if occupant is None or current < occupant[0]:  # the smaller key wins
+                        if occupant is not None:
+                            if occupant[0] not in new_keys:
+                                displaced.setdefault(occupant[0], slot + 1)
+                            con.execute("DELETE FROM locations WHERE id=?", (slot + 1,))
+                        con.execute(
+                            "INSERT INTO locations(key, id) VALUES (?, ?)", (current, slot + 1)
+                        )
+                        if occupant is None:
+                            break
+                        current = occupant[0]  # pushed on along its own probe run
+                    slot = (slot + 1) % self.location_slots
+            now = self._lookup(con, displaced)
+            moves = [Move(k, old, now[k]) for k, old in sorted(displaced.items()) if now[k] != old]
+            for m in moves:
+                con.execute(
+                    "INSERT INTO moves(key, old, new) VALUES (?, ?, ?) ON CONFLICT(key)"
+                    " DO UPDATE SET new=excluded.new",
+                    (m.key, m.old, m.new),
+                )
+            ids = self._lookup(con, keys)
             con.execute("COMMIT")
-            return out
+            return ids, moves
         except BaseException:
             con.execute("ROLLBACK")
             raise
         finally:
             con.close()
 
+    @staticmethod
+    def _lookup(con, keys: Iterable[str]) -> dict[str, int]:
+        out = {}
+        for key in keys:
+            found = con.execute("SELECT id FROM locations WHERE key=?", (key,)).fetchone()
+            if found:
+                out[key] = found[0]
+        return out
+
     def location_ids(self, keys: Iterable[str]) -> dict[str, int]:
-        return self._ids("locations", keys, MAX_LOCATION_ID)
+        """Ids of already registered keys (unknown keys are left out)."""
+        con = self._connect()
+        try:
+            return self._lookup(con, list(keys))
+        finally:
+            con.close()
+
+    def pending_moves(self) -> list[Move]:
+        con = self._connect()
+        try:
+            rows = con.execute("SELECT key, old, new FROM moves ORDER BY key").fetchall()
+        finally:
+            con.close()
+        return [Move(*r) for r in rows]
+
+    def apply_moves(self, folder_of: Callable[[int], Path]) -> list[Move]:
+        """Rename each moved location's folder (``folder_of(id)``), crash-safely, and clear
+        the pending moves. Two phases, because one key's new folder may be another's old
+        one: every moving folder goes to a parking name first, then to its new name; the
+        phase reached is recorded, so a rerun after a crash finishes the job."""
+        moves = self.pending_moves()
+        if not moves:
+            return []
+        con = self._connect()
+        try:
+            phase = {r[0]: r[1] for r in con.execute("SELECT key, moved FROM moves")}
+            parked = {
+                m.key: folder_of(m.old).parent / f".moving-{_home_slot(m.key, 10**12)}"
+                for m in moves
+            }
+            for m in moves:
+                if phase[m.key] == 0 and folder_of(m.old).exists() and not parked[m.key].exists():
+                    os.replace(folder_of(m.old), parked[m.key])
+            with con:
+                con.execute("UPDATE moves SET moved=1")
+            for m in moves:
+                if parked[m.key].exists():
+                    folder_of(m.new).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(parked[m.key], folder_of(m.new))
+            with con:
+                con.execute("DELETE FROM moves")
+        finally:
+            con.close()
+        return moves
+
+    # -- scenes --------------------------------------------------------------------------
 
     def scene_id(self, scene_key: str) -> int:
-        return self._ids("scenes", [scene_key], MAX_SCENE_ID)[scene_key]
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")  # one writer at a time: no id is handed out twice
+            found = con.execute("SELECT id FROM scenes WHERE key=?", (scene_key,)).fetchone()
+            if found:
+                con.execute("COMMIT")
+                return found[0]
+            next_id = con.execute("SELECT COALESCE(MAX(id), 0) FROM scenes").fetchone()[0] + 1
+            if next_id > MAX_SCENE_ID:
+                raise OverflowError(f"scene registry is full ({MAX_SCENE_ID} ids)")
+            con.execute("INSERT INTO scenes(key, id) VALUES (?, ?)", (scene_key, next_id))
+            con.execute("COMMIT")
+            return next_id
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()

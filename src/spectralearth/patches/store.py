@@ -23,10 +23,54 @@ import rasterio
 from shapely import wkb
 
 from spectralearth.io import atomic_path
+from spectralearth.patches.grid import Registry
+
+REGISTRY_FILE = "registry.sqlite"
 
 
 def patch_relpath(location_id: int, scene_id: int) -> str:
     return f"enmap/{location_id:07d}/{scene_id:05d}.tif"
+
+
+def fragment_paths(patches_root: Path, scene: str) -> tuple[Path, Path]:
+    """Per-scene index fragment and curation report, merged later by build_index."""
+    base = Path(patches_root) / "scenes"
+    return base / f"{scene}.parquet", base / f"{scene}.json"
+
+
+def location_folder(patches_root: Path, location_id: int) -> Path:
+    return Path(patches_root) / Path(patch_relpath(location_id, 0)).parent
+
+
+def with_location_ids(frame: pd.DataFrame, ids: dict[str, int]) -> pd.DataFrame:
+    """Set ``location_id``, ``patch_id`` and ``path`` from the registry's current ids.
+
+    Fragments name locations by key; ids are looked up when read because a later scene can
+    move a location to another id (see :class:`~spectralearth.patches.grid.Registry`).
+    """
+    frame = frame.copy()
+    if not len(frame):
+        for col, dtype in (("location_id", "int64"), ("patch_id", str), ("path", str)):
+            frame[col] = pd.Series(dtype=dtype)
+        return frame
+    missing = sorted(set(frame["location_key"]) - set(ids))
+    if missing:
+        raise KeyError(f"location keys not in the registry: {missing[:5]}")
+    loc = frame["location_key"].map(ids).astype("int64")
+    frame["location_id"] = loc
+    frame["patch_id"] = [f"{a:07d}/{b:05d}" for a, b in zip(loc, frame["scene_id"], strict=True)]
+    frame["path"] = [patch_relpath(a, b) for a, b in zip(loc, frame["scene_id"], strict=True)]
+    first = ["patch_id", "location_id", "scene_id", "location_key"]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def read_fragment(patches_root: str | Path, scene: str, registry: Registry | None = None):
+    """One scene's index rows with current location ids and paths."""
+    patches_root = Path(patches_root)
+    frame = pd.read_parquet(fragment_paths(patches_root, scene)[0])
+    registry = registry or Registry(patches_root / REGISTRY_FILE)
+    keys = frame["location_key"] if "location_key" in frame.columns else []
+    return with_location_ids(frame, registry.location_ids(keys))
 
 
 def write_patch(path: Path, data: np.ndarray, crs, transform, wavelengths, tags: dict) -> None:
@@ -52,9 +96,10 @@ def write_patch(path: Path, data: np.ndarray, crs, transform, wavelengths, tags:
                 dst.update_tags(i, wavelength=f"{wl:.3f}", wavelength_units="nm")
 
 
-def assign_split(location_id: int, val_frac: float, test_frac: float) -> str:
-    """Deterministic, location-disjoint split from a hash of the location id."""
-    u = int(hashlib.sha256(str(int(location_id)).encode()).hexdigest()[:8], 16) / 2**32
+def assign_split(location_key: str, val_frac: float, test_frac: float) -> str:
+    """Deterministic, location-disjoint split from a hash of the location key (stable even
+    when a location's id moves)."""
+    u = int(hashlib.sha256(str(location_key).encode()).hexdigest()[:8], 16) / 2**32
     if u < test_frac:
         return "test"
     if u < test_frac + val_frac:
@@ -70,8 +115,11 @@ def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> 
     is the same whatever order the scenes were curated in.
     """
     root = Path(patches_root)
-    frags = sorted((root / "scenes").glob("*.parquet"))
-    frames = [pd.read_parquet(f) for f in frags]
+    registry = Registry(root / REGISTRY_FILE)
+    with registry.lock():  # no scene moves locations while their ids are read
+        registry.apply_moves(lambda loc: location_folder(root, loc))
+        frags = sorted((root / "scenes").glob("*.parquet"))
+        frames = [read_fragment(root, f.name[: -len(".parquet")], registry) for f in frags]
     frames = [f for f in frames if len(f)]
     if frames:
         df = pd.concat(frames, ignore_index=True)
@@ -87,7 +135,7 @@ def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> 
     if df["patch_id"].duplicated().any():
         dup = df.loc[df["patch_id"].duplicated(), "patch_id"].tolist()[:5]
         raise ValueError(f"duplicate patch ids across scene fragments: {dup}")
-    df["split"] = [assign_split(x, val_frac, test_frac) for x in df["location_id"]]
+    df["split"] = [assign_split(x, val_frac, test_frac) for x in df["location_key"]]
     df = df.sort_values("patch_id").reset_index(drop=True)
     gdf = gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
     with atomic_path(root / "index.parquet") as tmp:
