@@ -176,6 +176,120 @@ class ShardPatches(Dataset):
         x1 = self.patch(r1)
         return x1, (x1.clone() if r2 == r1 else self.patch(r2))
 
+    def rows_of(self, items) -> list[np.ndarray]:
+        """Split rows for items: one array, or two (the two views) when ``two_dates``."""
+        items = [int(i) for i in items]
+        if not self.per_location:
+            return [np.asarray(items, dtype=np.int64)]
+        if not self.two_dates:
+            return [np.asarray([self.date_row(i) for i in items], dtype=np.int64)]
+        pairs = np.asarray([self.pair_rows(i) for i in items], dtype=np.int64).reshape(-1, 2)
+        return [pairs[:, 0], pairs[:, 1]]
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:
+        """Rows as one batch [len(rows), bands, P, P]: one sorted fancy-index read per shard
+        straight into the batch array (no per-patch tensors, no stacking copy)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        first = self._array(self._shard[rows[0]])
+        out = np.empty((len(rows), *first.shape[1:]), dtype=np.int16)
+        shards = self._shard[rows]
+        for shard in np.unique(shards):
+            where = np.flatnonzero(shards == shard)
+            order = np.argsort(self._index[rows[where]], kind="stable")
+            out[where[order]] = self._array(shard)[self._index[rows[where[order]]]]
+        if not self.normalize:
+            return torch.from_numpy(out)
+        x = out.astype(np.float32)
+        if self._mean is not None:
+            x -= self._mean
+            x /= self._std
+        return torch.from_numpy(x)
+
+    def get_batch(self, items):
+        """Items as a collated batch: a tensor, or a pair of tensors when ``two_dates``."""
+        views = [self.gather(r) for r in self.rows_of(items)]
+        return views[0] if len(views) == 1 else tuple(views)
+
+    def __getitems__(self, items) -> list:
+        # DataLoader's batched fetch: one gather per batch, returned as samples for collate
+        batch = self.get_batch(items)
+        return list(zip(*batch, strict=True)) if isinstance(batch, tuple) else list(batch)
+
+
+class ShardBatchLoader:
+    """Batches straight from the memory-mapped shards, prefetched by a pool of threads.
+
+    Why threads, not DataLoader processes: reading a shard batch is a memory copy out of the
+    page cache (numpy releases the GIL while copying), so sending the batch from a worker
+    process to the trainer (shared-memory allocation and page faults for ~6.6 MB a patch)
+    would cost more than reading it (see benchmarks/bench_loader.py). The same idea as
+    FFCV's thread-based loader.
+
+    Yields what ``ShardPatches.get_batch`` returns. Shuffled per epoch from ``(seed, epoch)``;
+    ``rank``/``world_size`` give each DDP process a disjoint slice of the same permutation.
+    """
+
+    def __init__(
+        self,
+        dataset: ShardPatches,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        num_workers: int = 2,
+        prefetch: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        replacement_to: int | None = None,
+    ) -> None:
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_workers, self.prefetch = max(0, int(num_workers)), max(1, int(prefetch))
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.replacement_to = replacement_to  # draw this many items with replacement
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def _order(self) -> np.ndarray:
+        n = len(self.dataset)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.replacement_to:
+            order = rng.integers(0, n, size=self.replacement_to)
+        else:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
+        per_rank = len(order) // self.world_size
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def _batches(self) -> list[np.ndarray]:
+        order = self._order()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        return [order[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self):
+        batches = self._batches()
+        if self.num_workers == 0:
+            for items in batches:
+                yield self.dataset.get_batch(items)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.num_workers) as pool:
+            ahead = self.num_workers * self.prefetch
+            futures = [pool.submit(self.dataset.get_batch, b) for b in batches[:ahead]]
+            for k in range(len(batches)):
+                batch = futures[k].result()
+                futures[k] = None  # drop the reference: memory stays ~ahead batches
+                if k + ahead < len(batches):
+                    futures.append(pool.submit(self.dataset.get_batch, batches[k + ahead]))
+                yield batch
+
 
 class BandNormalize(torch.nn.Module):
     """``(x - mean) / std`` per band on whatever device the batch is on (int16 in, float out)."""
