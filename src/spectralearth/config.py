@@ -68,6 +68,18 @@ class PretrainSettings:
     memory_bank_size: int
     seed: int
     profile: str = "custom"
+    # Optional (defaults keep older params files loading):
+    epochs: int = 0  # > 0: run this many epochs and ignore `steps`
+    warmup_steps: int = 0  # linear LR warm-up, in optimizer steps ...
+    warmup_epochs: float = 0.0  # ... plus this many epochs of them
+    weight_decay: float | None = None  # None: the method's default
+    accumulate_grad_batches: int = 1  # batch_size is the global batch: per-device micro-batch
+    #                                   = batch_size / (devices x num_nodes x accumulation)
+    gradient_clip_val: float = 0.0  # 0: no clipping
+    checkpoint_every_n_steps: int = 0  # 0: no resumable checkpoints (OUT_DIR/checkpoints)
+    strategy: str = "auto"  # Lightning strategy ("auto" = DDP with several devices)
+    num_nodes: int = 1
+    mask_ratio: float = 0.9  # MAE
 
 
 @dataclass(frozen=True)
@@ -209,8 +221,14 @@ def load_settings(
         raise ValueError(
             f"params.yaml [pretrain]: unknown profile {chosen!r}; have {sorted(profiles)}"
         )
+    # A profile holds settings common to every method plus optional per-method entries
+    # (`methods: {dino: {...}}`) applied over them for the method that runs.
     pre_values = dict(profiles[chosen])
-    pre_values.update({k: v for k, v in (overrides.get("pretrain") or {}).items() if v is not None})
+    per_method = pre_values.pop("methods", None) or {}
+    pre_overrides = {k: v for k, v in (overrides.get("pretrain") or {}).items() if v is not None}
+    method = pre_overrides.get("method", pre_values.get("method"))
+    pre_values.update(per_method.get(method) or {})
+    pre_values.update(pre_overrides)
     pre_values["profile"] = chosen
 
     return Settings(

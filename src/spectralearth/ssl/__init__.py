@@ -1,4 +1,4 @@
-"""Self-supervised pretraining: method registry (MoCo-v2 now) and the ``pretrain`` stage."""
+"""Self-supervised pretraining: method registry (MoCo-v2, DINO, MAE) and the ``pretrain`` stage."""
 
 from .registry import METHODS, get_method, list_methods
 from .train import pretrain

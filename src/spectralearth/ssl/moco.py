@@ -8,9 +8,7 @@ encoder, ``batch_shuffle`` (shuffle BN across devices) and ``cosine_schedule``.
 from __future__ import annotations
 
 import copy
-import math
 
-import lightning.pytorch as pl
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
@@ -20,14 +18,14 @@ from lightly.models.utils import (
     deactivate_requires_grad,
     update_momentum,
 )
-from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from ..config import PretrainSettings
 from ..data.augment import SpatialAugment
+from .base import SSLModule, warmup_cosine
 
 
-class MoCo(pl.LightningModule):
+class MoCo(SSLModule):
     """MoCo-v2: query encoder + MLP head, EMA key encoder + head, queue of keys.
 
     Batches are pairs ``(x_query, x_key)`` of [B, C, P, P] tensors (two dates of the same
@@ -54,6 +52,8 @@ class MoCo(pl.LightningModule):
         proj_out_dim: int = 128,
         sgd_momentum: float = 0.9,
         weight_decay: float = 1e-4,
+        warmup_steps: int = 0,
+        warmup_epochs: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
@@ -71,8 +71,6 @@ class MoCo(pl.LightningModule):
             gather_distributed=True,  # enqueue keys from every device (a no-op on one)
         )
         self.augment = SpatialAugment(crop_size)
-        self.normalize: nn.Module | None = None  # set by pretrain() when batches are int16
-        self.loss_history: list[float] = []
 
     @classmethod
     def from_settings(cls, encoder: nn.Module, settings: PretrainSettings) -> MoCo:
@@ -87,6 +85,9 @@ class MoCo(pl.LightningModule):
             crop_size=settings.crop_size,
             memory_bank_size=settings.memory_bank_size,
             proj_hidden_dim=hidden,
+            warmup_steps=settings.warmup_steps,
+            warmup_epochs=settings.warmup_epochs,
+            **({} if settings.weight_decay is None else {"weight_decay": settings.weight_decay}),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,30 +98,21 @@ class MoCo(pl.LightningModule):
     def forward_key(self, x: torch.Tensor) -> torch.Tensor:
         # Shuffle BN: with several devices the key batch is shuffled across them so that
         # batch statistics cannot leak which query matches which key.
-        distributed = self.trainer is not None and self.trainer.world_size > 1
+        distributed = self._trainer is not None and self._trainer.world_size > 1
         x, shuffle = batch_shuffle(x, distributed=distributed)
         k = self.key_projection_head(self.key_encoder(x))
         return batch_unshuffle(k, shuffle, distributed=distributed)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch) -> torch.Tensor:
         x_query, x_key = batch
-        if self.normalize is not None:  # batches may arrive as raw int16 (see ShardPatches)
-            x_query, x_key = self.normalize(x_query), self.normalize(x_key)
+        x_query, x_key = self.prepare(x_query), self.prepare(x_key)
         x_query, x_key = self.augment(x_query), self.augment(x_key)
         m = self.hparams.ema_momentum
         update_momentum(self.encoder, self.key_encoder, m)
         update_momentum(self.projection_head, self.key_projection_head, m)
         q = self.forward(x_query)
         k = self.forward_key(x_key)
-        loss = self.criterion(q.float(), k.float())
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"MoCo loss is {value} at step {self.global_step}")
-        self.loss_history.append(value)
-        bs = x_query.shape[0]
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=bs)
-        return loss
+        return self.criterion(q.float(), k.float())
 
     def configure_optimizers(self):
         params = list(self.encoder.parameters()) + list(self.projection_head.parameters())
@@ -130,14 +122,6 @@ class MoCo(pl.LightningModule):
             momentum=self.hparams.sgd_momentum,
             weight_decay=self.hparams.weight_decay,
         )
-        total = max(1, int(self.hparams.max_steps))
-
-        def factor(step: int) -> float:
-            # Cosine decay from lr to 0 reached one step after the last one.
-            return cosine_schedule(min(step, total), total + 1, 1.0, 0.0)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        total, warmup = self.schedule_lengths(self.hparams.warmup_steps, self.hparams.warmup_epochs)
+        # Cosine decay from lr to 0 reached one step after the last one (after any warm-up).
+        return self.step_scheduler(optimizer, lambda step: warmup_cosine(step, total, warmup))

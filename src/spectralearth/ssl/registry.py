@@ -1,4 +1,4 @@
-"""Self-supervised method name -> LightningModule class ("moco" now; "dino", "mae" later).
+"""Self-supervised method name -> LightningModule class: "moco", "dino", "mae".
 
 A method class takes the encoder first, exposes the trained encoder as ``.encoder`` and
 its per-step losses as ``.loss_history``, says with ``two_views`` whether it wants
@@ -8,9 +8,11 @@ two-date pairs from ``ShardPatches``, and builds itself with
 
 from __future__ import annotations
 
+from .dino import DINO
+from .mae import MAE
 from .moco import MoCo
 
-METHODS: dict[str, type] = {"moco": MoCo}
+METHODS: dict[str, type] = {"moco": MoCo, "dino": DINO, "mae": MAE}
 
 
 def list_methods() -> list[str]:

@@ -4,7 +4,9 @@ Output folder (read back by ``spectralearth.models.load_pretrained``):
 
 - ``model.safetensors``: the trained encoder's state_dict (spectral adapter included);
 - ``run.json``: method, backbone, in_chans, bands, wavelengths, steps, final_loss,
-  loss_history, seconds, seed, profile and the full settings (written last).
+  loss_history, seconds, patches_per_second, device, seed, profile and the full settings
+  (written last);
+- ``checkpoints/``: resumable Lightning checkpoints when ``checkpoint_every_n_steps`` > 0.
 """
 
 from __future__ import annotations
@@ -22,22 +24,81 @@ WEIGHTS_FILE = "model.safetensors"
 RUN_FILE = "run.json"
 
 
-def _loader(dataset, settings: PretrainSettings):
-    from torch.utils.data import DataLoader, RandomSampler
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
 
-    n, bs = len(dataset), settings.batch_size
+
+def micro_batch_size(settings: PretrainSettings, world_size: int) -> int:
+    """Per-device batch: the global ``batch_size`` over devices x nodes x accumulation."""
+    parts = max(1, int(world_size)) * max(1, int(settings.accumulate_grad_batches))
+    if settings.batch_size % parts or settings.batch_size < parts:
+        raise ValueError(
+            f"global batch_size {settings.batch_size} does not split into {world_size} "
+            f"device(s) x {settings.accumulate_grad_batches} accumulation step(s)"
+        )
+    return settings.batch_size // parts
+
+
+def _loader(dataset, settings: PretrainSettings, batch_size: int | None = None, world_size=1):
+    """Shuffled batches of ``batch_size`` per device (Lightning adds the distributed sampler)."""
+    from torch.utils.data import DataLoader
+
+    n, bs = len(dataset), batch_size or settings.batch_size
+    world_size = max(1, int(world_size))
     common = dict(
         batch_size=bs,
         num_workers=settings.num_workers,
         drop_last=True,
         pin_memory=settings.accelerator not in ("cpu",),
+        persistent_workers=settings.num_workers > 0,
     )
-    if n >= bs:
-        return DataLoader(dataset, shuffle=True, **common)
-    # Fewer training items than one batch: draw a full batch with replacement.
-    return DataLoader(
-        dataset, sampler=RandomSampler(dataset, replacement=True, num_samples=bs), **common
-    )
+    if n < bs * world_size:
+        # Fewer training items than one batch per device: repeat them up to one batch for
+        # every device (a sampler would be replaced by Lightning's DistributedSampler).
+        dataset = _Repeated(dataset, bs * world_size)
+    return DataLoader(dataset, shuffle=True, **common)
+
+
+class _Repeated:
+    """``dataset`` indexed modulo its length, ``length`` items long (a map-style dataset)."""
+
+    def __init__(self, dataset, length: int) -> None:
+        self.dataset, self.length = dataset, int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.dataset[i % len(self.dataset)]
+
+
+def _check_settings(settings: PretrainSettings) -> None:
+    if settings.steps <= 0 and settings.epochs <= 0:
+        raise ValueError("pretrain: set steps > 0 or epochs > 0 in the profile")
+    if settings.accumulate_grad_batches < 1:
+        raise ValueError("pretrain: accumulate_grad_batches must be >= 1")
+    if settings.checkpoint_every_n_steps < 0:
+        raise ValueError("pretrain: checkpoint_every_n_steps must be >= 0 (0 = off)")
+
+
+def _atomic_checkpoint_io():
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Checkpoints written to a temporary name and renamed into place: a run killed
+        while saving leaves the previous ``last.ckpt`` whole."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    return AtomicCheckpointIO()
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """``OUT_DIR/checkpoints/last.ckpt`` when a run wrote one, else None."""
+    path = Path(out_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return path if path.exists() else None
 
 
 def pretrain(
@@ -47,21 +108,35 @@ def pretrain(
     out_dir: Path,
     logger=None,
     progress: bool = True,
+    resume: bool = False,
+    callbacks: list | None = None,
 ) -> dict:
     """Pretrain ``settings.backbone`` with ``settings.method`` on the train split.
 
     ``logger`` is any ``lightning.pytorch`` logger (e.g. ``MLFlowLogger``); it receives
-    ``train_loss`` and ``lr`` every step and the method's hyperparameters. Returns the
-    ``run.json`` dict.
+    ``train_loss`` and ``lr`` every step and the method's hyperparameters.
+
+    Engine: ``batch_size`` is the global batch (split over devices, nodes and
+    ``accumulate_grad_batches``); with ``checkpoint_every_n_steps`` > 0 a resumable
+    Lightning checkpoint is written to ``OUT_DIR/checkpoints`` every N optimizer steps
+    (``last.ckpt``, replaced atomically: a killed run leaves the previous one whole); ``resume=True``
+    continues from ``last.ckpt`` (step, optimizer and scheduler state, EMA encoders, MoCo
+    queue), or starts afresh when there is none. A NaN/inf loss raises
+    :class:`~spectralearth.ssl.base.NonFiniteLossError` naming the step. Seeded:
+    ``seed_everything(seed)`` and deterministic algorithms where torch has them.
+
+    Returns the ``run.json`` dict.
     """
     import lightning.pytorch as pl
     import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from safetensors.torch import save_file
 
     from ..data.shards import BandNormalize, ShardPatches
     from ..models import create_model
 
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    _check_settings(settings)
     method_cls = get_method(settings.method)
     pl.seed_everything(settings.seed, workers=True)
 
@@ -70,6 +145,7 @@ def pretrain(
         split="train",
         stats=stats,
         two_dates=method_cls.two_views,
+        per_location=True,  # one random date per location per epoch
         seed=settings.seed,
         normalize=False,  # int16 through the loader; BandNormalize runs on the device
     )
@@ -93,26 +169,60 @@ def pretrain(
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             dataset.set_epoch(trainer.current_epoch)
 
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    all_callbacks: list = [_SetEpoch(), *(callbacks or [])]
+    every = int(settings.checkpoint_every_n_steps)
+    if every > 0:
+        all_callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                every_n_train_steps=every,
+                save_top_k=0,  # only OUT_DIR/checkpoints/last.ckpt, replaced every N steps
+                save_last=True,
+                enable_version_counter=False,
+                save_on_train_epoch_end=False,
+            )
+        )
+    epochs = int(settings.epochs)
     trainer = pl.Trainer(
-        max_steps=settings.steps,
+        max_steps=-1 if epochs > 0 else settings.steps,
+        max_epochs=epochs if epochs > 0 else -1,
         precision=settings.precision,
         accelerator=settings.accelerator,
         devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
+        accumulate_grad_batches=settings.accumulate_grad_batches,
+        gradient_clip_val=settings.gradient_clip_val or None,
         logger=logger if logger is not None else False,
-        enable_checkpointing=False,
+        enable_checkpointing=every > 0,
         log_every_n_steps=1,
         deterministic="warn",  # deterministic algorithms where torch has them
         enable_progress_bar=progress,
         enable_model_summary=progress,
         num_sanity_val_steps=0,
-        callbacks=[_SetEpoch()],
+        callbacks=all_callbacks,
         default_root_dir=out_dir,
+        plugins=[_atomic_checkpoint_io()],
     )
+    world_size = int(trainer.num_devices) * int(trainer.num_nodes)
+    micro_batch = micro_batch_size(settings, world_size)
+
+    ckpt_path = None
+    if resume:
+        found = last_checkpoint(out_dir)
+        if found is not None:
+            ckpt_path = str(found)
+        elif trainer.is_global_zero:
+            print(f"pretrain: no checkpoint in {ckpt_dir} to resume from; starting afresh")
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=_loader(dataset, settings))
+    loader = _loader(dataset, settings, micro_batch, world_size)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
     losses = [float(v) for v in module.loss_history]
+    start_step = int(getattr(module, "start_step", 0))
+    steps_run = int(trainer.global_step) - start_step
     run = {
         "method": settings.method,
         "backbone": settings.backbone,
@@ -120,10 +230,19 @@ def pretrain(
         "bands": int(n_bands),
         "wavelengths": list((stats or {}).get("wavelengths") or []),
         "num_features": int(encoder.num_features),
+        "parameters": int(sum(p.numel() for p in encoder.parameters())),
         "steps": int(trainer.global_step),
+        "resumed_from_step": start_step if ckpt_path else None,
         "final_loss": losses[-1] if losses else None,
         "loss_history": losses,
         "seconds": round(seconds, 3),
+        "patches_per_second": round(steps_run * settings.batch_size / seconds, 3)
+        if seconds > 0
+        else None,
+        "global_batch_size": settings.batch_size,
+        "micro_batch_size": micro_batch,
+        "world_size": world_size,
+        "device": str(trainer.strategy.root_device),
         "seed": settings.seed,
         "profile": settings.profile,
         "train_items": len(dataset),

@@ -1,0 +1,253 @@
+"""DINO and MAE pretraining, the NaN/inf guard of every method, seeded runs, profiles."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from spectralearth.config import load_settings
+from spectralearth.models import create_model, load_pretrained
+from spectralearth.ssl import list_methods, pretrain
+from spectralearth.ssl import registry as ssl_registry
+from spectralearth.ssl.base import NonFiniteLossError
+from spectralearth.ssl.dino import DINO
+from spectralearth.ssl.mae import MAE
+from spectralearth.ssl.train import micro_batch_size
+from tests.test_pretrain import BANDS, make_shards, tiny_settings
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models gain nothing from two, and on a shared 2-core
+    machine OpenMP's spinning threads made these runs 3-4x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _record(monkeypatch, name: str, cls: type) -> list:
+    """Register a subclass of ``cls`` under ``name`` that keeps its instances."""
+    modules: list = []
+
+    class Recording(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            modules.append(self)
+
+    monkeypatch.setitem(ssl_registry.METHODS, name, Recording)
+    return modules
+
+
+def _same_encoder(module, out) -> None:
+    saved = load_pretrained(out).state_dict()
+    for key, value in module.encoder.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_methods_registered():
+    assert list_methods() == ["dino", "mae", "moco"]
+    from spectralearth.cli import METHOD_NAMES
+
+    assert sorted(METHOD_NAMES) == list_methods()
+
+
+# --- DINO ---------------------------------------------------------------------------------
+
+
+def test_dino_teacher_momentum_spans_the_whole_run():
+    encoder = create_model("spec_resnet18")
+    dino = DINO(encoder, max_steps=1000, proj_hidden_dim=64)
+    m = [dino.momentum(s) for s in range(1000)]
+    assert m[0] == pytest.approx(0.996)
+    assert all(a <= b for a, b in zip(m, m[1:], strict=False))
+    # The reference schedule reaches 1 after 10 of 100 epochs; this one is still near start.
+    assert m[100] < 0.9961
+    assert all(v < 1.0 for v in m[:-1]) and m[-1] == 1.0
+    assert m[990] < 1.0
+    t = [dino.teacher_temperature(s) for s in (0, 150, 300, 999)]
+    assert t[0] == pytest.approx(0.04) and t[1] == pytest.approx(0.055)
+    assert t[2] == t[3] == pytest.approx(0.07)
+
+
+def test_dino_pretrain_by_epochs(tmp_path, monkeypatch):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    modules = _record(monkeypatch, "dino", DINO)
+    # 6 train locations, batch 2: 3 steps per epoch, 2 epochs; 1 warm-up epoch.
+    settings = tiny_settings(
+        method="dino",
+        backbone="spec_vit_tiny",
+        steps=0,
+        epochs=2,
+        batch_size=2,
+        crop_size=16,
+        lr=1e-3,
+        warmup_epochs=1,
+    )
+    out = tmp_path / "dino"
+    run = pretrain(settings, shards_dir, stats, out, progress=False)
+    (module,) = modules
+    assert run["method"] == "dino" and run["steps"] == 6 and len(run["loss_history"]) == 6
+    assert all(math.isfinite(v) for v in run["loss_history"])
+    # Momentum follows the cosine over all 6 steps: below 1 until the final step.
+    m = module.momentum_history
+    assert len(m) == 6 and m[0] == pytest.approx(0.996)
+    assert all(v < 1.0 for v in m[:-1]) and m[-1] == 1.0
+    assert all(a < b for a, b in zip(m, m[1:], strict=False))
+    assert module.teacher_temp_history[0] == pytest.approx(0.04)
+    # AdamW; warm-up of one epoch (3 steps), then cosine decay.
+    opt = module.trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.AdamW)
+    assert module.schedule_lengths(0, 1.0) == (6, 3)
+    _same_encoder(module, out)
+    # The EMA teacher lags the student; it never gets gradients.
+    student = dict(module.encoder.named_parameters())
+    teacher = dict(module.teacher_encoder.named_parameters())
+    assert any(not torch.equal(student[n], teacher[n]) for n in student)
+    assert all(not p.requires_grad for p in module.teacher_encoder.parameters())
+    assert json.loads((out / "run.json").read_text())["hparams"]["momentum_start"] == 0.996
+
+
+# --- MAE ----------------------------------------------------------------------------------
+
+
+def test_mae_adapter_before_masking_and_spectral_targets():
+    torch.manual_seed(0)
+    encoder = create_model("spec_vit_tiny", in_chans=BANDS)
+    mae = MAE(encoder, crop_size=16, mask_ratio=0.9)
+    x = torch.randn(2, BANDS, 16, 16)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = tuple(inputs[0].shape)
+
+        return hook
+
+    encoder.spectral_adapter.register_forward_hook(record("adapter"))
+    encoder.vit.blocks[0].register_forward_hook(record("tokens"))
+    from lightly.models.utils import random_token_mask
+
+    idx_keep, idx_mask = random_token_mask((2, 17), mask_ratio=0.9)  # class + 4x4 tokens
+    assert idx_keep.shape == (2, 2) and idx_mask.shape == (2, 15)  # class token + 1 kept
+    pred = mae.reconstruct(x, idx_keep, idx_mask)
+    assert seen["adapter"] == (2, BANDS, 16, 16)  # every pixel through the adapter
+    assert seen["tokens"] == (2, 2, 192)  # the ViT sees the kept tokens only
+    assert pred.shape == (2, 15, 4 * 4 * BANDS)
+    target = mae.masked_targets(x, idx_mask)
+    for b in range(2):
+        for j, token in enumerate((idx_mask[b] - 1).tolist()):
+            r, c = divmod(token, 4)
+            spectra = x[b, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4].permute(1, 2, 0).reshape(-1)
+            expected = (spectra - spectra.mean()) / torch.sqrt(spectra.var() + 1e-6)
+            torch.testing.assert_close(target[b, j], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_mae_pretrain(tmp_path, monkeypatch):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    modules = _record(monkeypatch, "mae", MAE)
+    settings = tiny_settings(method="mae", backbone="spec_vit_tiny", crop_size=16, lr=1e-3)
+    out = tmp_path / "mae"
+    run = pretrain(settings, shards_dir, stats, out, progress=False)
+    (module,) = modules
+    assert run["method"] == "mae" and run["steps"] == 3
+    assert all(math.isfinite(v) for v in run["loss_history"])
+    assert module.hparams.mask_ratio == 0.9
+    assert module.decoder.pos_embed.shape[-1] == 512 and len(module.decoder.blocks) == 1
+    assert isinstance(module.trainer.optimizers[0], torch.optim.AdamW)
+    _same_encoder(module, out)
+
+
+def test_mae_needs_a_vit(tmp_path):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    settings = tiny_settings(method="mae", backbone="spec_resnet18", crop_size=16)
+    with pytest.raises(ValueError, match="Vision Transformer.*spec_resnet18"):
+        pretrain(settings, shards_dir, stats, tmp_path / "out", progress=False)
+
+
+# --- every method -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,bad", [("moco", math.nan), ("dino", math.inf), ("mae", math.nan)])
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, method, bad):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    base = ssl_registry.METHODS[method]
+
+    class Diverging(base):
+        def training_loss(self, batch):
+            loss = super().training_loss(batch)
+            return loss * bad if self.global_step == 1 else loss
+
+    monkeypatch.setitem(ssl_registry.METHODS, method, Diverging)
+    settings = tiny_settings(method=method, backbone="spec_vit_tiny", steps=3, crop_size=16)
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteLossError, match=f"{method} loss is {bad} at step 1"):
+        pretrain(settings, shards_dir, stats, out, progress=False)
+    assert not (out / "model.safetensors").exists() and not (out / "run.json").exists()
+
+
+def test_seeded_runs_repeat(tmp_path):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    settings = tiny_settings(method="mae", backbone="spec_vit_tiny", steps=2, crop_size=16)
+    a = pretrain(settings, shards_dir, stats, tmp_path / "a", progress=False)
+    b = pretrain(settings, shards_dir, stats, tmp_path / "b", progress=False)
+    assert a["loss_history"] == b["loss_history"]
+    wa, wb = (
+        load_pretrained(tmp_path / "a").state_dict(),
+        load_pretrained(tmp_path / "b").state_dict(),
+    )
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_gradient_accumulation_splits_the_global_batch(tmp_path):
+    shards_dir, stats, _, _ = make_shards(tmp_path)
+    settings = tiny_settings(
+        method="mae",
+        backbone="spec_vit_tiny",
+        steps=2,
+        batch_size=2,
+        crop_size=16,
+        accumulate_grad_batches=2,
+    )
+    run = pretrain(settings, shards_dir, stats, tmp_path / "acc", progress=False)
+    assert run["steps"] == 2 and run["micro_batch_size"] == 1
+    assert len(run["loss_history"]) == 4  # two micro-batches per optimizer step
+    assert micro_batch_size(tiny_settings(batch_size=256, accumulate_grad_batches=4), 8) == 8
+    with pytest.raises(ValueError, match="does not split"):
+        micro_batch_size(tiny_settings(batch_size=6, accumulate_grad_batches=4), 1)
+
+
+# --- profiles -----------------------------------------------------------------------------
+
+
+def test_paper_profile_per_method():
+    def pre(method=None, profile="paper"):
+        return load_settings(profile=profile, overrides={"pretrain": {"method": method}}).pretrain
+
+    moco, dino, mae = pre("moco"), pre("dino"), pre("mae")
+    assert pre().method == "moco"
+    for s in (moco, dino, mae):
+        assert s.batch_size == 256 and s.epochs > 0 and s.checkpoint_every_n_steps > 0
+    assert (moco.lr, moco.epochs) == (1e-3, 100)
+    assert (dino.lr, dino.epochs, dino.warmup_epochs) == (1e-3, 100, 20)
+    assert (mae.lr, mae.epochs, mae.backbone) == (1e-4, 200, "spec_vit_small")
+    tiny = pre(profile="cpu-tiny")
+    assert (tiny.method, tiny.backbone, tiny.steps) == ("moco", "spec_resnet18", 30)
+    assert pre("mae", "cpu-tiny").backbone == "spec_vit_tiny"
+
+
+def test_old_params_files_still_load(tmp_path):
+    from tests.conftest import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    old = {k: v for k, v in params["pretrain"]["profiles"]["cpu-tiny"].items() if k != "methods"}
+    params["pretrain"]["profiles"] = {"cpu-tiny": old}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    s = load_settings(path).pretrain
+    assert s.epochs == 0 and s.accumulate_grad_batches == 1 and s.checkpoint_every_n_steps == 0
+    assert s.strategy == "auto" and s.mask_ratio == 0.9
