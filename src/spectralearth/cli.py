@@ -138,9 +138,44 @@ def cmd_downstream(args) -> int:
 def cmd_evaluate(args) -> int:
     from spectralearth import pipeline
 
+    s = _settings(args, evaluate={"epochs": args.epochs})
+    options = {
+        k: v
+        for k, v in {
+            "protocol": args.protocol,
+            "baseline": args.baseline,
+            "backbone": args.backbone,
+            "label_fractions": tuple(args.label_fraction) if args.label_fraction else None,
+            "seeds": tuple(args.seed) if args.seed else None,
+            "first_n": args.first_n,
+            "split_dir": args.splits,
+            "allow_band_mismatch": args.allow_band_mismatch or None,
+        }.items()
+        if v is not None
+    }
+    if args.model is None and args.dataset is None and not options:
+        pipeline.evaluate(s)  # the pipeline stage: checkpoint vs random init, MLflow run
+        print(pipeline.results_table(s))
+        return 0
+    rows = pipeline.evaluate(
+        s, args.model, args.dataset, Path(args.out) if args.out else None, **options
+    )
+    test = rows[rows["split"] == "test"]
+    table = test.pivot_table(
+        index=["model", "protocol", "label_fraction", "seed"], columns="metric", values="value"
+    )
+    print(table.round(4).to_string())
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    import pandas as pd
+
+    from spectralearth.downstream.datasets.registry import describe_datasets
+
     s = _settings(args)
-    pipeline.evaluate(s)
-    print(pipeline.results_table(s))
+    rows = pd.DataFrame(describe_datasets(s.paths.downstream))
+    print(rows.to_string(index=False))
     return 0
 
 
@@ -317,11 +352,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add("downstream", cmd_downstream, "build the downstream dataset from patches and label maps")
-    add(
+    p = add(
         "evaluate",
         cmd_evaluate,
-        "evaluate the checkpoint against random init on the downstream task",
+        "evaluate the checkpoint against random init on the downstream task; with --model/"
+        "--dataset/--protocol/--baseline: any model on any dataset under any protocol",
     )
+    p.add_argument(
+        "--model",
+        help="checkpoint folder or model.safetensors, a folder name under the models folder, "
+        "the MLflow registered model (NAME, NAME@ALIAS, NAME/VERSION) or 'random' "
+        "(default: the pipeline's checkpoint)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="registered dataset name (see `spectralearth datasets`) or folder, e.g. "
+        "../shared/data/enmap_potsdam" + shown(d and d.evaluate.task),
+    )
+    p.add_argument(
+        "--protocol",
+        choices=("frozen", "adapter", "first-n", "full"),
+        help="what trains besides the head" + shown(d and d.evaluate.protocol),
+    )
+    p.add_argument("--baseline", choices=("rf",), help="per-pixel random forest instead")
+    p.add_argument("--backbone", help="architecture for --model random (default: pretrain's)")
+    p.add_argument("--first-n", type=int, help="encoder stages trained by first-n (default: 2)")
+    p.add_argument(
+        "--label-fraction",
+        type=float,
+        nargs="+",
+        help="fractions of the train split, e.g. 0.01 0.1 1 (default: 1)",
+    )
+    p.add_argument("--seed", type=int, nargs="+", help="seeds" + shown(d and d.evaluate.seed))
+    p.add_argument("--epochs", type=int, help="training epochs" + shown(d and d.evaluate.epochs))
+    p.add_argument("--splits", help="folder of {train,val,test}.txt (official split lists)")
+    p.add_argument(
+        "--allow-band-mismatch",
+        action="store_true",
+        help="run a checkpoint's spectral adapter on a dataset with another band count",
+    )
+    p.add_argument(
+        "--out", help="results CSV (default: <results>/evaluate-<dataset>-<protocol>.csv)"
+    )
+    add("datasets", cmd_datasets, "list every downstream dataset the project knows")
     add("report", cmd_report, "print the results table and where to look")
 
     p = add("ui", cmd_ui, "start the Dagster UI and the MLflow UI (127.0.0.1 by default)")

@@ -185,12 +185,41 @@ def downstream_dataset(settings: Settings, patches_root: Path | None = None) -> 
     )
 
 
-def evaluate(settings: Settings) -> pd.DataFrame:
-    """Pretrained vs random-init encoder on the downstream task; CSV + MLflow run."""
+def evaluate(
+    settings: Settings,
+    model: str | None = None,
+    dataset: str | None = None,
+    out: Path | None = None,
+    **options,
+) -> pd.DataFrame:
+    """Pretrained vs random-init encoder on the downstream task; CSV + MLflow run.
+
+    With ``model``, ``dataset`` or ``options`` (``protocol``, ``baseline``, ``backbone``,
+    ``label_fractions``, ``seeds``, ``first_n``, ``split_dir``, ``allow_band_mismatch``):
+    one model (a checkpoint folder or file, a checkpoint name under the models folder, the
+    MLflow registered model name, optionally ``@alias`` or ``/version``, or ``random``) on
+    one dataset (registered name or folder) under one protocol, written to ``out`` (default
+    ``<results>/evaluate-<dataset>-<protocol>.csv``); see ``downstream.run.evaluate_model``.
+    """
     from spectralearth import tracking
     from spectralearth.downstream.run import evaluate_checkpoint, write_evaluations
 
     paths = settings.paths
+    if model is not None or dataset is not None or options:
+        from spectralearth.downstream.run import evaluate_model
+
+        options.setdefault("backbone", settings.pretrain.backbone)
+        rows = evaluate_model(
+            resolve_model(settings, model),
+            dataset or settings.evaluate.task,
+            settings.evaluate,
+            downstream_dir=paths.downstream,
+            **options,
+        )
+        name = Path(str(dataset or settings.evaluate.task)).name
+        kind = options.get("baseline") or options.get("protocol") or settings.evaluate.protocol
+        write_evaluations(rows, out or paths.results / f"evaluate-{name}-{kind}.csv")
+        return rows
     ckpt = checkpoint_dir(settings)
     stats = json.loads(paths.stats.read_text())
     rows = evaluate_checkpoint(
@@ -201,6 +230,28 @@ def evaluate(settings: Settings) -> pd.DataFrame:
     run_json = json.loads((ckpt / "run.json").read_text())
     tracking.log_evaluation(paths, settings.mlflow, rows, run_json.get("mlflow_run_id"), csv)
     return rows
+
+
+def resolve_model(settings: Settings, model: str | None) -> str:
+    """``random``, a checkpoint path, a checkpoint folder name under the models folder or
+    the MLflow registered model (``name``, ``name@alias``, ``name/version``) -> ``random`` or
+    a checkpoint path. ``None`` is the pipeline's own checkpoint."""
+    from spectralearth.downstream.run import RANDOM
+
+    if model is None:
+        return str(checkpoint_dir(settings))
+    if model == RANDOM or Path(model).exists():
+        return model
+    if (settings.paths.models / model).is_dir():
+        return str(settings.paths.models / model)
+    if model.split("@")[0].split("/")[0] == settings.mlflow.registered_model:
+        from spectralearth import tracking
+
+        return str(tracking.registered_checkpoint(settings.paths, settings.mlflow, model))
+    raise FileNotFoundError(
+        f"model {model!r}: not 'random', a checkpoint path, a folder in "
+        f"{settings.paths.models} or the registered model {settings.mlflow.registered_model!r}"
+    )
 
 
 def results_table(settings: Settings) -> str:

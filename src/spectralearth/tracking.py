@@ -93,6 +93,32 @@ def finish_pretraining(
     }
 
 
+def registered_checkpoint(paths: Paths, settings: MlflowSettings, spec: str) -> Path:
+    """The local checkpoint folder of a registered model version.
+
+    ``spec`` is ``name`` (alias ``latest-pretrained``), ``name@alias`` or ``name/version``.
+    """
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+
+    configure(paths, settings)
+    client = mlflow.MlflowClient()
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in spec:
+        name, number = spec.split("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        version = client.get_model_version_by_alias(spec, "latest-pretrained")
+    uri = client.get_model_version_download_uri(version.name, version.version)
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"{spec}: checkpoint at {uri} is not on the local file system")
+    return Path(unquote(parsed.path))
+
+
 def fail_run(paths: Paths, settings: MlflowSettings, run_id: str) -> None:
     import mlflow
 

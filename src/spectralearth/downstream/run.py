@@ -1,7 +1,9 @@
 """Evaluate a pretrained checkpoint against the same backbone with random weights.
 
 Final numbers: the head trains on the ``train`` split and is scored on ``test``
-(``TRAIN_SPLIT`` / ``REPORT_SPLIT``); ``val`` is not used yet.
+(``TRAIN_SPLIT`` / ``REPORT_SPLIT``). :func:`evaluate_checkpoint` (the ``make run`` stage)
+does not use ``val``; :func:`evaluate_model` (any model, dataset and protocol) selects the
+epoch on ``val`` when the dataset has one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +123,197 @@ def write_evaluations(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         df[cols].to_csv(tmp, index=False)
     return path
+
+
+# --- any model x any dataset x any protocol (``spectralearth evaluate --model ...``) ---------
+
+RANDOM = "random"
+DEFAULT_BACKBONE = "spec_resnet18"
+
+
+class BandMismatchError(ValueError):
+    """A checkpoint's band count differs from the dataset's."""
+
+
+def _checkpoint_run(path: Path) -> tuple[Path, dict[str, Any]]:
+    folder = path.parent if path.is_file() else path
+    run_file = folder / "run.json"
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint (no run.json beside the weights)")
+    return folder, json.loads(run_file.read_text())
+
+
+def load_encoder(
+    model: str | os.PathLike,
+    bands: int,
+    dataset_name: str,
+    backbone: str | None = None,
+    seed: int = 0,
+    allow_band_mismatch: bool = False,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``"random"`` (``backbone`` from random init) or a checkpoint (folder or its
+    ``model.safetensors``) -> ``(encoder, {"model", "method", "backbone", "in_chans"})``.
+
+    A checkpoint trained on another band count than ``bands`` is refused
+    (:class:`BandMismatchError`) unless ``allow_band_mismatch`` and the encoder has a
+    spectral adapter, which takes any band count.
+    """
+    from spectralearth.models import create_model, load_pretrained
+
+    if str(model) == RANDOM:
+        backbone = backbone or DEFAULT_BACKBONE
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = create_model(backbone, in_chans=bands)
+        return encoder, {"model": "random_init", "method": "none", "backbone": backbone}
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"model {model!r}: no such checkpoint folder or file")
+    folder, run = _checkpoint_run(path)
+    in_chans = int(run.get("in_chans", 202))
+    encoder = load_pretrained(folder)
+    if in_chans != bands:
+        has_adapter = getattr(encoder, "spectral_adapter", None) is not None
+        if not (allow_band_mismatch and has_adapter):
+            why = (
+                "pass --allow-band-mismatch to run its spectral adapter on the dataset's bands"
+                if has_adapter
+                else "its first layer takes exactly that many bands (no spectral adapter)"
+            )
+            raise BandMismatchError(
+                f"checkpoint {folder} was trained on {in_chans} bands but dataset "
+                f"{dataset_name} has {bands}: refused ({why})"
+            )
+    return encoder, {
+        "model": folder.name,
+        "method": run.get("method", "unknown"),
+        "backbone": run["backbone"],
+        "in_chans": in_chans,
+    }
+
+
+def _metric_rows(result: dict[str, Any], names, base: dict[str, Any], split: str) -> list[dict]:
+    return [
+        {
+            **base,
+            "split": split,
+            "metric": m,
+            "value": result[m],
+        }
+        for m in names
+    ]
+
+
+def evaluate_model(
+    model: str | os.PathLike,
+    dataset: str | os.PathLike,
+    settings: EvaluateSettings,
+    protocol: str | None = None,
+    *,
+    baseline: str | None = None,
+    backbone: str | None = None,
+    label_fractions: tuple[float, ...] = (LABEL_FRACTION,),
+    seeds: tuple[int, ...] | None = None,
+    first_n: int | None = None,
+    downstream_dir: str | os.PathLike | None = None,
+    split_dir: str | os.PathLike | None = None,
+    allow_band_mismatch: bool = False,
+    rf_trees: int | None = None,
+    rf_max_pixels: int | None = None,
+) -> pd.DataFrame:
+    """Evaluate ``model`` (or ``baseline="rf"``) on ``dataset`` under ``protocol``.
+
+    ``dataset`` is a registered name or folder (see
+    :func:`spectralearth.downstream.datasets.registry.resolve`). Training uses the train
+    split (a seeded ``label_fraction`` of it), model selection the val split when it has
+    patches, and the final numbers come from the test split only. Returns one row per metric
+    (``EVALUATION_COLUMNS``) for each seed and label fraction, with split ``val`` (the
+    selected epoch) and ``test``; details (confusion matrices, per-class scores) in
+    ``df.attrs["details"]``. Writes nothing.
+    """
+    from spectralearth.downstream.baselines import RF_MAX_PIXELS, RF_TREES, random_forest_baseline
+    from spectralearth.downstream.datasets.registry import open_split, resolve
+    from spectralearth.downstream.metrics import MULTILABEL_METRICS, SEGMENTATION_METRICS
+    from spectralearth.downstream.protocols import (
+        DEFAULT_FIRST_N,
+        MULTILABEL,
+        PROTOCOLS,
+        label_subset,
+    )
+
+    protocol = protocol or settings.protocol
+    if baseline not in (None, "rf"):
+        raise ValueError(f"unknown baseline {baseline!r}; have 'rf'")
+    if baseline is None and protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; have {PROTOCOLS}")
+    seeds = tuple(seeds) if seeds else (settings.seed,)
+    source = resolve(dataset, downstream_dir, split_dir=split_dir)
+    train_full = open_split(source, TRAIN_SPLIT)
+    stats = train_full.stats
+    test_ds = open_split(source, REPORT_SPLIT, stats)
+    try:
+        val_ds = open_split(source, "val", stats)
+        val_ds = val_ds if len(val_ds) else None
+    except FileNotFoundError:
+        val_ds = None
+    if len(train_full) == 0 or len(test_ds) == 0:
+        raise ValueError(
+            f"{source.root}: need patches in both {TRAIN_SPLIT!r} ({len(train_full)}) and "
+            f"{REPORT_SPLIT!r} ({len(test_ds)})"
+        )
+    task, num_classes = train_full.task, train_full.num_classes
+    names = MULTILABEL_METRICS if task == MULTILABEL else SEGMENTATION_METRICS
+
+    rows, details = [], {}
+    for seed in seeds:
+        run_settings = replace(settings, seed=seed)
+        if baseline is None:
+            encoder, meta = load_encoder(
+                model, train_full.bands, source.name, backbone, seed, allow_band_mismatch
+            )
+        else:
+            meta = {"model": "random_forest", "method": "none", "backbone": "none"}
+        for fraction in label_fractions:
+            train_ds = label_subset(train_full, fraction, seed)
+            if baseline == "rf":
+                result = random_forest_baseline(
+                    train_ds,
+                    test_ds,
+                    num_classes,
+                    seed=seed,
+                    task=task,
+                    n_estimators=rf_trees or RF_TREES,
+                    max_pixels=rf_max_pixels or RF_MAX_PIXELS,
+                )
+                result_protocol = "rf"
+            else:
+                result = evaluate_encoder(
+                    encoder,
+                    train_ds,
+                    test_ds,
+                    num_classes,
+                    run_settings,
+                    protocol,
+                    val_ds=val_ds,
+                    task=task,
+                    first_n=first_n or DEFAULT_FIRST_N,
+                )
+                result_protocol = protocol
+            details[(meta["model"], seed, fraction)] = result
+            base = {
+                **meta,
+                "dataset": source.name,
+                "protocol": result_protocol,
+                "label_fraction": fraction,
+                "seed": seed,
+                "seconds": result["seconds"],
+                "peak_mem_mb": result["peak_mem_mb"],
+            }
+            base.pop("in_chans", None)
+            if "val" in result:
+                rows += _metric_rows(result["val"], names, base, "val")
+            rows += _metric_rows(result, names, base, REPORT_SPLIT)
+    df = pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS))
+    df.attrs["details"] = details
+    df.attrs["classes"] = list(train_full.classes)
+    return df

@@ -1,5 +1,16 @@
 """Downstream datasets (torchgeo style: each module's docstring is its dataset card)."""
 
+from spectralearth.downstream.datasets.base import (
+    MULTILABEL,
+    SEGMENTATION,
+    SENSOR_BANDS,
+    DatasetInfo,
+    MissingPatchesError,
+    ReleasedDataset,
+    band_stats,
+    get_info,
+    read_split,
+)
 from spectralearth.downstream.datasets.synth_landcover import (
     IGNORE_INDEX,
     SPLITS,
@@ -10,8 +21,17 @@ from spectralearth.downstream.datasets.synth_landcover import (
 
 __all__ = [
     "IGNORE_INDEX",
+    "MULTILABEL",
+    "SEGMENTATION",
+    "SENSOR_BANDS",
     "SPLITS",
+    "DatasetInfo",
+    "MissingPatchesError",
+    "ReleasedDataset",
     "SegmentationDataset",
+    "band_stats",
     "build_synth_landcover",
+    "get_info",
     "load_stats",
+    "read_split",
 ]

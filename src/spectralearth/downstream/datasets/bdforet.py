@@ -1,0 +1,36 @@
+"""Tree-species segmentation with the French BD Forêt: EnMAP-BDForet.
+
+Facts (torchgeo-style dataset card):
+
+* **Task:** per-pixel tree-species (forest type) classification over France.
+* **Images:** SpectralEarth EnMAP patches, 202 bands.
+* **Labels:** IGN BD Forêt V2 polygons rasterised onto each patch grid after reprojection,
+  holding SpectralEarth's integer species codes; the 12 codes below are kept in that order,
+  every other code and pixels outside forest polygons are ignored.
+* **Class names** are given as ``BD Foret <code>``: the code-to-species table of the release
+  was not available offline to check against.
+* **Layout:** ``enmap_bdforet/{enmap,bdforet}/<location:07d>/<scene:05d>.tif`` + ``splits/``.
+
+Citations: Braham et al., "SpectralEarth", IEEE JSTARS 2025; IGN, BD Forêt version 2.0.
+"""
+
+from __future__ import annotations
+
+from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+
+CODES = (1, 2, 3, 4, 5, 7, 9, 10, 11, 12, 14, 16)
+
+ENMAP_BDFORET = register(
+    DatasetInfo(
+        name="enmap_bdforet",
+        task=SEGMENTATION,
+        task_type="tree species seg.",
+        sensor="EnMAP",
+        sensor_dir="enmap",
+        label_dir="bdforet",
+        label_source="BD Foret",
+        codes=CODES,
+        class_names=tuple(f"BD Foret {c}" for c in CODES),
+        citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; IGN BD Foret V2",
+    )
+)
