@@ -251,3 +251,25 @@ def test_old_params_files_still_load(tmp_path):
     s = load_settings(path).pretrain
     assert s.epochs == 0 and s.accumulate_grad_batches == 1 and s.checkpoint_every_n_steps == 0
     assert s.strategy == "auto" and s.mask_ratio == 0.9
+
+
+# --- CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_pretrain_method_backbone_data_out(tmp_path, capsys):
+    from spectralearth.cli import main
+    from tests.conftest import write_params
+
+    params = write_params(tmp_path / "project")
+    shards_dir, stats, _, _ = make_shards(tmp_path / "curated")
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    out = tmp_path / "out"
+    args = ["--params", str(params), "pretrain", "--method", "mae", "--backbone", "spec_vit_tiny"]
+    args += ["--data", str(shards_dir.parent), "--stats", str(tmp_path / "stats.json")]
+    args += ["--out", str(out), "--steps", "2"]
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert (run["method"], run["backbone"], run["steps"]) == ("mae", "spec_vit_tiny", 2)
+    assert math.isfinite(run["final_loss"]) and run["mlflow_run_id"]
+    assert load_pretrained(out).model_name == "spec_vit_tiny"
+    assert "pretrain: mae spec_vit_tiny 2 steps" in capsys.readouterr().out

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from spectralearth.config import load_settings
 
+# spectralearth.ssl.list_methods(), spelt out so that --help does not import torch
+METHOD_NAMES = ("moco", "dino", "mae")
+
 
 def _settings(args, **overrides):
     return load_settings(
@@ -116,12 +119,22 @@ def cmd_stats(args) -> int:
 def cmd_pretrain(args) -> int:
     from spectralearth import pipeline
 
-    s = _settings(args, pretrain={"steps": args.steps})
-    info = pipeline.pretrain(s)
+    overrides = {"steps": args.steps, "method": args.method, "backbone": args.backbone}
+    if args.steps:
+        overrides["epochs"] = 0  # --steps replaces a profile's epochs
+    s = _settings(args, pretrain=overrides)
+    info = pipeline.pretrain(
+        s,
+        Path(args.data) if args.data else None,
+        out=Path(args.out) if args.out else None,
+        stats_path=Path(args.stats) if args.stats else None,
+        resume=args.resume,
+    )
+    loss = info["final_loss"]
     print(
         f"pretrain: {info['method']} {info['backbone']} {info['steps']} steps, final loss "
-        f"{info['final_loss']:.4f}, registered {info['model_name']} v{info['model_version']} "
-        f"-> {info['checkpoint']}"
+        f"{'n/a' if loss is None else f'{loss:.4f}'}, registered {info['model_name']} "
+        f"v{info['model_version']} -> {info['checkpoint']}"
     )
     return 0
 
@@ -348,7 +361,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", help="params.yaml pretrain profile" + shown(d and d.pretrain.profile)
     )
     p.add_argument(
-        "--steps", type=int, help="override the profile's steps" + shown(d and d.pretrain.steps)
+        "--method",
+        choices=METHOD_NAMES,
+        help="self-supervised method" + shown(d and d.pretrain.method),
+    )
+    p.add_argument(
+        "--backbone",
+        help="encoder (spec_resnet18/50, spec_vit_tiny/small/base, ...)"
+        + shown(d and d.pretrain.backbone),
+    )
+    p.add_argument(
+        "--data",
+        metavar="CURATED_DIR",
+        help="curated patches folder holding shards/" + shown(d and d.paths.patches),
+    )
+    p.add_argument("--stats", help="band statistics JSON" + shown(d and d.paths.stats))
+    p.add_argument(
+        "--out",
+        metavar="OUT_DIR",
+        help="output folder (model.safetensors, run.json, checkpoints/)"
+        + shown(d and d.paths.models / "<method>-<backbone>"),
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="override the profile's length in optimizer steps" + shown(d and d.pretrain.steps),
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT_DIR/checkpoints/last.ckpt (profiles with "
+        "checkpoint_every_n_steps > 0 write it)",
     )
 
     add("downstream", cmd_downstream, "build the downstream dataset from patches and label maps")

@@ -136,14 +136,23 @@ def checkpoint_dir(settings: Settings) -> Path:
     return settings.paths.models / f"{p.method}-{p.backbone}"
 
 
-def pretrain(settings: Settings, patches_root: Path | None = None) -> dict:
-    """Self-supervised pretraining, tracked in MLflow and registered as a model version."""
+def pretrain(
+    settings: Settings,
+    patches_root: Path | None = None,
+    out: Path | None = None,
+    stats_path: Path | None = None,
+    resume: bool = False,
+) -> dict:
+    """Self-supervised pretraining, tracked in MLflow and registered as a model version.
+
+    ``out`` defaults to ``checkpoint_dir(settings)``; ``resume`` continues from its
+    ``checkpoints/last.ckpt``."""
     from spectralearth import tracking
     from spectralearth.ssl.train import pretrain as _pretrain
 
     paths, p = settings.paths, settings.pretrain
-    stats = json.loads(paths.stats.read_text())
-    out = checkpoint_dir(settings)
+    stats = json.loads((stats_path or paths.stats).read_text())
+    out = out or checkpoint_dir(settings)
     run_id = tracking.start_run(
         paths,
         settings.mlflow,
@@ -157,12 +166,15 @@ def pretrain(settings: Settings, patches_root: Path | None = None) -> dict:
             stats,
             out,
             logger=tracking.lightning_logger(paths, settings.mlflow, run_id),
+            resume=resume,
         )
     except BaseException:
         tracking.fail_run(paths, settings.mlflow, run_id)
         raise
+    # None settings mean "the method's default": the logger logged the value used (hparams)
+    params = {k: v for k, v in vars(p).items() if v is not None}
     reg = tracking.finish_pretraining(
-        paths, settings.mlflow, run_id, params=vars(p), run_info=info, checkpoint_dir=out
+        paths, settings.mlflow, run_id, params=params, run_info=info, checkpoint_dir=out
     )
     run_json = out / "run.json"
     data = json.loads(run_json.read_text())
