@@ -187,16 +187,13 @@ class ShardPatches(Dataset):
         return [pairs[:, 0], pairs[:, 1]]
 
     def gather(self, rows: np.ndarray) -> torch.Tensor:
-        """Rows as one batch [len(rows), bands, P, P]: one sorted fancy-index read per shard
-        straight into the batch array (no per-patch tensors, no stacking copy)."""
+        """Rows as one batch [len(rows), bands, P, P], each patch copied once from its
+        memory-mapped shard straight into the batch array (no per-patch tensors, no stack)."""
         rows = np.asarray(rows, dtype=np.int64)
         first = self._array(self._shard[rows[0]])
         out = np.empty((len(rows), *first.shape[1:]), dtype=np.int16)
-        shards = self._shard[rows]
-        for shard in np.unique(shards):
-            where = np.flatnonzero(shards == shard)
-            order = np.argsort(self._index[rows[where]], kind="stable")
-            out[where[order]] = self._array(shard)[self._index[rows[where[order]]]]
+        for k, row in enumerate(rows):
+            out[k] = self._array(self._shard[row])[self._index[row]]
         if not self.normalize:
             return torch.from_numpy(out)
         x = out.astype(np.float32)
