@@ -150,9 +150,15 @@ def _head_logits(head: nn.Module, f: torch.Tensor, target: torch.Tensor, task: s
 
 
 def _make_head(num_features: int, num_classes: int, task: str) -> nn.Module:
-    if task == MULTILABEL:
-        return nn.Linear(num_features, num_classes)
-    return nn.Conv2d(num_features, num_classes, kernel_size=1)
+    from spectralearth.models.heads import make_head
+
+    return make_head(num_features, num_classes, task)
+
+
+def _trained_model(encoder: nn.Module, head: nn.Module, mu, sd, task: str) -> nn.Module:
+    from spectralearth.models.heads import SegmentationModel
+
+    return SegmentationModel(encoder, head, mu.flatten(), sd.flatten(), task)
 
 
 def evaluate_encoder(
@@ -166,6 +172,7 @@ def evaluate_encoder(
     val_ds: Dataset | None = None,
     task: str = SEGMENTATION,
     first_n: int = DEFAULT_FIRST_N,
+    keep_model: bool = False,
 ) -> dict[str, Any]:
     """Train a head (and, by ``protocol``, part of the encoder) on ``train_ds``; score ``test_ds``.
 
@@ -174,6 +181,9 @@ def evaluate_encoder(
     Returns the metrics of :mod:`spectralearth.downstream.metrics` for ``test_ds`` (and, with
     ``val_ds``, the best epoch's under ``"val"``), ``best_epoch``, the training loss per
     epoch, image and pixel counts, timings (``seconds`` = all of it) and ``peak_mem_mb``.
+    With ``keep_model`` the trained model (encoder + feature standardisation + head, a
+    :class:`spectralearth.models.heads.SegmentationModel`; under ``frozen`` it shares the
+    caller's encoder) is under ``"model"``: pop it before keeping the result around.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; have {PROTOCOLS}")
@@ -182,10 +192,14 @@ def evaluate_encoder(
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if protocol == "frozen":
-        return _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, task)
-    return _evaluate_finetune(
-        encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n
-    )
+        result = _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, task)
+    else:
+        result = _evaluate_finetune(
+            encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n
+        )
+    if not keep_model:
+        result.pop("model")
+    return result
 
 
 def _check_labels(target: torch.Tensor, num_classes: int, task: str) -> None:
@@ -289,6 +303,7 @@ def _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, 
     )
     if best is not None:
         result["val"] = best[3]
+    result["model"] = _trained_model(encoder, head, mu, sd, task)
     return result
 
 
@@ -406,4 +421,5 @@ def _evaluate_finetune(
         result["first_n"] = first_n
     if best is not None:
         result["val"] = best[4]
+    result["model"] = _trained_model(model, head, mu, sd, task)
     return result

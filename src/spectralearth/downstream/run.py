@@ -220,6 +220,7 @@ def evaluate_model(
     allow_band_mismatch: bool = False,
     rf_trees: int | None = None,
     rf_max_pixels: int | None = None,
+    save_model_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``model`` (or ``baseline="rf"``) on ``dataset`` under ``protocol``.
 
@@ -229,7 +230,9 @@ def evaluate_model(
     patches, and the final numbers come from the test split only. Returns one row per metric
     (``EVALUATION_COLUMNS``) for each seed and label fraction, with split ``val`` (the
     selected epoch) and ``test``; details (confusion matrices, per-class scores) in
-    ``df.attrs["details"]``. Writes nothing.
+    ``df.attrs["details"]``. Writes nothing, unless ``save_model_dir``: the trained model
+    (encoder + head, :mod:`spectralearth.models.heads`) of the first seed at the largest
+    label fraction is saved there, for ``spectralearth predict`` (not for ``rf``).
     """
     from spectralearth.downstream.baselines import RF_MAX_PIXELS, RF_TREES, random_forest_baseline
     from spectralearth.downstream.datasets.registry import open_split, resolve
@@ -264,6 +267,7 @@ def evaluate_model(
     task, num_classes = train_full.task, train_full.num_classes
     names = MULTILABEL_METRICS if task == MULTILABEL else SEGMENTATION_METRICS
 
+    keep = (seeds[0], max(label_fractions)) if save_model_dir and baseline is None else None
     rows, details = [], {}
     for seed in seeds:
         run_settings = replace(settings, seed=seed)
@@ -297,8 +301,20 @@ def evaluate_model(
                     val_ds=val_ds,
                     task=task,
                     first_n=first_n or DEFAULT_FIRST_N,
+                    keep_model=keep == (seed, fraction),
                 )
                 result_protocol = protocol
+                if "model" in result:
+                    _save_trained(
+                        result.pop("model"),
+                        save_model_dir,
+                        meta,
+                        source,
+                        train_full,
+                        protocol=protocol,
+                        seed=seed,
+                        label_fraction=fraction,
+                    )
             details[(meta["model"], seed, fraction)] = result
             base = {
                 **meta,
@@ -317,3 +333,20 @@ def evaluate_model(
     df.attrs["details"] = details
     df.attrs["classes"] = list(train_full.classes)
     return df
+
+
+def _save_trained(model, folder, meta: dict[str, Any], source, train_ds, **where: Any) -> Path:
+    """Save a trained model with what it needs to map a scene (classes, band statistics)."""
+    from spectralearth.models.heads import save_model
+
+    info = {
+        "model": meta["model"],
+        "method": meta["method"],
+        "backbone": meta["backbone"],
+        "dataset": source.name,
+        "classes": [str(c) for c in train_ds.classes],
+        "band_stats": train_ds.stats,
+        "patch_size": int(train_ds[0][0].shape[-1]),
+        **where,
+    }
+    return save_model(model, folder, info)
