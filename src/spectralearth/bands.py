@@ -51,6 +51,28 @@ def enmap_nominal() -> BandTable:
     )
 
 
+# Packaged band tables of the other sensors of SpectralEarth's downstream datasets (generated
+# approximations from published sensor facts; provenance in each file's header).
+SENSOR_TABLES = {"DESIS": "desis_bands.csv", "Hyperion": "hyperion_bands.csv"}
+
+
+def sensor_bands(sensor: str) -> BandTable:
+    """Band table of ``EnMAP`` (the 224 nominal bands), ``DESIS`` (235) or ``Hyperion`` (198)."""
+    if sensor == "EnMAP":
+        return enmap_nominal()
+    if sensor not in SENSOR_TABLES:
+        raise KeyError(
+            f"no band table for sensor {sensor!r}; have EnMAP, {', '.join(SENSOR_TABLES)}"
+        )
+    text = resources.files("spectralearth.resources").joinpath(SENSOR_TABLES[sensor]).read_text()
+    rows = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+    return BandTable(
+        np.array([float(r["wavelength_nm"]) for r in rows]),
+        np.array([float(r["fwhm_nm"]) for r in rows]),
+        tuple(r["detector"] for r in rows),
+    )
+
+
 def in_water_vapour(wavelengths: np.ndarray) -> np.ndarray:
     """True where a centre wavelength falls in a removed water-vapour range."""
     w = np.asarray(wavelengths, dtype=float)
