@@ -148,6 +148,48 @@ def cmd_downstream(args) -> int:
     return 0
 
 
+def cmd_build_datasets(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    sources = dict(kv.split("=", 1) for kv in args.source or [])
+    options = {
+        k: v
+        for k, v in {
+            "scheme": args.split,
+            "seed": args.seed,
+            "min_coverage": args.min_coverage,
+        }.items()
+        if v is not None
+    }
+    out = Path(args.out) if args.out else s.paths.downstream
+    reports = pipeline.build_downstream(
+        s,
+        Path(args.patches) if args.patches else None,
+        out,
+        sources or None,
+        args.datasets,
+        **options,
+    )
+    for name, r in reports.items():
+        print(
+            f"{name}: kept {r['kept']} of {r['patches']} patches ({r['not_covered']} not covered, "
+            f"{r['no_labels']} without a kept code), splits {r['splits']} ({r['split_scheme']}) "
+            f"-> {r['out_dir']}"
+        )
+    if args.split_gap:
+        import pandas as pd
+
+        from spectralearth.downstream.splits import split_gap
+
+        gaps = pd.concat([split_gap(Path(r["out_dir"])) for r in reports.values()])
+        gaps.to_csv(out / "split_gap.csv", index=False)
+        print(
+            gaps[["dataset", "metric", "random", "blocked", "gap"]].round(4).to_string(index=False)
+        )
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from spectralearth import pipeline
 
@@ -436,6 +478,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", help="results CSV (default: <results>/evaluate-<dataset>-<protocol>.csv)"
+    )
+    p = add(
+        "build-datasets",
+        cmd_build_datasets,
+        "build downstream datasets (released layout + split files) from curated patches and "
+        "label sources; default: all nine from the synthetic sources",
+    )
+    p.add_argument("--patches", help="curated patches folder" + shown(d and d.paths.patches))
+    p.add_argument("--out", help="output folder" + shown(d and d.paths.downstream))
+    p.add_argument("--datasets", nargs="+", help="which of the nine (default: all)")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="NAME=PATH[:COLUMN]",
+        help="a real label source: raster file or folder of tiles, or polygons with their code "
+        "column, e.g. enmap_eurocrops=ec.gpkg:EC_hcat_c (repeatable; replaces the synthetic ones)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("random", "block", "scene"),
+        help="scheme written to splits/ (every scheme goes to splits/<scheme>/; default: random)",
+    )
+    p.add_argument("--seed", type=int, help="split seed (default: 0)")
+    p.add_argument(
+        "--min-coverage",
+        type=float,
+        help="share of a patch the label source must cover (default: 1.0)",
+    )
+    p.add_argument(
+        "--split-gap",
+        action="store_true",
+        help="also score the per-pixel RF on the random and the block split; writes "
+        "<out>/split_gap.csv",
     )
     add("datasets", cmd_datasets, "list every downstream dataset the project knows")
     add("report", cmd_report, "print the results table and where to look")

@@ -197,6 +197,52 @@ def downstream_dataset(settings: Settings, patches_root: Path | None = None) -> 
     )
 
 
+def build_downstream(
+    settings: Settings,
+    patches_root: Path | None = None,
+    out: Path | None = None,
+    sources: dict[str, str] | None = None,
+    datasets: list[str] | None = None,
+    **build_options,
+) -> dict[str, dict]:
+    """Build downstream datasets in the released layout under ``out`` (default: the
+    downstream folder) from curated patches.
+
+    ``sources`` maps a dataset name to a label source: a raster file or folder of tiles,
+    or ``PATH:COLUMN`` for polygons (EuroCrops, BD Foret). Without it, all nine (or
+    ``datasets``) come from the synthetic sources made from the generator's class maps
+    (``spectralearth.downstream.synth_labels``). ``build_options`` (``scheme``, ``seed``,
+    ``min_coverage``, ``val_frac``, ``test_frac``, ``block_m``) go to ``build_dataset``.
+    Returns each dataset's build report.
+    """
+    from spectralearth.downstream.build import (
+        RasterLabelSource,
+        VectorLabelSource,
+        build_dataset,
+        read_patch_grids,
+    )
+
+    root = patches_root or settings.paths.patches
+    out = out or settings.paths.downstream
+    if not sources:
+        from spectralearth.downstream.synth_labels import build_synthetic_downstream
+
+        return build_synthetic_downstream(
+            root, settings.paths.labels, out, settings.synth, datasets, **build_options
+        )
+    grids = read_patch_grids(root)
+    reports = {}
+    vector_suffixes = (".parquet", ".gpkg", ".shp", ".geojson", ".json", ".fgb")
+    for name, spec in sources.items():
+        path, _, column = str(spec).rpartition(":")
+        if column and Path(path).suffix.lower() in vector_suffixes:
+            source = VectorLabelSource(path, column)
+        else:
+            source = RasterLabelSource(spec)
+        reports[name] = build_dataset(name, root, source, out, grids=grids, **build_options)
+    return reports
+
+
 def evaluate(
     settings: Settings,
     model: str | None = None,
