@@ -4,7 +4,8 @@ The synthetic archive's class maps say which land-cover class (water, forest, cr
 grassland, bare soil, built-up, non-photosynthetic vegetation, burned) each pixel belongs
 to. Crop types and tree species need more: here they are **spectral families**. Every
 class's pool of library spectra (earthlib, see :mod:`spectralearth.synth.spectra`) is cut
-into ``k`` families by k-means (``random_state=0``) on the 224-band spectra, and a pixel
+into ``k`` families by k-means (``random_state=0``) on the spectra's 12 leading principal
+components, and a pixel
 takes the family of its *dominant endmember* (of the three class spectra the generator
 mixes into it, the one with the largest abundance). The generator's ground is rebuilt for
 this from the archive's settings (``synth.scenes/size/seed/revisit_fraction``: the same
@@ -137,9 +138,12 @@ def families(class_name: str, k: int, seed: int) -> np.ndarray:
         return np.zeros(len(pool), dtype=np.int64)
     if k > len(pool):
         raise ValueError(f"{class_name}: {k} families from {len(pool)} spectra")
-    km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(pool)
+    # k-means on the leading principal components (fast; they hold the spectral shape)
+    centred = pool - pool.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    km = KMeans(n_clusters=k, n_init=2, random_state=0).fit(centred @ vt[:12].T)
     # order families by mean NIR/red ratio so the code order is reproducible and meaningful
-    centres = km.cluster_centers_
+    centres = np.stack([pool[km.labels_ == j].mean(0) for j in range(k)])
     order = np.argsort(centres[:, 60] / np.maximum(centres[:, 30], 1e-6), kind="stable")
     rank = np.empty(k, dtype=np.int64)
     rank[order] = np.arange(k)
