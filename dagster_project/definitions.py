@@ -15,7 +15,11 @@ from dagster_project.schedules import daily_refresh, downstream_job
 from dagster_project.sensors import (
     archive_sensor,
     curate_job,
+    evaluate_job,
+    evaluation_sensor,
     ingest_job,
+    map_job,
+    results_job,
 )
 
 RESOURCES_BY_DEPLOYMENT = {
@@ -33,8 +37,8 @@ all_assets = dg.load_assets_from_modules([ingest, curate, pretrain, evaluate])
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=quality_checks,
-    jobs=[ingest_job, curate_job, downstream_job],
-    sensors=[archive_sensor],
+    jobs=[ingest_job, curate_job, downstream_job, evaluate_job, results_job, map_job],
+    sensors=[archive_sensor, evaluation_sensor],
     schedules=[daily_refresh],
     resources=RESOURCES_BY_DEPLOYMENT[os.environ.get("SPECTRALEARTH_DEPLOYMENT", "local")],
 )

@@ -1,7 +1,10 @@
 """Materialize the whole asset graph in-process (what `make run` does), recording every
 materialization in $DAGSTER_HOME so the Dagster UI shows it afterwards.
 
-Partitioned curation runs one partition per product, like the UI's backfill would.
+Partitioned curation runs one partition per product, like the UI's backfill would; the
+evaluation runs its default partitions (the pipeline's checkpoint and the baselines on the
+task under the default protocol, ``spectralearth.pipeline.default_evaluations``), then the
+results table, then one class map per scene.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ import sys
 import dagster as dg
 
 from dagster_project.definitions import defs
-from dagster_project.partitions import scenes_partitions
+from dagster_project.partitions import (
+    checkpoints_partitions,
+    evaluation_partition,
+    scenes_partitions,
+)
+from spectralearth import pipeline
+from spectralearth.config import load_settings
 
 
 def _materialize(instance, selection, partition_key=None) -> None:
@@ -57,16 +66,35 @@ def main() -> int:
     for i, key in enumerate(sorted(keys), 1):
         print(f"[dagster] curated_patches {i}/{len(keys)}: {key}", flush=True)
         _materialize(instance, ["curated_patches"], partition_key=key)
-    # every other asset is unpartitioned: one run, Dagster orders it by dependencies
-    rest = sorted(
-        key.to_user_string()
-        for asset in defs.assets
-        if asset.partitions_def is None
-        for key in asset.keys
-        if key.to_user_string() != "scene_catalog"
+    # the unpartitioned assets before the evaluations: one run, ordered by dependencies
+    graph = defs.resolve_asset_graph()
+    after = dg.AssetSelection.assets("downstream_evaluation").downstream().resolve(graph)
+    unpartitioned = [
+        key for asset in defs.assets if asset.partitions_def is None for key in asset.keys
+    ]
+    before = sorted(
+        k.to_user_string()
+        for k in unpartitioned
+        if k not in after and k.to_user_string() != "scene_catalog"
     )
+    print("[dagster] " + " -> ".join(before), flush=True)
+    _materialize(instance, before)
+    # one run per default evaluation (checkpoint x dataset:protocol)
+    settings = load_settings()  # what the settings resource reads (params file, data dir)
+    evaluations = pipeline.default_evaluations(settings)
+    known = set(instance.get_dynamic_partitions(checkpoints_partitions.name))
+    if new := sorted({c for c, _, _ in evaluations} - known):
+        instance.add_dynamic_partitions(checkpoints_partitions.name, new)
+    for i, (checkpoint, dataset, protocol) in enumerate(evaluations, 1):
+        key = evaluation_partition(checkpoint, dataset, protocol)
+        print(f"[dagster] downstream_evaluation {i}/{len(evaluations)}: {key}", flush=True)
+        _materialize(instance, ["downstream_evaluation"], partition_key=key)
+    rest = sorted(k.to_user_string() for k in unpartitioned if k in after)
     print("[dagster] " + " -> ".join(rest), flush=True)
     _materialize(instance, rest)
+    for i, key in enumerate(sorted(keys), 1):
+        print(f"[dagster] scene_maps {i}/{len(keys)}: {key}", flush=True)
+        _materialize(instance, ["scene_maps"], partition_key=key)
     return 0
 
 

@@ -1,11 +1,14 @@
-"""Daily: rerun the index, shards, statistics, pretraining and evaluation when new curated
-patches exist since the last evaluation (nothing runs on a day without new scenes)."""
+"""Daily: rerun the index, shards, statistics, pretraining and the downstream dataset when new
+curated patches exist since the last evaluation (nothing runs on a day without new scenes);
+the evaluation sensor (sensors.py) then reruns the evaluations that made stale."""
 
 import dagster as dg
 
 downstream_job = dg.define_asset_job(
     "refresh_downstream",
-    selection=dg.AssetSelection.assets("patch_index").downstream(),
+    # the unpartitioned assets before the evaluations (partitioned per checkpoint x task)
+    selection=dg.AssetSelection.assets("patch_index").downstream()
+    - dg.AssetSelection.assets("downstream_evaluation").downstream(),
 )
 
 

@@ -13,8 +13,13 @@ import json
 
 import dagster as dg
 
-from dagster_project.partitions import scenes_partitions
+from dagster_project.partitions import (
+    checkpoints_partitions,
+    evaluation_partition,
+    scenes_partitions,
+)
 from dagster_project.resources import SpectralearthSettings
+from spectralearth import pipeline
 from spectralearth.enmap.product import (
     ProductError,
     find_scenes,
@@ -74,3 +79,65 @@ def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthS
         dynamic_partitions_requests=[scenes_partitions.build_add_request(new)],
         cursor=new_cursor,
     )
+
+
+evaluate_job = dg.define_asset_job(
+    "evaluate", selection=dg.AssetSelection.assets("downstream_evaluation")
+)
+results_job = dg.define_asset_job(
+    "gather_results", selection=dg.AssetSelection.assets("benchmark_results")
+)
+map_job = dg.define_asset_job("map_scene", selection=dg.AssetSelection.assets("scene_maps"))
+
+
+def _last(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> float:
+    """Time of the latest materialization of ``asset`` (of one partition), 0 if none."""
+    if partition is None:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return event.timestamp if event is not None else 0.0
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+        limit=1,
+    )
+    return found.records[0].timestamp if found.records else 0.0
+
+
+@dg.sensor(
+    jobs=[evaluate_job, results_job, map_job],
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def evaluation_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthSettings):
+    """A new checkpoint or dataset -> the default evaluations (checkpoint and baselines on the
+    task) again; finished evaluations -> the results table; scenes without a map -> their map
+    (new scenes are mapped once with the default trained model)."""
+    s = settings.load()
+    instance = context.instance
+    runs = []
+    upstream = max(_last(instance, "pretrained_checkpoint"), _last(instance, "downstream_dataset"))
+    known = set(instance.get_dynamic_partitions(checkpoints_partitions.name))
+    for checkpoint, dataset, protocol in pipeline.default_evaluations(s):
+        key = evaluation_partition(checkpoint, dataset, protocol)
+        if upstream and checkpoint in known:
+            if _last(instance, "downstream_evaluation", str(key)) < upstream:
+                runs.append(
+                    dg.RunRequest(
+                        job_name=evaluate_job.name,
+                        partition_key=key,
+                        run_key=f"evaluate:{key}:{int(upstream)}",
+                    )
+                )
+    evaluated = _last(instance, "downstream_evaluation")
+    if not runs and evaluated > _last(instance, "benchmark_results"):
+        runs.append(dg.RunRequest(job_name=results_job.name, run_key=f"results:{int(evaluated)}"))
+    if (pipeline.default_model(s) / "head.json").is_file():
+        for scene in instance.get_dynamic_partitions(scenes_partitions.name):
+            if not _last(instance, "scene_maps", scene):
+                runs.append(
+                    dg.RunRequest(
+                        job_name=map_job.name, partition_key=scene, run_key=f"map:{scene}"
+                    )
+                )
+    if not runs:
+        return dg.SkipReason("evaluations, results and scene maps are up to date")
+    return runs

@@ -91,12 +91,21 @@ def test_dagster_then_dvc_then_param_change(project):
     # 2. the whole graph in-process (what `make run` does)
     _run([sys.executable, "-m", "dagster_project.run_pipeline"], root, env)
     evals = pd.read_csv(root / "data" / "results" / "evaluations.csv")
-    assert set(evals["model"]) == {"pretrained", "random_init"}
+    ckpt = next((root / "data" / "models").iterdir())
+    assert set(evals["model"]) == {ckpt.name, "random_init"}
     assert set(evals["metric"]) >= {"overall_accuracy", "macro_f1"}
     assert evals["value"].between(0, 1).all()
-    ckpt = next((root / "data" / "models").iterdir())
     run = json.loads((ckpt / "run.json").read_text())
     assert (ckpt / "model.safetensors").exists() and run["model_version"] >= 1
+    # the evaluation partitions, the gathered table, trained models and one map per scene
+    results = root / "data" / "results"
+    report = (results / "report.md").read_text()
+    assert f"{ckpt.name} (frozen)" in report and "random_init (frozen)" in report
+    assert (results / "heads" / f"{ckpt.name}-synth_landcover-frozen" / "head.json").exists()
+    assert len(list((results / "figures").glob("*-confusion.png"))) == 2
+    maps = sorted((root / "data" / "maps").glob("*.tif"))
+    catalog = pd.read_parquet(root / "data" / "catalog" / "catalog.parquet", columns=["status"])
+    assert len(maps) == int((catalog["status"] == "ok").sum()) > 0
 
     # 3. MLflow: the pretraining run has per-step loss and the version is registered
     import mlflow

@@ -1,8 +1,11 @@
 """Pretrain: self-supervised encoder, tracked and registered in MLflow."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from dagster_project.assets.curate import band_statistics, training_shards
+from dagster_project.partitions import BASELINES, checkpoints_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
 
@@ -18,6 +21,11 @@ def pretrained_checkpoint(
     s = settings.load()
     info = pipeline.pretrain(s)
     context.log.info(f"registered {info['model_name']} version {info['model_version']}")
+    # the checkpoint (and the baselines it is compared with) become evaluation partitions
+    names = [Path(info["checkpoint"]).name, *BASELINES]
+    known = set(context.instance.get_dynamic_partitions(checkpoints_partitions.name))
+    if new := [n for n in names if n not in known]:
+        context.instance.add_dynamic_partitions(checkpoints_partitions.name, new)
     return dg.MaterializeResult(
         metadata={
             "method": info["method"],

@@ -223,6 +223,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(
+        args, predict={"tile": args.tile, "overlap": args.overlap, "mask_layers": args.mask}
+    )
+    info = pipeline.predict(s, args.model, args.scene, Path(args.out))
+    counts = ", ".join(f"{k} {v}" for k, v in info["class_pixels"].items() if v)
+    print(
+        f"{info['scene']}: {info['height']}x{info['width']} px in {info['tiles']} tiles of "
+        f"{info['tile']} px (overlap {info['overlap']}), {info['masked_pixels']} masked, "
+        f"{info['seconds']:.1f} s -> {info['out']}\n  classes: {counts}"
+    )
+    return 0
+
+
 def cmd_datasets(args) -> int:
     import pandas as pd
 
@@ -298,6 +314,8 @@ def cmd_ui(args) -> int:
                 args.host,
                 "--port",
                 str(args.mlflow_port),
+                "--workers",  # one local user: MLflow's default 4 take minutes to start on 2 cores
+                "1",
             ]
         ),
     ]
@@ -478,6 +496,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", help="results CSV (default: <results>/evaluate-<dataset>-<protocol>.csv)"
+    )
+    p = add(
+        "predict",
+        cmd_predict,
+        "map a whole scene with a trained downstream model (sliding windows) to a GeoTIFF",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="trained model folder written by `spectralearth evaluate` (under "
+        "<results>/heads/), or a folder name there",
+    )
+    p.add_argument(
+        "--scene",
+        required=True,
+        help="L2A product folder or .zip, generic image, or a product name in the archive",
+    )
+    p.add_argument("--out", required=True, metavar="MAP.tif", help="output GeoTIFF (uint8)")
+    p.add_argument("--tile", type=int, help="tile size in px (default: the model's patch size)")
+    p.add_argument("--overlap", type=int, help="tile overlap in px (default: a quarter tile)")
+    p.add_argument(
+        "--mask",
+        nargs="*",
+        metavar="QL_LAYER",
+        help="QL layers masked besides nodata" + shown(d and list(d.predict.mask_layers)),
     )
     p = add(
         "build-datasets",

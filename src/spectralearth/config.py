@@ -32,6 +32,11 @@ def _from_dict(cls: type, values: dict[str, Any], where: str):
     return cls(**values)
 
 
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """YAML lists as tuples (settings are frozen and hashable)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 @dataclass(frozen=True)
 class SynthSettings:
     scenes: int
@@ -90,6 +95,19 @@ class EvaluateSettings:
     batch_size: int
     lr: float
     seed: int
+    # Optional (defaults keep older params files loading):
+    seeds: tuple[int, ...] = ()  # several seeds: the results table shows mean and std
+    baselines: tuple[str, ...] = ("random_init",)  # beside each checkpoint (also random_forest)
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Scene maps (``spectralearth predict``); every key optional."""
+
+    tile: int | None = None  # px; None = the patch size the model was trained on
+    overlap: int | None = None  # px; None = a quarter tile
+    mask_layers: tuple[str, ...] = ("QL_QUALITY_CLOUD",)  # QL layers masked besides nodata
+    model: str | None = None  # trained model for the scene_maps asset; None = the default
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,7 @@ class Settings:
     pretrain: PretrainSettings
     evaluate: EvaluateSettings
     mlflow: MlflowSettings
+    predict: PredictSettings = field(default_factory=PredictSettings)
     raw: dict = field(repr=False, default_factory=dict)
 
 
@@ -237,7 +256,8 @@ def load_settings(
         synth=_from_dict(SynthSettings, section("synth"), "synth"),
         curate=_from_dict(CurateSettings, section("curate"), "curate"),
         pretrain=_from_dict(PretrainSettings, pre_values, f"pretrain.profiles.{chosen}"),
-        evaluate=_from_dict(EvaluateSettings, section("evaluate"), "evaluate"),
+        evaluate=_from_dict(EvaluateSettings, _tuples(section("evaluate")), "evaluate"),
         mlflow=_from_dict(MlflowSettings, section("mlflow"), "mlflow"),
+        predict=_from_dict(PredictSettings, _tuples(section("predict")), "predict"),
         raw=raw,
     )

@@ -250,44 +250,234 @@ def evaluate(
     out: Path | None = None,
     **options,
 ) -> pd.DataFrame:
-    """Pretrained vs random-init encoder on the downstream task; CSV + MLflow run.
+    """Without arguments (the pipeline stage): :func:`default_evaluations` (the checkpoint
+    and the baselines on the task), each through :func:`evaluate_one`, then
+    :func:`benchmark_results`; returns every finished evaluation's rows.
 
     With ``model``, ``dataset`` or ``options`` (``protocol``, ``baseline``, ``backbone``,
     ``label_fractions``, ``seeds``, ``first_n``, ``split_dir``, ``allow_band_mismatch``):
     one model (a checkpoint folder or file, a checkpoint name under the models folder, the
     MLflow registered model name, optionally ``@alias`` or ``/version``, or ``random``) on
     one dataset (registered name or folder) under one protocol, written to ``out`` (default
-    ``<results>/evaluate-<dataset>-<protocol>.csv``); see ``downstream.run.evaluate_model``.
+    ``<results>/evaluate-<dataset>-<protocol>.csv``), the trained model to
+    ``<results>/heads/<model>-<dataset>-<protocol>/``; see ``downstream.run.evaluate_model``.
     """
-    from spectralearth import tracking
-    from spectralearth.downstream.run import evaluate_checkpoint, write_evaluations
+    from spectralearth.downstream.run import write_evaluations
 
     paths = settings.paths
     if model is not None or dataset is not None or options:
         from spectralearth.downstream.run import evaluate_model
 
         options.setdefault("backbone", settings.pretrain.backbone)
+        resolved = resolve_model(settings, model)
+        name = Path(str(dataset or settings.evaluate.task)).name
+        kind = options.get("baseline") or options.get("protocol") or settings.evaluate.protocol
+        if not options.get("baseline"):
+            who = RANDOM_INIT if resolved == "random" else Path(resolved).name
+            who = who[: -len(".safetensors")] if who.endswith(".safetensors") else who
+            if who == "model":
+                who = Path(resolved).parent.name
+            options.setdefault("save_model_dir", paths.results / "heads" / f"{who}-{name}-{kind}")
         rows = evaluate_model(
-            resolve_model(settings, model),
+            resolved,
             dataset or settings.evaluate.task,
             settings.evaluate,
             downstream_dir=paths.downstream,
             **options,
         )
-        name = Path(str(dataset or settings.evaluate.task)).name
-        kind = options.get("baseline") or options.get("protocol") or settings.evaluate.protocol
         write_evaluations(rows, out or paths.results / f"evaluate-{name}-{kind}.csv")
         return rows
-    ckpt = checkpoint_dir(settings)
-    stats = json.loads(paths.stats.read_text())
-    rows = evaluate_checkpoint(
-        ckpt, paths.downstream / settings.evaluate.task, stats, settings.evaluate
+    for checkpoint, name, protocol in default_evaluations(settings):
+        evaluate_one(settings, checkpoint, name, protocol)
+    return benchmark_results(settings)["rows"]
+
+
+RANDOM_INIT = "random_init"
+RANDOM_FOREST = "random_forest"
+RF_PROTOCOL = "frozen"  # the random forest has no protocol: it runs under this key only
+
+
+def default_evaluations(settings: Settings) -> list[tuple[str, str, str]]:
+    """(checkpoint, dataset, protocol) run by `make run` and `spectralearth evaluate`: the
+    pipeline's checkpoint and the baselines on the task under the default protocol."""
+    e = settings.evaluate
+    models = [checkpoint_dir(settings).name, *e.baselines]
+    return [(m, e.task, RF_PROTOCOL if m == RANDOM_FOREST else e.protocol) for m in models]
+
+
+def evaluation_paths(settings: Settings, checkpoint: str, dataset: str, protocol: str) -> dict:
+    """Where one evaluation's rows, trained model and figures go."""
+    r = settings.paths.results
+    stem = f"{checkpoint}-{Path(dataset).name}-{protocol}"
+    return {
+        "csv": r / "evaluations" / checkpoint / Path(dataset).name / f"{protocol}.csv",
+        "model": r / "heads" / stem,
+        "confusion": r / "figures" / f"{stem}-confusion.png",
+        "per_class": r / "figures" / f"{stem}-per-class.png",
+    }
+
+
+def evaluate_one(settings: Settings, checkpoint: str, dataset: str, protocol: str) -> dict:
+    """One evaluation: ``checkpoint`` (a folder under the models folder, or the baselines
+    ``random_init`` / ``random_forest``) on ``dataset`` under ``protocol``, with the seeds of
+    ``evaluate.seeds`` (else ``evaluate.seed``). Writes the rows, the trained model (for
+    `spectralearth predict`), a confusion matrix and per-class scores as PNGs, and an MLflow
+    run with the metrics and those files as artifacts. Returns their paths and the rows."""
+    from spectralearth import tracking
+    from spectralearth.downstream.run import RANDOM, evaluate_model, write_evaluations
+
+    paths, e = settings.paths, settings.evaluate
+    out = evaluation_paths(settings, checkpoint, dataset, protocol)
+    baseline, parent = None, None
+    if checkpoint == RANDOM_FOREST:
+        if protocol != RF_PROTOCOL:
+            raise ValueError(f"{RANDOM_FOREST} has no protocol: run it under {RF_PROTOCOL!r}")
+        model, baseline = RANDOM, "rf"
+    elif checkpoint == RANDOM_INIT:
+        model = RANDOM
+    else:
+        model = resolve_model(settings, checkpoint)
+        run_json = Path(model) / "run.json"
+        if run_json.is_file():
+            parent = json.loads(run_json.read_text()).get("mlflow_run_id")
+    rows = evaluate_model(
+        model,
+        dataset,
+        e,
+        None if baseline else protocol,
+        baseline=baseline,
+        backbone=settings.pretrain.backbone,
+        seeds=e.seeds or None,
+        downstream_dir=paths.downstream,
+        save_model_dir=None if baseline else out["model"],
     )
-    csv = paths.results / "evaluations.csv"
-    write_evaluations(rows, csv)
-    run_json = json.loads((ckpt / "run.json").read_text())
-    tracking.log_evaluation(paths, settings.mlflow, rows, run_json.get("mlflow_run_id"), csv)
-    return rows
+    write_evaluations(rows, out["csv"])
+    figures = _evaluation_figures(rows, out, f"{checkpoint} / {Path(dataset).name} / {protocol}")
+    artifacts = [out["csv"], *figures.values()]
+    if (out["model"] / "head.json").is_file():
+        artifacts.append(out["model"] / "head.json")
+    run_id = tracking.log_evaluation(
+        paths,
+        settings.mlflow,
+        rows[rows["split"] == "test"],
+        parent,
+        out["csv"],
+        run_name=f"evaluate-{checkpoint}-{Path(dataset).name}-{protocol}",
+        tags={"checkpoint": checkpoint, "dataset": Path(dataset).name, "protocol": protocol},
+        artifacts=[p for p in artifacts if p != out["csv"]],
+    )
+    return {
+        "rows": rows,
+        "csv": out["csv"],
+        "model": out["model"] if baseline is None else None,
+        "figures": figures,
+        "run_id": run_id,
+    }
+
+
+def _evaluation_figures(rows: pd.DataFrame, out: dict, title: str) -> dict[str, Path]:
+    """Confusion matrix (summed over seeds) and per-class IoU or F1 (mean over seeds) at the
+    largest label fraction."""
+    import numpy as np
+
+    from spectralearth.plots import confusion_matrix_plot, per_class_bars
+
+    details = rows.attrs.get("details") or {}
+    if not details:
+        return {}
+    top = max(k[2] for k in details)
+    results = [r for k, r in details.items() if k[2] == top]
+    classes = list(rows.attrs.get("classes") or [])
+    figures = {}
+    if all("confusion_matrix" in r for r in results):
+        cm = np.sum([np.asarray(r["confusion_matrix"]) for r in results], axis=0)
+        figures["confusion"] = confusion_matrix_plot(cm, classes, out["confusion"], title)
+    key = "per_class_iou" if all("per_class_iou" in r for r in results) else "per_class_f1"
+    if all(key in r for r in results):
+        scores = np.nanmean([np.asarray(r[key], dtype=float) for r in results], axis=0)
+        ylabel = "IoU" if key == "per_class_iou" else "F1"
+        figures["per_class"] = per_class_bars(
+            {"test": scores.tolist()}, classes, out["per_class"], title, ylabel
+        )
+    return figures
+
+
+def benchmark_results(settings: Settings) -> dict:
+    """Gather every finished evaluation (``<results>/evaluations/*/*/*.csv``) into
+    ``evaluations.csv`` (all rows), ``benchmark.csv`` (mean/std over seeds, wall time and
+    peak memory per protocol) and ``report.md`` (baselines side by side)."""
+    from spectralearth.downstream.report import report_markdown, summarize
+    from spectralearth.downstream.run import EVALUATION_COLUMNS, write_evaluations
+    from spectralearth.io import atomic_path, atomic_write_text
+
+    r = settings.paths.results
+    files = sorted((r / "evaluations").glob("*/*/*.csv"))
+    frames = [pd.read_csv(f) for f in files]
+    rows = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(EVALUATION_COLUMNS))
+    )
+    write_evaluations(rows, r / "evaluations.csv")
+    summary = summarize(rows)
+    with atomic_path(r / "benchmark.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    report = report_markdown(summary)
+    atomic_write_text(r / "report.md", report)
+    return {
+        "rows": rows,
+        "summary": summary,
+        "evaluations": len(files),
+        "csv": r / "benchmark.csv",
+        "report": r / "report.md",
+        "markdown": report,
+    }
+
+
+def default_model(settings: Settings) -> Path:
+    """The trained model scene maps use: ``predict.model``, else the pipeline checkpoint's
+    model on the task under the default protocol."""
+    if settings.predict.model:
+        return _model_folder(settings, settings.predict.model)
+    ckpt, task, protocol = default_evaluations(settings)[0]
+    return evaluation_paths(settings, ckpt, task, protocol)["model"]
+
+
+def _model_folder(settings: Settings, model: str) -> Path:
+    if Path(model).exists():
+        return Path(model)
+    if (settings.paths.results / "heads" / model).is_dir():
+        return settings.paths.results / "heads" / model
+    raise FileNotFoundError(
+        f"model {model!r}: not a folder, nor a trained model in {settings.paths.results / 'heads'}"
+    )
+
+
+def map_path(settings: Settings, scene: str) -> Path:
+    return settings.paths.data_dir / "maps" / f"{scene}.tif"
+
+
+def predict(
+    settings: Settings, model: str | None, scene: str | Path, out: Path | None = None
+) -> dict:
+    """Map ``scene`` (a path, or a scene name in the archive) with a trained model (a path,
+    a folder name under ``<results>/heads``, or None for :func:`default_model`)."""
+    from spectralearth.enmap.product import find_product_path
+    from spectralearth.predict import predict_scene
+
+    folder = _model_folder(settings, model) if model else default_model(settings)
+    path = Path(scene)
+    if not path.exists() and "/" not in str(scene):
+        path = find_product_path(settings.paths.archive, str(scene))
+    p = settings.predict
+    return predict_scene(
+        folder,
+        path,
+        out or map_path(settings, Path(scene).name),
+        tile=p.tile,
+        overlap=p.overlap,
+        mask_layers=p.mask_layers,
+    )
 
 
 def resolve_model(settings: Settings, model: str | None) -> str:
@@ -313,10 +503,11 @@ def resolve_model(settings: Settings, model: str | None) -> str:
 
 
 def results_table(settings: Settings) -> str:
-    """The short results table printed at the end of `make run` (read from the run's CSV)."""
+    """The results table printed at the end of `make run` (from the run's evaluations.csv):
+    baselines side by side, mean ± std over seeds where several ran."""
+    from spectralearth.downstream.report import results_markdown, summarize
+
     csv = settings.paths.results / "evaluations.csv"
     if not csv.exists():
         return "(no evaluation results yet)"
-    df = pd.read_csv(csv)
-    pivot = df.pivot_table(index=["dataset", "protocol", "model"], columns="metric", values="value")
-    return pivot.round(4).to_string()
+    return results_markdown(summarize(pd.read_csv(csv)))

@@ -373,3 +373,76 @@ def locations_map(index: pd.DataFrame, out_png: Path) -> Path:
     ax.legend(handles, [f"{k} date(s)" for k in range(1, int(dates.max()) + 1)], fontsize=8)
     ax.set_title(f"{len(first)} locations, {float((dates > 1).mean()):.0%} multitemporal")
     return _save(fig, out_png)
+
+
+# --- downstream evaluation figures ---------------------------------------------------------
+
+
+def confusion_matrix_plot(cm, classes: list[str], out_png: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (rows = truth), with the pixel counts' shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cm = np.asarray(cm, dtype=float)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(cm)
+    side = max(4.0, 0.45 * k + 2.0)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side), dpi=90)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    labels = [str(c) for c in classes][:k] + [str(i) for i in range(len(classes), k)]
+    ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if share[i, j] >= 0.005:
+                    ax.text(
+                        j,
+                        i,
+                        f"{share[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black",
+                    )
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    ax.set_title(title or "confusion matrix", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))
+
+
+def per_class_bars(
+    values: dict[str, list[float]],
+    classes: list[str],
+    out_png: Path,
+    title: str = "",
+    ylabel: str = "IoU",
+) -> Path:
+    """Grouped bars per class, one group member per entry of ``values`` (model -> scores)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    k = len(classes)
+    n = max(1, len(values))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * k * max(1, n / 2) + 2), 3.6), dpi=90)
+    x = np.arange(k)
+    for i, (name, scores) in enumerate(values.items()):
+        ax.bar(x + (i - (n - 1) / 2) * width, np.nan_to_num(scores[:k]), width, label=name)
+    ax.set_xticks(x, [str(c) for c in classes], rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(values) > 1:
+        ax.legend(fontsize=8)
+    ax.set_title(title or f"per-class {ylabel}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))

@@ -127,19 +127,37 @@ def fail_run(paths: Paths, settings: MlflowSettings, run_id: str) -> None:
 
 
 def log_evaluation(
-    paths: Paths, settings: MlflowSettings, rows, parent_run_id: str | None, csv_path: Path
+    paths: Paths,
+    settings: MlflowSettings,
+    rows,
+    parent_run_id: str | None,
+    csv_path: Path,
+    run_name: str = "downstream-evaluation",
+    tags: dict | None = None,
+    artifacts: list[Path] = (),
 ) -> str:
-    """One run per evaluation, metrics named <model>/<metric>, the CSV as an artifact."""
+    """One run per evaluation, metrics named <model>/<dataset>/<metric> (one step per row,
+    so several seeds make a history), the CSV and ``artifacts`` (figures, the trained
+    model's head.json) as artifacts."""
     import mlflow
 
     exp_id = configure(paths, settings)
     client = mlflow.MlflowClient()
-    tags = {"stage": "evaluate"}
+    tags = {"stage": "evaluate", **(tags or {})}
     if parent_run_id:
         tags["pretrain_run_id"] = parent_run_id
-    run = client.create_run(exp_id, run_name="downstream-evaluation", tags=tags)
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    steps: dict[str, int] = {}
     for r in rows.itertuples():
-        client.log_metric(run.info.run_id, f"{r.model}/{r.dataset}/{r.metric}", float(r.value))
+        key = f"{r.model}/{r.dataset}/{r.metric}"
+        steps[key] = steps.get(key, -1) + 1
+        client.log_metric(run.info.run_id, key, float(r.value), step=steps[key])
     client.log_artifact(run.info.run_id, str(csv_path))
+    for path in artifacts:
+        client.log_artifact(
+            run.info.run_id,
+            str(path),
+            artifact_path="figures" if str(path).endswith(".png") else None,
+        )
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -1,0 +1,118 @@
+"""The gathered results table: mean and std over seeds, baselines side by side, P6 costs;
+the evaluation partitions of the Dagster project."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from spectralearth.downstream.report import results_markdown, summarize
+from spectralearth.downstream.run import EVALUATION_COLUMNS, write_evaluations
+
+
+def _rows(model, protocol, values, seconds, dataset="synth_landcover", split="test"):
+    return [
+        {
+            "model": model,
+            "method": "moco" if model.startswith("moco") else "none",
+            "backbone": "spec_resnet18" if model != "random_forest" else "none",
+            "dataset": dataset,
+            "protocol": protocol,
+            "label_fraction": 1.0,
+            "split": split,
+            "seed": seed,
+            "metric": "overall_accuracy",
+            "value": v,
+            "seconds": seconds * (1 + 0.1 * seed),
+            "peak_mem_mb": 100.0 + seed,
+        }
+        for seed, v in enumerate(values)
+    ]
+
+
+@pytest.fixture
+def rows() -> pd.DataFrame:
+    return pd.DataFrame(
+        _rows("moco-spec_resnet18", "frozen", [0.8, 0.9, 0.85], 10.0)
+        + _rows("moco-spec_resnet18", "full", [0.9, 0.92, 0.94], 40.0)
+        + _rows("moco-spec_resnet18", "frozen", [0.1, 0.1, 0.1], 10.0, split="val")
+        + _rows("random_init", "frozen", [0.5, 0.6, 0.7], 10.0)
+        + _rows("random_forest", "rf", [0.7], 5.0),
+        columns=list(EVALUATION_COLUMNS),
+    )
+
+
+def test_summary_mean_std_over_seeds_and_time_ratio(rows):
+    s = summarize(rows).set_index(["model", "protocol"])
+    frozen = s.loc[("moco-spec_resnet18", "frozen")]
+    assert frozen["mean"] == pytest.approx(0.85)  # val rows left out
+    assert frozen["std"] == pytest.approx(0.05) and frozen["n_seeds"] == 3
+    full = s.loc[("moco-spec_resnet18", "full")]
+    assert full["seconds_vs_frozen"] == pytest.approx(4.0)
+    assert full["peak_mem_mb"] == 102.0
+    rf = s.loc[("random_forest", "rf")]
+    assert rf["n_seeds"] == 1 and pd.isna(rf["std"])
+
+
+def test_markdown_puts_baselines_last_side_by_side(rows):
+    md = results_markdown(summarize(rows))
+    header = md.splitlines()[0]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[3:] == [
+        "moco-spec_resnet18 (frozen)",
+        "moco-spec_resnet18 (full)",
+        "random_init (frozen)",
+        "random_forest",
+    ]
+    line = md.splitlines()[2]
+    assert "0.850 ± 0.050" in line and "0.600 ± 0.100" in line and "| 0.700 |" in line
+    assert "mean ± std over 3 seeds" in md
+
+
+def test_benchmark_results_gathers_every_partition(rows, tmp_path):
+    from spectralearth import pipeline
+    from spectralearth.config import load_settings
+    from tests.conftest import write_params
+
+    s = load_settings(write_params(tmp_path))
+    for (model, protocol), part in rows.groupby(["model", "protocol"]):
+        key = "frozen" if protocol == "rf" else protocol
+        write_evaluations(
+            part, s.paths.results / "evaluations" / model / "synth_landcover" / f"{key}.csv"
+        )
+    info = pipeline.benchmark_results(s)
+    assert info["evaluations"] == 4 and len(info["rows"]) == len(rows)
+    assert len(pd.read_csv(s.paths.results / "evaluations.csv")) == len(rows)
+    bench = pd.read_csv(s.paths.results / "benchmark.csv")
+    assert {"mean", "std", "n_seeds", "seconds", "peak_mem_mb", "seconds_vs_frozen"} <= set(bench)
+    report = (s.paths.results / "report.md").read_text()
+    assert "## Cost per protocol (P6)" in report and "| 4.00 |" in report
+    assert "random_forest" in pipeline.results_table(s)
+
+
+def test_default_evaluations_and_rf_key(tmp_path):
+    from spectralearth import pipeline
+    from spectralearth.config import load_settings
+    from tests.conftest import write_params
+
+    s = load_settings(
+        write_params(tmp_path, evaluate={"baselines": ["random_init", "random_forest"]})
+    )
+    assert pipeline.default_evaluations(s) == [
+        ("moco-spec_resnet18", "synth_landcover", "frozen"),
+        ("random_init", "synth_landcover", "frozen"),
+        ("random_forest", "synth_landcover", "frozen"),
+    ]
+    with pytest.raises(ValueError, match="has no protocol"):
+        pipeline.evaluate_one(s, "random_forest", "synth_landcover", "full")
+
+
+def test_dagster_evaluation_partitions_name_every_dataset_and_protocol():
+    from dagster_project.partitions import DATASETS, PROTOCOLS, split_evaluation_key
+    from spectralearth.downstream.datasets.potsdam import NAME as POTSDAM
+    from spectralearth.downstream.datasets.registry import PAPER_DATASETS
+    from spectralearth.downstream.protocols import PROTOCOLS as LIBRARY_PROTOCOLS
+
+    assert set(PAPER_DATASETS) | {POTSDAM, "synth_landcover"} == set(DATASETS)
+    assert PROTOCOLS == LIBRARY_PROTOCOLS
+    assert split_evaluation_key("enmap_cdl:first-n") == ("enmap_cdl", "first-n")
