@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from spectralearth.patches.store import (
 )
 
 STAGING_DIR = ".staging"
+WRITE_THREADS = 2  # patch GeoTIFF writers beside the main thread
 # Filter order: a window rejected for several reasons is counted under the first one.
 FILTERS = (
     ("nodata", "nodata_frac", "max_nodata_frac"),
@@ -158,44 +160,55 @@ def curate_scene(
         "datetime": product.meta.start_time.isoformat(),
     }
     rows = []
-    for shard_index, (cell, raw, fracs) in enumerate(kept):
-        window = Window(cell.col_off, cell.row_off, p, p)
-        write_patch(
-            staging / f"{shard_index:05d}.tif",
-            raw,
-            crs=crs,
-            transform=rasterio.windows.transform(window, transform),
-            wavelengths=view_wl,
-            tags={**tags, "location_key": cell.key},
-        )
-        footprint = box(*rasterio.windows.bounds(window, transform))
-        rows.append(
-            {
-                "location_key": cell.key,
-                "scene_id": scene_id,
-                "product": product.name,
-                "datetime": pd.Timestamp(product.meta.start_time),
-                "crs": f"EPSG:{epsg}",
-                "row_off": cell.row_off,
-                "col_off": cell.col_off,
-                "patch_size": p,
-                "shard": shard,
-                "shard_index": shard_index,
-                "valid_frac": 1.0 - fracs["nodata_frac"],
-                **fracs,
-                "n_bands": int(raw.shape[0]),
-                "band_means": raw.reshape(raw.shape[0], -1)
-                .mean(axis=1)
-                .astype(np.float32)
-                .tolist(),
-                "mean_reflectance": float(raw.mean()),
-                "geometry_native": footprint.wkt,
-                "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),
-            }
-        )
-    # the scene's training shard, written from the arrays in hand (no re-read of the patches):
-    # a new scene adds one shard file and touches no other
-    write_scene_shard(patches_root / "shards" / shard, [raw for _, raw, _ in kept])
+    # GeoTIFF writes run on a small thread pool (GDAL releases the GIL) while this thread
+    # computes the index rows and streams the shard
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        writes = [
+            pool.submit(
+                write_patch,
+                staging / f"{shard_index:05d}.tif",
+                raw,
+                crs=crs,
+                transform=rasterio.windows.transform(
+                    Window(cell.col_off, cell.row_off, p, p), transform
+                ),
+                wavelengths=view_wl,
+                tags={**tags, "location_key": cell.key},
+            )
+            for shard_index, (cell, raw, _) in enumerate(kept)
+        ]
+        for shard_index, (cell, raw, fracs) in enumerate(kept):
+            footprint = box(
+                *rasterio.windows.bounds(Window(cell.col_off, cell.row_off, p, p), transform)
+            )
+            # integer sums: exact, and several times faster than a float mean of a strided view
+            sums = raw.sum(axis=(1, 2), dtype=np.int64)
+            rows.append(
+                {
+                    "location_key": cell.key,
+                    "scene_id": scene_id,
+                    "product": product.name,
+                    "datetime": pd.Timestamp(product.meta.start_time),
+                    "crs": f"EPSG:{epsg}",
+                    "row_off": cell.row_off,
+                    "col_off": cell.col_off,
+                    "patch_size": p,
+                    "shard": shard,
+                    "shard_index": shard_index,
+                    "valid_frac": 1.0 - fracs["nodata_frac"],
+                    **fracs,
+                    "n_bands": int(raw.shape[0]),
+                    "band_means": (sums / (p * p)).astype(np.float32).tolist(),
+                    "mean_reflectance": float(sums.sum() / raw.size),
+                    "geometry_native": footprint.wkt,
+                    "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),
+                }
+            )
+        # the scene's training shard, written from the arrays in hand (no re-read of the
+        # patches): a new scene adds one shard file and touches no other
+        write_scene_shard(patches_root / "shards" / shard, [raw for _, raw, _ in kept])
+        for w in writes:
+            w.result()  # re-raise a failed write here
     flush_to_disk()  # staged patches and shard durable before they are renamed into place
 
     with registry.lock():

@@ -167,7 +167,7 @@ def write_scene_shard(path: Path, arrays: list[np.ndarray]) -> None:
         with open(tmp, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, header)
             for a in arrays:  # streamed: no stacked copy of the whole scene
-                fh.write(np.ascontiguousarray(a, dtype=np.int16).tobytes())
+                fh.write(np.ascontiguousarray(a, dtype=np.int16).data)  # one copy at most
 
 
 def build_shards(patches_root: str | Path) -> pd.DataFrame:
