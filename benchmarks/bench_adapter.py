@@ -1,0 +1,72 @@
+"""P3: cost of the spectral adapter in a Spec-ViT-S/4 training step.
+
+The same ViT-S/4 (128 px, 1,024 tokens) trained one step (forward, backward, AdamW) on
+202-band patches through the spectral adapter, and fed 128 channels directly (no adapter).
+Steps alternate between the two so that load on the machine hits both alike; prints the
+median step time of each and the ratio adapter / direct (goal <= 1.10x).
+
+    python benchmarks/bench_adapter.py [--batch 2] [--size 128] [--steps 4] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from spectralearth.models.vit import ViTEncoder
+
+BANDS = 202
+
+
+def step_fn(model: torch.nn.Module, x: torch.Tensor):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        model(x).float().pow(2).mean().backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b, s = args.batch, args.size
+    with_adapter = ViTEncoder(size="small", in_chans=BANDS)
+    direct = ViTEncoder(size="small", in_chans=128, spectral_adapter=False)
+    n_adapter = sum(p.numel() for p in with_adapter.spectral_adapter.parameters())
+    steps = {
+        "adapter": step_fn(with_adapter.train(), torch.randn(b, BANDS, s, s)),
+        "direct": step_fn(direct.train(), torch.randn(b, 128, s, s)),
+    }
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for fn in steps.values():
+        fn()  # warm-up (allocations, AdamW state)
+    for _ in range(args.steps):
+        for name, fn in steps.items():
+            times[name].append(fn())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"Spec-ViT-S/4, batch {b} x {s} px ({(s // 4) ** 2} tokens), {args.steps} steps each, "
+        f"{torch.get_num_threads()} threads; adapter {n_adapter:,} parameters"
+    )
+    for k in steps:
+        print(f"{k:8s} median step {med[k]:.3f} s  ({b / med[k]:.2f} patches/s)")
+    print(f"ratio adapter/direct: {med['adapter'] / med['direct']:.2f}x (goal <= 1.10x)")
+
+
+if __name__ == "__main__":
+    main()
