@@ -273,3 +273,24 @@ def test_cli_pretrain_method_backbone_data_out(tmp_path, capsys):
     assert math.isfinite(run["final_loss"]) and run["mlflow_run_id"]
     assert load_pretrained(out).model_name == "spec_vit_tiny"
     assert "pretrain: mae spec_vit_tiny 2 steps" in capsys.readouterr().out
+
+    # MLflow: a version of spectralearth-<backbone>-<method> with the lineage tags
+    import mlflow
+
+    from spectralearth.config import load_settings
+    from spectralearth.tracking import configure
+
+    settings = load_settings(params)
+    configure(settings.paths, settings.mlflow)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(
+        "spectralearth-spec-vit-tiny-mae", "latest-pretrained"
+    )
+    assert version.run_id == run["mlflow_run_id"]
+    assert version.tags["data_version"].startswith("manifest:")  # fake shards: no index file
+    assert len(version.tags["git_commit"].split("+")[0]) == 40
+    assert version.tags["dagster_run_id"] == "none"  # not run from Dagster
+    assert (
+        client.get_run(run["mlflow_run_id"]).data.tags["git_commit"] == version.tags["git_commit"]
+    )
+    assert (out / "loss.png").is_file()

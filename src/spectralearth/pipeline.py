@@ -142,22 +142,29 @@ def pretrain(
     out: Path | None = None,
     stats_path: Path | None = None,
     resume: bool = False,
+    dagster_run_id: str | None = None,
 ) -> dict:
     """Self-supervised pretraining, tracked in MLflow and registered as a model version.
 
     ``out`` defaults to ``checkpoint_dir(settings)``; ``resume`` continues from its
-    ``checkpoints/last.ckpt``."""
+    ``checkpoints/last.ckpt``. The run and the model versions carry the data version (md5s
+    of the patch index and shard manifest), the git commit and, from Dagster, its run id."""
     from spectralearth import tracking
     from spectralearth.ssl.train import pretrain as _pretrain
 
     paths, p = settings.paths, settings.pretrain
     stats = json.loads((stats_path or paths.stats).read_text())
     out = out or checkpoint_dir(settings)
+    lineage = {
+        "data_version": tracking.data_version(patches_root or paths.patches),
+        "git_commit": tracking.git_commit(),
+        "dagster_run_id": dagster_run_id or "none",
+    }
     run_id = tracking.start_run(
         paths,
         settings.mlflow,
         run_name=f"pretrain-{p.method}-{p.backbone}",
-        tags={"stage": "pretrain", "profile": p.profile},
+        tags={"stage": "pretrain", "profile": p.profile, **lineage},
     )
     try:
         info = _pretrain(
@@ -173,8 +180,17 @@ def pretrain(
         raise
     # None settings mean "the method's default": the logger logged the value used (hparams)
     params = {k: v for k, v in vars(p).items() if v is not None}
+    from spectralearth.plots import loss_curve
+
+    loss_curve(info.get("loss_history") or [], out / "loss.png", title=f"{p.method} {p.backbone}")
     reg = tracking.finish_pretraining(
-        paths, settings.mlflow, run_id, params=params, run_info=info, checkpoint_dir=out
+        paths,
+        settings.mlflow,
+        run_id,
+        params=params,
+        run_info=info,
+        checkpoint_dir=out,
+        lineage=lineage,
     )
     run_json = out / "run.json"
     data = json.loads(run_json.read_text())

@@ -446,3 +446,27 @@ def per_class_bars(
     ax.set_title(title or f"per-class {ylabel}", fontsize=9)
     fig.tight_layout()
     return _save(fig, Path(out_png))
+
+
+def loss_curve(losses: list[float], out_png: Path, title: str = "") -> Path:
+    """Training loss per optimizer step, with a moving average when the run is long."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=90)
+    y = np.asarray(losses, dtype=float)
+    ax.plot(np.arange(1, len(y) + 1), y, lw=1, alpha=0.6, label="loss")
+    window = max(1, len(y) // 20)
+    if window > 1:
+        smooth = np.convolve(y, np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(window, len(y) + 1), smooth, lw=2, label=f"mean of {window}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "pretraining loss", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))

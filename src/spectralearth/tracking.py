@@ -48,6 +48,57 @@ def lightning_logger(paths: Paths, settings: MlflowSettings, run_id: str):
     )
 
 
+def architecture_model_name(backbone: str, method: str) -> str:
+    """The per-architecture registered model: ``spectralearth-<backbone>-<method>``."""
+    return f"spectralearth-{backbone}-{method}".replace("_", "-")
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD of the project's git checkout (``+dirty`` with uncommitted changes), or
+    ``unknown`` outside a checkout."""
+    import subprocess
+
+    repo = repo or Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def data_version(patches_root: Path) -> str:
+    """The data a checkpoint was trained on, as DVC hashes it: the md5 of the patch index
+    file plus that of the shard manifest (``index:<md5>,manifest:<md5>``)."""
+    import hashlib
+
+    parts = []
+    for label, path in (
+        ("index", Path(patches_root) / "index.parquet"),
+        ("manifest", Path(patches_root) / "shards" / "manifest.parquet"),
+    ):
+        if path.is_file():
+            parts.append(f"{label}:{hashlib.md5(path.read_bytes()).hexdigest()}")
+    return ",".join(parts) or "unknown"
+
+
+def _ensure_registered_model(client, name: str, description: str) -> None:
+    import mlflow
+
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=description)
+
+
 def finish_pretraining(
     paths: Paths,
     settings: MlflowSettings,
@@ -55,41 +106,54 @@ def finish_pretraining(
     params: dict,
     run_info: dict,
     checkpoint_dir: Path,
+    lineage: dict | None = None,
 ) -> dict:
-    """Log params, final metrics and the checkpoint; register it as a new model version."""
+    """Log params, final metrics and the checkpoint; register it as a new version of
+    ``spectralearth-<backbone>-<method>`` and of the umbrella ``settings.registered_model``
+    (alias ``latest-pretrained``: the newest encoder of any kind). ``lineage`` (data
+    version, Dagster run id, git commit) goes on the run and on both versions as tags."""
     import mlflow
 
     configure(paths, settings)
     client = mlflow.MlflowClient()
     for key, value in params.items():
         client.log_param(run_id, key, str(value))
-    for key in ("final_loss", "seconds"):
+    for key in ("final_loss", "seconds", "patches_per_second", "parameters"):
         if run_info.get(key) is not None:
             client.log_metric(run_id, key, float(run_info[key]))
     for name in ("model.safetensors", "run.json"):
         client.log_artifact(run_id, str(Path(checkpoint_dir) / name), artifact_path="checkpoint")
-    try:
-        client.get_registered_model(settings.registered_model)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(
-            settings.registered_model,
-            description="Spectral-adapter encoders pretrained by spectralearth (safetensors + run.json).",
-        )
+    loss_plot = Path(checkpoint_dir) / "loss.png"
+    if loss_plot.is_file():
+        client.log_artifact(run_id, str(loss_plot), artifact_path="figures")
+    tags = {
+        "method": str(run_info.get("method")),
+        "backbone": str(run_info.get("backbone")),
+        **{k: str(v) for k, v in (lineage or {}).items()},
+    }
+    for key, value in (lineage or {}).items():
+        client.set_tag(run_id, key, str(value))
     source = f"{client.get_run(run_id).info.artifact_uri}/checkpoint"
-    version = client.create_model_version(
-        settings.registered_model,
-        source=source,
-        run_id=run_id,
-        tags={"method": str(run_info.get("method")), "backbone": str(run_info.get("backbone"))},
-    )
-    client.set_registered_model_alias(
-        settings.registered_model, "latest-pretrained", version.version
-    )
+    arch_name = architecture_model_name(tags["backbone"], tags["method"])
+    versions = {}
+    for name, description in (
+        (arch_name, f"{tags['backbone']} pretrained with {tags['method']} by spectralearth."),
+        (
+            settings.registered_model,
+            "Spectral-adapter encoders pretrained by spectralearth (safetensors + run.json).",
+        ),
+    ):
+        _ensure_registered_model(client, name, description)
+        version = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+        client.set_registered_model_alias(name, "latest-pretrained", version.version)
+        versions[name] = int(version.version)
     client.set_terminated(run_id, "FINISHED")
     return {
         "run_id": run_id,
         "model_name": settings.registered_model,
-        "model_version": int(version.version),
+        "model_version": versions[settings.registered_model],
+        "architecture_model_name": arch_name,
+        "architecture_model_version": versions[arch_name],
     }
 
 
