@@ -314,6 +314,8 @@ def cmd_ui(args) -> int:
                 args.host,
                 "--port",
                 str(args.mlflow_port),
+                "--workers",  # one local user: MLflow's default 4 take minutes to start on 2 cores
+                "1",
             ]
         ),
     ]
