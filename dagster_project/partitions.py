@@ -1,5 +1,6 @@
-"""Partitions: one per EnMAP product (dynamic: the archive sensor adds new ones), and the
-downstream evaluations, checkpoint x "<dataset>:<protocol>".
+"""Partitions: one per EnMAP product (dynamic: the archive sensor adds new ones), the
+pretraining runs (method x backbone, static), and the downstream evaluations,
+checkpoint x "<dataset>:<protocol>".
 
 Dagster's multi-partitions take two dimensions, so dataset and protocol share one:
 ``evaluation`` keys are ``<dataset>:<protocol>``. ``checkpoint`` keys are dynamic: the
@@ -45,6 +46,28 @@ if _configured_task() not in (None, *DATASETS):
     DATASETS = (_configured_task(), *DATASETS)
 PROTOCOLS = ("frozen", "adapter", "first-n", "full")  # spectralearth.downstream.protocols
 BASELINES = ("random_init", "random_forest")  # spectralearth.pipeline.RANDOM_INIT / _FOREST
+
+
+# spectralearth.ssl.METHODS and the adapter backbones of spectralearth.models (spelt out so
+# loading the definitions does not import torch; a test keeps the lists equal)
+PRETRAIN_METHODS = ("moco", "dino", "mae")
+PRETRAIN_BACKBONES = (
+    "spec_resnet18",
+    "spec_resnet50",
+    "spec_vit_tiny",
+    "spec_vit_small",
+    "spec_vit_base",
+)
+pretrain_partitions = dg.MultiPartitionsDefinition(
+    {
+        "method": dg.StaticPartitionsDefinition(list(PRETRAIN_METHODS)),
+        "backbone": dg.StaticPartitionsDefinition(list(PRETRAIN_BACKBONES)),
+    }
+)
+
+
+def pretrain_partition(method: str, backbone: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"method": method, "backbone": backbone})
 
 
 def evaluation_key(dataset: str, protocol: str) -> str:

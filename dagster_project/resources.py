@@ -14,9 +14,11 @@ class SpectralearthSettings(dg.ConfigurableResource):
     data_dir: str | None = None
     pretrain_profile: str | None = None
 
-    def load(self) -> Settings:
+    def load(self, **overrides: dict) -> Settings:
+        """The settings; ``overrides`` maps a params section to keys to replace (e.g. a
+        partition's ``pretrain={"method": ..., "backbone": ...}``)."""
         import os
 
         if self.data_dir:
             os.environ["SPECTRALEARTH_DATA_DIR"] = self.data_dir
-        return load_settings(self.params_file, profile=self.pretrain_profile)
+        return load_settings(self.params_file, overrides=overrides, profile=self.pretrain_profile)

@@ -17,6 +17,7 @@ from dagster_project.definitions import defs
 from dagster_project.partitions import (
     checkpoints_partitions,
     evaluation_partition,
+    pretrain_partition,
     scenes_partitions,
 )
 from spectralearth import pipeline
@@ -77,10 +78,14 @@ def main() -> int:
         for k in unpartitioned
         if k not in after and k.to_user_string() != "scene_catalog"
     )
+    settings = load_settings()  # what the settings resource reads (params file, data dir)
+    # pretraining is partitioned by method x backbone: the params profile's pair runs here
+    pretrain_key = pretrain_partition(settings.pretrain.method, settings.pretrain.backbone)
     print("[dagster] " + " -> ".join(before), flush=True)
     _materialize(instance, before)
+    print(f"[dagster] pretrained_checkpoint {pretrain_key}", flush=True)
+    _materialize(instance, ["pretrained_checkpoint"], partition_key=pretrain_key)
     # one run per default evaluation (checkpoint x dataset:protocol)
-    settings = load_settings()  # what the settings resource reads (params file, data dir)
     evaluations = pipeline.default_evaluations(settings)
     known = set(instance.get_dynamic_partitions(checkpoints_partitions.name))
     if new := sorted({c for c, _, _ in evaluations} - known):

@@ -32,7 +32,11 @@ def downstream_dataset(settings: SpectralearthSettings) -> dg.MaterializeResult:
 @dg.asset(
     group_name="evaluate",
     partitions_def=evaluations_partitions,
-    deps=[pretrained_checkpoint, downstream_dataset],
+    # any pretraining partition may feed an evaluation (the checkpoint dimension names which)
+    deps=[
+        dg.AssetDep(pretrained_checkpoint, partition_mapping=dg.AllPartitionMapping()),
+        downstream_dataset,
+    ],
     description="One checkpoint (or baseline) on one dataset under one protocol: test metrics "
     "(mean over seeds), confusion matrix, per-class IoU, the trained model for scene maps.",
 )

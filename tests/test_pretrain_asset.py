@@ -1,0 +1,59 @@
+"""The Dagster pretraining asset: one partition per method x backbone, with its metadata
+(loss curve, throughput, parameter count, device) and the Dagster run id in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from tests.conftest import write_params
+from tests.test_pretrain import make_shards
+
+
+def test_partition_lists_match_the_library_registries():
+    from dagster_project.partitions import PRETRAIN_BACKBONES, PRETRAIN_METHODS
+    from spectralearth.models import list_models
+    from spectralearth.ssl import list_methods
+
+    assert sorted(PRETRAIN_METHODS) == list_methods()
+    assert set(PRETRAIN_BACKBONES) == {m for m in list_models() if m.startswith("spec_")}
+
+
+def test_a_method_x_backbone_partition_trains_registers_and_reports(tmp_path, monkeypatch):
+    import mlflow
+
+    from dagster_project.assets.pretrain import pretrained_checkpoint
+    from dagster_project.partitions import pretrain_partition
+    from dagster_project.resources import SpectralearthSettings
+    from spectralearth.config import load_settings
+    from spectralearth.tracking import configure
+
+    params = write_params(tmp_path / "project")
+    monkeypatch.delenv("SPECTRALEARTH_DATA_DIR", raising=False)
+    settings = load_settings(params)
+    shards_dir, stats, _, _ = make_shards(tmp_path / "fake")
+    settings.paths.patches.mkdir(parents=True)
+    shards_dir.rename(settings.paths.patches / "shards")
+    settings.paths.stats.parent.mkdir(parents=True, exist_ok=True)
+    settings.paths.stats.write_text(json.dumps(stats))
+
+    key = pretrain_partition("dino", "spec_resnet18")
+    with dg.instance_for_test() as instance:
+        res = dg.materialize(
+            [pretrained_checkpoint],
+            instance=instance,
+            resources={"settings": SpectralearthSettings(params_file=str(params))},
+            partition_key=key,
+        )
+        assert res.success
+        meta = res.asset_materializations_for_node("pretrained_checkpoint")[0].metadata
+    assert meta["method"].value == "dino" and meta["backbone"].value == "spec_resnet18"
+    assert meta["parameters"].value > 0 and meta["patches_per_second"].value > 0
+    assert meta["device"].value == "cpu"
+    assert "data:image/png;base64," in meta["loss_curve"].value
+    configure(settings.paths, settings.mlflow)
+    version = mlflow.MlflowClient().get_model_version_by_alias(
+        "spectralearth-spec-resnet18-dino", "latest-pretrained"
+    )
+    assert version.tags["dagster_run_id"] == res.run_id
