@@ -163,3 +163,28 @@ def test_load_pretrained_round_trip(tmp_path, name):
 def test_load_pretrained_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_pretrained(tmp_path)
+
+
+def test_load_pretrained_names_missing_and_unexpected_keys(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = create_model("spec_resnet18", in_chans=150)
+    _save_run(tmp_path / "run", model, "spec_resnet18", 150)
+    weights = tmp_path / "run" / "model.safetensors"
+    state = load_file(str(weights))
+    dropped = sorted(state)[0]
+    state.pop(dropped)
+    state["head.extra.weight"] = torch.zeros(3)
+    save_file(state, str(weights))
+    with pytest.raises(
+        ValueError, match="1 missing keys: .*1 unexpected keys: head.extra.weight"
+    ) as e:
+        load_pretrained(tmp_path / "run")
+    assert dropped in str(e.value)
+
+
+def test_load_pretrained_refuses_another_architecture(tmp_path):
+    vit = create_model("spec_vit_tiny", in_chans=150)
+    _save_run(tmp_path / "run", vit, "spec_resnet18", 150)  # run.json claims a ResNet
+    with pytest.raises(ValueError, match="does not fit spec_resnet18 .*another architecture"):
+        load_pretrained(tmp_path / "run")

@@ -67,7 +67,33 @@ def load_pretrained(path: str | os.PathLike) -> nn.Module:
             raise FileNotFoundError(f"not a pretrained model folder: {f} is missing")
     run = json.loads(run_file.read_text())
     model = create_model(run["backbone"], in_chans=int(run.get("in_chans", 202)))
-    model.load_state_dict(load_file(str(weights_file)), strict=True)
+    state = load_file(str(weights_file))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        problems = [
+            f"{len(keys)} {what}: {few(keys)}"
+            for what, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("keys with another shape", mismatched),
+            )
+            if keys
+        ]
+        raise ValueError(
+            f"{weights_file} does not fit {run['backbone']} with {run.get('in_chans', 202)} "
+            f"bands (as run.json says): " + "; ".join(problems) + ". Is it a checkpoint of "
+            "another architecture, or a run.json from another run?"
+        )
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 
