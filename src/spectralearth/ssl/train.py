@@ -89,10 +89,29 @@ def _atomic_checkpoint_io():
         while saving leaves the previous ``last.ckpt`` whole."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-            with atomic_path(path) as tmp:
-                super().save_checkpoint(checkpoint, tmp, storage_options)
+            try:
+                with atomic_path(path) as tmp:
+                    super().save_checkpoint(checkpoint, tmp, storage_options)
+            except OSError as exc:
+                kept = Path(path)
+                step = checkpoint.get("global_step", "?")
+                raise CheckpointWriteError(
+                    f"could not write the checkpoint of step {step} to {kept}: "
+                    f"{exc.strerror or exc}. "
+                    + (
+                        f"The last good checkpoint {kept} is kept; "
+                        if kept.is_file()
+                        else "No earlier checkpoint exists; "
+                    )
+                    + "free space or fix permissions, then rerun with --resume."
+                ) from exc
 
     return AtomicCheckpointIO()
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, read-only target...): the run stops,
+    and the previous checkpoint, written atomically, is left whole."""
 
 
 def last_checkpoint(out_dir: Path) -> Path | None:
