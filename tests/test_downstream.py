@@ -362,3 +362,25 @@ def test_evaluate_checkpoint_rows(dataset_dir, fake_inputs, tmp_path):
     out = write_evaluations(df, tmp_path / "results" / "evaluations.csv")
     back = pd.read_csv(out)
     assert list(back.columns) == list(EVALUATION_COLUMNS) and len(back) == 4
+
+
+def test_class_mean_spectra_average_each_class_s_pixels(dataset_dir):
+    from spectralearth.downstream.datasets.synth_landcover import class_mean_spectra
+
+    means, wavelengths = class_mean_spectra(dataset_dir)
+    classes = json.loads((dataset_dir / "classes.json").read_text())
+    assert set(means) <= set(classes.values()) and means
+    name = (dataset_dir / "splits" / "train.txt").read_text().split()[0]
+    with (
+        rasterio.open(dataset_dir / "enmap" / name) as img,
+        rasterio.open(dataset_dir / "landcover" / name) as lab,
+    ):
+        assert len(wavelengths) == img.count
+        data, mask = img.read().astype(float), lab.read(1)
+    assert all(len(v) == len(wavelengths) for v in means.values())
+    # one patch alone: its class means must equal the pixel means (single-patch call)
+    single, _ = class_mean_spectra(dataset_dir, max_patches=1)
+    for cls in np.unique(mask):
+        if str(int(cls)) in classes:
+            expected = data[:, mask == cls].mean(axis=1)
+            np.testing.assert_allclose(single[classes[str(int(cls))]], expected)

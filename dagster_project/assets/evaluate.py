@@ -1,6 +1,8 @@
 """Evaluate: the downstream dataset, one evaluation per checkpoint x dataset x protocol, the
 gathered results table, and class maps of the scenes."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from dagster_project.assets.curate import patch_index
@@ -15,6 +17,7 @@ from dagster_project.partitions import (
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
 from spectralearth.enmap.product import find_product_path
+from spectralearth.plots import class_map_png
 
 
 @dg.asset(
@@ -26,6 +29,10 @@ def downstream_dataset(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
     info = pipeline.downstream_dataset(s)
     flat = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+    if info.get("class_spectra_png"):
+        flat["class_spectra"] = dg.MetadataValue.md(
+            png_markdown(info["class_spectra_png"], "mean spectrum per class")
+        )
     return dg.MaterializeResult(metadata=flat)
 
 
@@ -106,9 +113,11 @@ def scene_maps(
     product = find_product_path(s.paths.archive, context.partition_key)
     info = pipeline.predict(s, None, product, pipeline.map_path(s, context.partition_key))
     total = info["height"] * info["width"]
+    quicklook = class_map_png(info["out"], Path(info["out"]).with_suffix(".png"))
     return dg.MaterializeResult(
         metadata={
             "map": dg.MetadataValue.path(info["out"]),
+            "quicklook": dg.MetadataValue.md(png_markdown(quicklook, "class map")),
             "model": str(pipeline.default_model(s)),
             "tiles": info["tiles"],
             "masked_share": info["masked_pixels"] / total,

@@ -202,15 +202,21 @@ def pretrain(
 
 
 def downstream_dataset(settings: Settings, patches_root: Path | None = None) -> dict:
-    from spectralearth.downstream.datasets.synth_landcover import build_synth_landcover
+    from spectralearth.downstream.datasets.synth_landcover import (
+        build_synth_landcover,
+        class_mean_spectra,
+    )
+    from spectralearth.plots import class_spectra
 
     root = patches_root or settings.paths.patches
-    return build_synth_landcover(
-        root / "index.parquet",
-        root,
-        settings.paths.labels,
-        settings.paths.downstream / settings.evaluate.task,
-    )
+    out = settings.paths.downstream / settings.evaluate.task
+    info = build_synth_landcover(root / "index.parquet", root, settings.paths.labels, out)
+    if info["patches"].get("train"):
+        means, wavelengths = class_mean_spectra(out)
+        info["class_spectra_png"] = str(
+            class_spectra(means, wavelengths, out / "class_spectra.png", f"{out.name}: train")
+        )
+    return info
 
 
 def build_downstream(

@@ -470,3 +470,62 @@ def loss_curve(losses: list[float], out_png: Path, title: str = "") -> Path:
     ax.set_title(title or "pretraining loss", fontsize=9)
     fig.tight_layout()
     return _save(fig, Path(out_png))
+
+
+def class_spectra(
+    means: dict[str, list[float]], wavelengths, out_png: Path, title: str = ""
+) -> Path:
+    """Mean reflectance spectrum per class, the removed water-vapour ranges shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from spectralearth.bands import WATER_VAPOUR_RANGES_NM, in_water_vapour
+
+    wl = np.asarray(wavelengths, dtype=float)
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), dpi=90)
+    for lo, hi in WATER_VAPOUR_RANGES_NM:
+        ax.axvspan(
+            lo, hi, color="0.85", zorder=0, label="removed (water vapour)" if lo < 1500 else None
+        )
+    for name, spectrum in means.items():
+        y = np.asarray(spectrum, dtype=float) / 10000.0
+        y = np.where(in_water_vapour(wl), np.nan, y)  # no line across the removed ranges
+        ax.plot(wl, y, lw=1.2, label=str(name))
+    ax.set_xlabel("wavelength (nm)")
+    ax.set_ylabel("reflectance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title or "mean spectrum per class", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))
+
+
+def class_map_png(map_tif: Path, out_png: Path, max_size: int = 600) -> Path:
+    """A quicklook of a uint8 class map GeoTIFF in its own colour table (255 = masked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(map_tif) as src:
+        step = max(1, math.ceil(max(src.width, src.height) / max_size))
+        data = src.read(1, out_shape=(math.ceil(src.height / step), math.ceil(src.width / step)))
+        try:
+            cmap = src.colormap(1)
+        except ValueError:
+            cmap = {}
+    rgb = np.full((*data.shape, 3), 255, dtype=np.uint8)
+    for value in np.unique(data):
+        colour = cmap.get(int(value), (128, 128, 128, 255))[:3]
+        rgb[data == value] = colour if value != 255 else (255, 255, 255)
+    fig, ax = plt.subplots(figsize=(5, 5 * data.shape[0] / max(1, data.shape[1])), dpi=90)
+    ax.imshow(rgb, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(Path(map_tif).stem[:60], fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))

@@ -296,3 +296,42 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"{name}: label values must lie in 0..255")
         image = (image - self.mean) / self.std
         return image, self._lut[mask]
+
+
+def class_mean_spectra(
+    root: str | os.PathLike, split: str = "train", max_patches: int = 64
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Mean raw spectrum (reflectance x 10000) of each class over up to ``max_patches``
+    patches of a split, and the bands' centre wavelengths (from the patches' tags)."""
+    root = Path(root)
+    names = [
+        ln.strip() for ln in (root / "splits" / f"{split}.txt").read_text().splitlines() if ln
+    ][:max_patches]
+    classes = json.loads((root / "classes.json").read_text())
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    wavelengths: list[float] = []
+    for name in names:
+        with rasterio.open(root / SENSOR_DIR / name) as src:
+            image = src.read().astype(np.float64)
+            if not wavelengths:
+                tagged = src.tags().get("wavelengths")
+                if tagged:
+                    wavelengths = [float(w) for w in tagged.split(",")]
+                else:  # untagged patches: the nominal 202-band view
+                    from spectralearth.bands import view_wavelengths
+
+                    nominal = view_wavelengths()
+                    if src.count != len(nominal):
+                        raise ValueError(f"{name}: no band wavelengths and {src.count} bands")
+                    wavelengths = [float(w) for w in nominal]
+        with rasterio.open(root / LABEL_DIR / name) as src:
+            mask = src.read(1)
+        for cls in np.unique(mask):
+            if str(int(cls)) not in classes:
+                continue
+            pixels = image[:, mask == cls]
+            sums[int(cls)] = sums.get(int(cls), 0) + pixels.sum(axis=1)
+            counts[int(cls)] = counts.get(int(cls), 0) + pixels.shape[1]
+    means = {classes[str(c)]: (sums[c] / counts[c]).tolist() for c in sorted(sums)}
+    return means, wavelengths
