@@ -64,12 +64,18 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 # Runs in a subprocess with the test's DAGSTER_HOME and params (run_pipeline's own
 # materialize, asset checks included): the catalogue registers the scene partitions, CURATED
 # of them are curated, then the other assets up to the pretraining (the params profile's
-# method x backbone where pretraining is partitioned). Once Dagster's
-# storage and the MLflow database exist it says so and the UI starts beside it: the two never
-# create the same SQLite tables at once.
+# method x backbone where pretraining is partitioned). Once Dagster's storage and the MLflow
+# database exist it says so and the UI starts beside it (the two never create the same SQLite
+# tables at once). Last it reports, as JSON, what the UIs should show: the defined assets, the
+# pretraining run and the registered models, read from the definitions and the MLflow store.
 MATERIALIZE = """
+import json
 import sys
+from pathlib import Path
+
 import dagster as dg
+import mlflow
+
 from dagster_project.definitions import defs
 from dagster_project.partitions import scenes_partitions
 from dagster_project.run_pipeline import _materialize
@@ -82,7 +88,8 @@ _materialize(instance, ["scene_catalog"])
 settings = load_settings()
 tracking.configure(settings.paths, settings.mlflow)
 print("@stores", flush=True)
-for key in sorted(instance.get_dynamic_partitions(scenes_partitions.name))[:curated]:
+scenes = sorted(instance.get_dynamic_partitions(scenes_partitions.name))
+for key in scenes[:curated]:
     _materialize(instance, ["curated_patches"], partition_key=key)
 partitioned = {
     k.to_user_string() for a in defs.assets if a.partitions_def is not None for k in a.keys
@@ -93,15 +100,34 @@ if "pretrained_checkpoint" in partitioned:  # one partition per method x backbon
 
     key = pretrain_partition(settings.pretrain.method, settings.pretrain.backbone)
     _materialize(instance, ["pretrained_checkpoint"], partition_key=key)
+
+run_json = json.loads(next(Path(settings.paths.data_dir, "models").glob("*/run.json")).read_text())
+client = mlflow.MlflowClient(settings.paths.mlflow_uri)
+run = client.get_run(run_json["mlflow_run_id"])
+facts = {
+    "assets": sorted(k.to_user_string() for a in defs.assets for k in a.keys),
+    "scenes": scenes,
+    "run": {
+        "id": run.info.run_id,
+        "name": run.info.run_name,
+        "experiment_id": run.info.experiment_id,
+        "metrics": run.data.metrics,
+    },
+    "model": settings.mlflow.registered_model,
+    "model_description": client.get_registered_model(settings.mlflow.registered_model).description,
+    "model_version": str(run_json["model_version"]),
+    "registered_models": sorted(m.name for m in client.search_registered_models()),
+}
+print("@facts " + json.dumps(facts), flush=True)
 """
 
 
 @dataclass
 class Served:
     root: Path  # the scratch project: params.yaml, data/
-    run: dict  # the pretraining's run.json
     dagster: str  # UI base URLs
     mlflow: str
+    facts: dict  # what the UIs should show (MATERIALIZE's report)
 
 
 def _free_port() -> int:
@@ -208,17 +234,20 @@ def served(browser_available, tiny_archive, tmp_path_factory):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            for _ in mat.stdout:  # drain (training progress) until it ends
-                pass
-            assert mat.wait(timeout=600) == 0, f"materialize failed:\n{mat_log.read_text()[-4000:]}"
-            served = Served(root, {}, f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{mport}")
+            facts = None
+            for line in mat.stdout:  # training progress, then the report
+                if line.startswith("@facts "):
+                    facts = json.loads(line.removeprefix("@facts "))
+            assert mat.wait(timeout=600) == 0 and facts, (
+                f"materialize failed:\n{mat_log.read_text()[-4000:]}"
+            )
+            served = Served(root, f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{mport}", facts)
             deadline = time.time() + 300
             try:
                 _wait_ok(served.mlflow + "/health", deadline, ui)
                 _wait_ok(served.dagster + "/server_info", deadline, ui)
             except AssertionError as e:
                 raise AssertionError(f"{e}\n{ui_log.read_text()[-4000:]}") from None
-            served.run = json.loads(next((root / "data" / "models").glob("*/run.json")).read_text())
             yield served
         finally:
             if ui is not None:
@@ -272,16 +301,10 @@ def page(browser, request):
     tab.close()
 
 
-def _defined_assets() -> list[str]:
-    from dagster_project.definitions import defs
-
-    return sorted(k.to_user_string() for a in defs.assets for k in a.keys)
-
-
 def test_dagster_asset_graph_shows_every_asset(page, served):
     from playwright.sync_api import expect
 
-    names = _defined_assets()
+    names = served.facts["assets"]
     # wide enough that the whole graph is drawn with full asset cards, not minimal boxes
     page.set_viewport_size({"width": 3000, "height": 1400})
     page.goto(served.dagster + "/asset-groups")
@@ -307,8 +330,8 @@ def test_dagster_asset_graph_shows_every_asset(page, served):
 def test_dagster_partitioned_asset_page_shows_partition_status(page, served):
     from playwright.sync_api import expect
 
-    archive = served.root / "data" / "archive"
-    keys = sorted(p.name for p in archive.iterdir() if p.is_dir())
+    keys = served.facts["scenes"]
+    assert len(keys) > CURATED, keys
     page.goto(served.dagster + "/assets/curated_patches?view=partitions")
     expect(page.get_by_text(f"{len(keys)} Partitions Selected")).to_be_visible()
     expect(page.get_by_text(f"Materialized ({CURATED})")).to_be_visible()
@@ -340,24 +363,11 @@ def test_dagster_metadata_plot_is_drawn(page, served):
     page.screenshot(path=SHOTS / "dagster-scene-catalog-coverage-map.png")
 
 
-def _mlflow_run(served):
-    """The pretraining run as the MLflow store has it (what the UI should show)."""
-    import mlflow
-
-    store = served.root / "data" / "mlflow" / "mlflow.db"
-    return mlflow.MlflowClient(f"sqlite:///{store}").get_run(served.run["mlflow_run_id"])
-
-
 def test_mlflow_shows_the_registered_model(page, served):
-    import mlflow
     from playwright.sync_api import expect
 
-    params = yaml.safe_load((served.root / "params.yaml").read_text())
-    name, version = params["mlflow"]["registered_model"], served.run["model_version"]
-    store = served.root / "data" / "mlflow" / "mlflow.db"
-    registered = [
-        m.name for m in mlflow.MlflowClient(f"sqlite:///{store}").search_registered_models()
-    ]
+    facts = served.facts
+    name, version, registered = facts["model"], facts["model_version"], facts["registered_models"]
     assert name in registered, registered
     page.goto(served.mlflow + "/#/models")
     for other in registered:  # every registered model is listed
@@ -369,19 +379,19 @@ def test_mlflow_shows_the_registered_model(page, served):
     expect(page).to_have_url(re.compile(f"/models/{re.escape(name)}$"))
     versions = page.get_by_role("row").filter(has_text=f"Version {version}")
     expect(versions.get_by_text("latest-pretrained")).to_be_visible()
-    expect(page.get_by_text("Spectral-adapter encoders pretrained")).to_be_visible()
+    if facts["model_description"]:
+        expect(page.get_by_text(facts["model_description"], exact=True)).to_be_visible()
     page.screenshot(path=SHOTS / "mlflow-registered-model.png")
 
 
 def test_mlflow_shows_a_runs_metrics(page, served):
     from playwright.sync_api import expect
 
-    mlrun = _mlflow_run(served)
-    exp, run_id = mlrun.info.experiment_id, mlrun.info.run_id
-    metrics = mlrun.data.metrics
+    run = served.facts["run"]
+    exp, run_id, metrics = run["experiment_id"], run["id"], run["metrics"]
     assert {"train_loss", "final_loss"} <= set(metrics), metrics
     page.goto(served.mlflow + f"/#/experiments/{exp}/runs/{run_id}")
-    expect(page.get_by_text(mlrun.info.run_name).first).to_be_visible()
+    expect(page.get_by_text(run["name"]).first).to_be_visible()
     expect(page.get_by_text(f"Metrics ({len(metrics)})")).to_be_visible()
     for key in ["train_loss", "final_loss"]:
         row = page.get_by_role("row").filter(has_text=key).first
@@ -389,7 +399,7 @@ def test_mlflow_shows_a_runs_metrics(page, served):
     page.screenshot(path=SHOTS / "mlflow-run-overview.png")
     # the per-step loss drawn as a chart: its legend names the run once the data is plotted
     page.get_by_role("tab", name="Model metrics").click()
-    legend = page.get_by_text(f"{mlrun.info.run_name} (train_loss)", exact=True)
+    legend = page.get_by_text(f"{run['name']} (train_loss)", exact=True)
     expect(legend).to_be_visible()
     expect(page.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached()
     page.screenshot(path=SHOTS / "mlflow-run-metrics.png")
