@@ -78,7 +78,10 @@ def curate_archive(
 
     root = patches_root or settings.paths.patches
     reports, failed = [], {}
-    for product in sorted(products):
+    from tqdm import tqdm
+
+    # a bar on an interactive terminal only (disable=None); the log lines stay
+    for product in tqdm(sorted(products), desc="curate", unit="scene", disable=None):
         try:
             res = curate_scene(settings, product, root)
             reports.append(res.as_metadata())

@@ -269,6 +269,11 @@ def evaluate_model(
 
     keep = (seeds[0], max(label_fractions)) if save_model_dir and baseline is None else None
     rows, details = [], {}
+    from tqdm import tqdm
+
+    # a bar on an interactive terminal only (disable=None): logs and CI stay clean
+    progress = tqdm(total=len(seeds) * len(label_fractions), desc=f"evaluate {source.name}",
+                    unit="run", disable=None, leave=False)  # fmt: skip
     for seed in seeds:
         run_settings = replace(settings, seed=seed)
         if baseline is None:
@@ -278,6 +283,7 @@ def evaluate_model(
         else:
             meta = {"model": "random_forest", "method": "none", "backbone": "none"}
         for fraction in label_fractions:
+            progress.update()
             train_ds = label_subset(train_full, fraction, seed)
             if baseline == "rf":
                 result = random_forest_baseline(
