@@ -239,12 +239,14 @@ class ShardBatchLoader:
         rank: int = 0,
         world_size: int = 1,
         replacement_to: int | None = None,
+        pin_memory: bool = False,
     ) -> None:
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.shuffle, self.drop_last = shuffle, drop_last
         self.num_workers, self.prefetch = max(0, int(num_workers)), max(1, int(prefetch))
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.replacement_to = replacement_to  # draw this many items with replacement
+        self.pin_memory = pin_memory  # page-locked batches for fast host-to-GPU copies
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -273,19 +275,27 @@ class ShardBatchLoader:
         batches = self._batches()
         if self.num_workers == 0:
             for items in batches:
-                yield self.dataset.get_batch(items)
+                yield self._batch(items)
             return
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(self.num_workers) as pool:
             ahead = self.num_workers * self.prefetch
-            futures = [pool.submit(self.dataset.get_batch, b) for b in batches[:ahead]]
+            futures = [pool.submit(self._batch, b) for b in batches[:ahead]]
             for k in range(len(batches)):
                 batch = futures[k].result()
                 futures[k] = None  # drop the reference: memory stays ~ahead batches
                 if k + ahead < len(batches):
-                    futures.append(pool.submit(self.dataset.get_batch, batches[k + ahead]))
+                    futures.append(pool.submit(self._batch, batches[k + ahead]))
                 yield batch
+
+    def _batch(self, items):
+        batch = self.dataset.get_batch(items)
+        if not self.pin_memory:
+            return batch
+        if isinstance(batch, tuple):
+            return tuple(b.pin_memory() for b in batch)
+        return batch.pin_memory()
 
 
 class BandNormalize(torch.nn.Module):

@@ -39,37 +39,26 @@ def micro_batch_size(settings: PretrainSettings, world_size: int) -> int:
     return settings.batch_size // parts
 
 
-def _loader(dataset, settings: PretrainSettings, batch_size: int | None = None, world_size=1):
-    """Shuffled batches of ``batch_size`` per device (Lightning adds the distributed sampler)."""
-    from torch.utils.data import DataLoader
+def _loader(dataset, settings: PretrainSettings, batch_size: int, rank: int, world_size: int):
+    """Shuffled batches of ``batch_size`` for this device, read straight from the memory-mapped
+    shards by ``num_workers`` threads (``ShardBatchLoader``: a shard batch is a memory copy,
+    cheaper than shipping it from worker processes; benchmarks/bench_loader.py). Each rank
+    takes its own slice of the same per-epoch permutation."""
+    from ..data.shards import ShardBatchLoader
 
-    n, bs = len(dataset), batch_size or settings.batch_size
     world_size = max(1, int(world_size))
-    common = dict(
-        batch_size=bs,
+    n = len(dataset)
+    return ShardBatchLoader(
+        dataset,
+        batch_size,
         num_workers=settings.num_workers,
-        drop_last=True,
+        seed=settings.seed,
+        rank=rank,
+        world_size=world_size,
         pin_memory=settings.accelerator not in ("cpu",),
-        persistent_workers=settings.num_workers > 0,
+        # fewer items than one batch per device: draw one batch per device with replacement
+        replacement_to=batch_size * world_size if n < batch_size * world_size else None,
     )
-    if n < bs * world_size:
-        # Fewer training items than one batch per device: repeat them up to one batch for
-        # every device (a sampler would be replaced by Lightning's DistributedSampler).
-        dataset = _Repeated(dataset, bs * world_size)
-    return DataLoader(dataset, shuffle=True, **common)
-
-
-class _Repeated:
-    """``dataset`` indexed modulo its length, ``length`` items long (a map-style dataset)."""
-
-    def __init__(self, dataset, length: int) -> None:
-        self.dataset, self.length = dataset, int(length)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        return self.dataset[i % len(self.dataset)]
 
 
 def _check_settings(settings: PretrainSettings) -> None:
@@ -182,11 +171,13 @@ def pretrain(
     module = method_cls.from_settings(encoder, settings)
     module.normalize = BandNormalize(stats)
 
+    loader = None  # built once the trainer knows this process's rank
+
     class _SetEpoch(pl.Callback):
-        """New two-date pairs each epoch (ShardPatches seeds its draws by epoch)."""
+        """A new permutation and new two-date pairs each epoch (both seeded by epoch)."""
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
-            dataset.set_epoch(trainer.current_epoch)
+            loader.set_epoch(trainer.current_epoch)
 
     ckpt_dir = out_dir / CHECKPOINT_DIR
     all_callbacks: list = [_SetEpoch(), *(callbacks or [])]
@@ -235,7 +226,7 @@ def pretrain(
         elif trainer.is_global_zero:
             print(f"pretrain: no checkpoint in {ckpt_dir} to resume from; starting afresh")
     start = time.perf_counter()
-    loader = _loader(dataset, settings, micro_batch, world_size)
+    loader = _loader(dataset, settings, micro_batch, trainer.global_rank, world_size)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
