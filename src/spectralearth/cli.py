@@ -183,7 +183,9 @@ def cmd_build_datasets(args) -> int:
         from spectralearth.downstream.splits import split_gap
 
         gaps = pd.concat([split_gap(Path(r["out_dir"])) for r in reports.values()])
-        gaps.to_csv(out / "split_gap.csv", index=False)
+        from spectralearth.io import atomic_write_text
+
+        atomic_write_text(out / "split_gap.csv", gaps.to_csv(index=False))
         print(
             gaps[["dataset", "metric", "random", "blocked", "gap"]].round(4).to_string(index=False)
         )
