@@ -45,3 +45,16 @@ def test_class_map_png_uses_the_colour_table(tmp_path):
 
 def test_loss_curve(tmp_path):
     _png_ok(loss_curve(list(np.linspace(5, 1, 100)), tmp_path / "loss.png"))
+
+
+def test_scene_quicklooks_of_the_catalogue(tiny_archive, tmp_path):
+    from spectralearth.catalog import build_catalog
+    from spectralearth.plots import scene_quicklooks
+
+    catalog = build_catalog(tiny_archive, tmp_path / "catalog.parquet").catalog
+    png = scene_quicklooks(catalog, tmp_path / "quicklooks.png", n=4)
+    w, h = _png_ok(png)
+    assert w >= 4 * 200 and h > 200  # four panels side by side
+    with Image.open(png) as im:
+        rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    assert len({tuple(c) for c in rgb[::97]}) > 50  # images, not an empty figure

@@ -41,6 +41,9 @@ def scene_catalog(
             "superseded": int((cat["status"] == "superseded").sum()),
             "stac": dg.MetadataValue.path(str(s.paths.catalog.parent / "stac" / "collection.json")),
             "coverage_map": dg.MetadataValue.md(png_markdown(png, "scene coverage")),
+            "quicklooks": dg.MetadataValue.md(
+                png_markdown(png.with_name("quicklooks.png"), "scene quicklooks")
+            ),
             "scenes": dg.MetadataValue.md(catalog_table_markdown(cat)),
         }
     )

@@ -33,13 +33,14 @@ def catalog(settings: Settings, archive: Path | None = None, out: Path | None = 
     Rejected products are rows with their reason; only an unreadable archive folder raises.
     """
     from spectralearth.catalog import build_catalog
-    from spectralearth.plots import coverage_map
+    from spectralearth.plots import coverage_map, scene_quicklooks
     from spectralearth.stac import write_stac
 
     out = out or settings.paths.catalog
     result = build_catalog(archive or settings.paths.archive, out)
     write_stac(result.catalog, out.parent / "stac")
     coverage_map(result.catalog, out.parent / "coverage.png")
+    scene_quicklooks(result.catalog, out.parent / "quicklooks.png")
     return result
 
 

@@ -529,3 +529,47 @@ def class_map_png(map_tif: Path, out_png: Path, max_size: int = 600) -> Path:
     ax.set_title(Path(map_tif).stem[:60], fontsize=8)
     fig.tight_layout()
     return _save(fig, Path(out_png))
+
+
+def scene_quicklooks(catalog: pd.DataFrame, out_png: Path, n: int = 12, size: int = 256) -> Path:
+    """True-colour quicklooks (bands nearest 641/556/468 nm, chosen by wavelength) of the
+    newest ``n`` ok scenes, each decimated to at most ``size`` px and stretched to its own
+    2-98 % range; nodata is white."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import rasterio
+
+    from spectralearth.bands import RGB_NM, nearest_band
+    from spectralearth.enmap.product import NODATA, open_scene
+
+    ok = catalog[catalog["status"] == "ok"] if "status" in catalog.columns else catalog
+    if "start_time" in ok.columns:
+        ok = ok.sort_values("start_time", ascending=False)
+    ok = ok.head(n)
+    cols = max(1, min(4, len(ok)))
+    rows = max(1, -(-len(ok) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if len(ok) == 0:
+        axes[0, 0].text(0.5, 0.5, "no readable scenes", ha="center", va="center")
+    for ax, row in zip(axes.flat, ok.itertuples(), strict=False):
+        scene = open_scene(row.path)
+        wl = list(scene.meta.wavelengths)
+        bands = [nearest_band(wl, nm) + 1 for nm in RGB_NM]
+        with rasterio.open(scene.image_path) as src:
+            step = max(1, math.ceil(max(src.width, src.height) / size))
+            shape = (3, math.ceil(src.height / step), math.ceil(src.width / step))
+            raw = src.read(bands, out_shape=shape)
+        valid = np.all(raw != NODATA, axis=0)
+        rgb = raw.astype(float)
+        lo, hi = np.percentile(rgb[:, valid], [2, 98]) if valid.any() else (0.0, 1.0)
+        img = np.clip((rgb.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-6), 0, 1)
+        img[~valid] = 1.0
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(f"{short_scene(str(row.scene))}", fontsize=7)
+    fig.suptitle("scene quicklooks (641/556/468 nm)")
+    return _save(fig, out_png)
