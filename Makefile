@@ -6,6 +6,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 VENV := .venv
+# pytest-xdist processes for `make test` (each test file stays on one of them); 0 = serial
+TEST_WORKERS ?= 2
 BIN := $(CURDIR)/$(VENV)/bin
 
 # Belt and braces: this checkout's code first on the path for every tool make runs.
@@ -60,7 +62,7 @@ run: setup
 	echo; echo "make run finished in $$(( $$(date +%s) - start )) s"
 
 test: setup
-	rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?
+	rc=0; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) || rc=$$?
 	# pytest exits 5 when it collected nothing: an empty run must not pass.
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi
 	exit $$rc

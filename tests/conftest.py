@@ -64,3 +64,20 @@ def archive_copy(tiny_archive, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(tiny_archive.parent, dst)
     return dst / "archive"
+
+
+# The longest test files, longest first: under pytest-xdist (make test) they start at once
+# on separate workers instead of finishing last (with --no-loadscope-reorder).
+LONGEST_FIRST = (
+    "test_end_to_end.py",
+    "test_browser.py",
+    "test_crash_safety.py",
+    "test_concurrency.py",
+    "test_ui.py",
+    "test_pretrain_engine.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable otherwise

@@ -14,11 +14,15 @@ from tests.test_generic import _cube, _envi_lines, _write_envi
 
 PEAK_RSS_LIMIT_MB = 1500  # a 40000 x 40000 x 5 int16 read would need 16 GB
 
+# VmHWM, not ru_maxrss: Linux carries the parent's high-water mark across fork/vfork + exec
+# into ru_maxrss, so a child of a big pytest worker would report the worker's peak
 RUN = """
-import resource, sys
+import re, sys
+from pathlib import Path
 from spectralearth.cli import main
 code = main(sys.argv[1:])
-print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
+print("PEAK_RSS_MB", hwm_kb // 1024)
 sys.exit(code)
 """
 
