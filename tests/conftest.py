@@ -46,6 +46,18 @@ def write_params(folder: Path, **overrides) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: tiny models gain nothing from two, and on a shared 2-core
+    machine OpenMP's spinning threads made training tests 3-4x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory) -> Path:
     """6 small products (128 px; ~20 patches of 32 px) in two UTM zones with revisits; labels beside the archive."""

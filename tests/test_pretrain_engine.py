@@ -22,14 +22,7 @@ from tests.test_pretrain import make_shards, tiny_settings
 WORKER = REPO / "tests" / "pretrain_worker.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from two, and on a shared 2-core
-    machine OpenMP's spinning threads made these runs 3-4x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env() -> dict:

@@ -19,15 +19,7 @@ from spectralearth.ssl.mae import MAE
 from spectralearth.ssl.train import micro_batch_size
 from tests.test_pretrain import BANDS, make_shards, tiny_settings
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from two, and on a shared 2-core
-    machine OpenMP's spinning threads made these runs 3-4x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _record(monkeypatch, name: str, cls: type) -> list:
