@@ -207,7 +207,6 @@ class Registry:
                 count += 1
                 new_keys.add(key)
                 current, slot = key, _home_slot(key, self.location_slots)
-                con.execute("DELETE FROM locations WHERE key=?", (key,))
                 while True:
                     row = con.execute("SELECT key FROM locations WHERE id=?", (slot + 1,))
                     occupant = row.fetchone()
