@@ -85,6 +85,20 @@ def _polygons(geom) -> list:
     return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon"]
 
 
+def _panel_grid(n: int, empty_text: str, cols_max: int = 4):
+    """A figure of ``n`` axis-less image panels, ``cols_max`` to a row (text when empty)."""
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(cols_max, n))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, empty_text, ha="center", va="center")
+    return fig, axes
+
+
 def _save(fig, out_png: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -296,20 +310,13 @@ def rgb_quicklooks(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     import rasterio
 
     from spectralearth.bands import RGB_NM, nearest_band
 
     sample = index.sample(min(n, len(index)), random_state=seed) if len(index) else index
-    cols = max(1, min(4, len(sample)))
-    rows = max(1, -(-len(sample) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    if len(sample) == 0:
-        axes[0, 0].text(0.5, 0.5, "no patches", ha="center", va="center")
+    fig, axes = _panel_grid(len(sample), "no patches")
     for ax, row in zip(axes.flat, sample.itertuples(), strict=False):
         with rasterio.open(Path(patches_root) / row.path) as src:
             wl = [float(x) for x in src.tags()["wavelengths"].split(",")]
@@ -538,7 +545,6 @@ def scene_quicklooks(catalog: pd.DataFrame, out_png: Path, n: int = 12, size: in
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     import rasterio
 
@@ -549,13 +555,7 @@ def scene_quicklooks(catalog: pd.DataFrame, out_png: Path, n: int = 12, size: in
     if "start_time" in ok.columns:
         ok = ok.sort_values("start_time", ascending=False)
     ok = ok.head(n)
-    cols = max(1, min(4, len(ok)))
-    rows = max(1, -(-len(ok) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.3 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    if len(ok) == 0:
-        axes[0, 0].text(0.5, 0.5, "no readable scenes", ha="center", va="center")
+    fig, axes = _panel_grid(len(ok), "no readable scenes")
     for ax, row in zip(axes.flat, ok.itertuples(), strict=False):
         scene = open_scene(row.path)
         wl = list(scene.meta.wavelengths)
