@@ -127,6 +127,29 @@ def test_registry_holds_the_nine_datasets_with_the_issue_codes():
         get_info("enmap_nope")
 
 
+def test_class_names_are_one_per_class_and_legend_names_where_a_legend_was_found():
+    """TreeMap and EuroCrops carry their legends' names (FIA forest types, HCAT) in code
+    order; BNETD and BD Foret keep "<source> <code>" (no legend keyed by code was found)."""
+    for name in PAPER_DATASETS:
+        info = get_info(name)
+        assert len(info.class_names) == info.num_classes == len(set(info.class_names)), name
+        assert all(isinstance(n, str) and n.strip() for n in info.class_names), name
+    treemap = get_info("enmap_treemap")
+    by_code = dict(zip(treemap.codes, treemap.class_names, strict=True))
+    assert by_code[184] == "Juniper woodland" and by_code[924] == "Blue oak"
+    assert by_code[371] == "California mixed conifer" and by_code[105] == "Eastern hemlock"
+    assert not any(n.startswith("FIA forest type") for n in treemap.class_names)
+    eurocrops = get_info("enmap_eurocrops")
+    by_code = dict(zip(eurocrops.codes, eurocrops.class_names, strict=True))
+    assert eurocrops.class_names[0] == by_code[3301090205] == "lolium_ryegrass"
+    assert by_code[3301010600] == "grain_maize_corn_popcorn"
+    assert by_code[3301029900] == "other_dry_pulses"
+    assert not any(n.startswith("HCAT") for n in eurocrops.class_names)
+    for name, prefix in (("enmap_bnetd", "BNETD"), ("enmap_bdforet", "BD Foret")):
+        info = get_info(name)
+        assert info.class_names == tuple(f"{prefix} {c}" for c in info.codes)
+
+
 def test_codes_outside_the_table_are_ignored():
     info = get_info("enmap_eurocrops")
     labels = np.array([[3301090205, 3301029900], [0, 3301010100]], dtype=np.uint64)

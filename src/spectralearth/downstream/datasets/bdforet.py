@@ -7,8 +7,14 @@ Facts (torchgeo-style dataset card):
 * **Labels:** IGN BD Forêt V2 polygons rasterised onto each patch grid after reprojection,
   holding SpectralEarth's integer species codes; the 12 codes below are kept in that order,
   every other code and pixels outside forest polygons are ignored.
-* **Class names** are given as ``BD Foret <code>``: the code-to-species table of the release
-  was not available offline to check against.
+* **Codes:** as the SpectralEarth reference code (GitHub ``AABNassim/spectral_earth``,
+  ``configs/data/enmap_bdforet.yaml``: background 0 then these 12, same order) has them.
+* **Class names** are given as ``BD Foret <code>`` for all 12 codes: the SpectralEarth
+  reference code gives no names and no code-to-species table of the release was found.
+  (A third-party fine-tuning repository built on that code, GitHub
+  ``leonardijulia/TM_HSI_finetuning``, lists species-group names by class position in
+  ``configs/predict_enmap_bdforet.py``; they are not used because they could not be
+  checked against the release's table.)
 * **Layout:** ``enmap_bdforet/{enmap,bdforet}/<location:07d>/<scene:05d>.tif`` + ``splits/``.
 
 Citations: Braham et al., "SpectralEarth", IEEE JSTARS 2025; IGN, BD Forêt version 2.0.
