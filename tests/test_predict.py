@@ -142,6 +142,42 @@ def test_cli_predict(tiny_archive, constant_model, tmp_path, capsys):
     assert "nothing_here" in capsys.readouterr().err
 
 
+def test_cli_maps_writes_the_asset_maps_of_every_ok_scene(
+    tiny_archive, constant_model, tmp_path, capsys
+):
+    """`spectralearth maps` (the DVC stage `maps`) maps the ok scenes of the catalogue to the
+    paths of the Dagster asset scene_maps (pipeline.map_scene), with params' predict model."""
+    import yaml
+
+    from spectralearth import pipeline
+    from spectralearth.cli import main
+    from spectralearth.config import load_settings
+    from tests.conftest import tiny_params
+
+    params = tiny_params(tmp_path / "data", predict={"model": str(constant_model)})
+    params["archive_dir"] = str(tiny_archive)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    s = load_settings(tmp_path / "params.yaml")
+    catalog = pipeline.catalog(s).catalog
+    catalog.loc[catalog.index[2:], "status"] = "rejected"  # only ok products get a map
+    catalog.to_parquet(tmp_path / "catalog.parquet")
+    ok = sorted(catalog.loc[catalog["status"] == "ok", "scene"])
+    assert len(ok) == 2 < len(catalog)
+    cmd = ["--params", str(tmp_path / "params.yaml"), "maps", "--catalog"]
+    assert main([*cmd, str(tmp_path / "catalog.parquet")]) == 0
+    assert f"maps: {len(ok)} scenes mapped" in capsys.readouterr().out
+    maps = tmp_path / "data" / "maps"
+    assert sorted(f.stem for f in maps.glob("*.tif")) == ok
+    assert sorted(f.stem for f in maps.glob("*.png")) == ok
+    assert all(pipeline.map_path(s, name).exists() for name in ok)
+    with rasterio.open(pipeline.map_path(s, ok[0])) as m:
+        assert json.loads(m.tags()["classes"])["1"] == "forest"
+        assert set(np.unique(m.read(1))) <= {1, NODATA_CLASS}
+    catalog["status"] = "rejected"  # nothing to map is an error, not an empty success
+    catalog.to_parquet(tmp_path / "none.parquet")
+    assert main([*cmd, str(tmp_path / "none.parquet")]) == 1
+
+
 def test_evaluation_saves_the_model_it_scored(tmp_path_factory):
     """The saved model reproduces the test score the evaluation reported."""
     from spectralearth.downstream.datasets.registry import open_split, resolve

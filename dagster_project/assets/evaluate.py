@@ -1,8 +1,6 @@
 """Evaluate: the downstream dataset, one evaluation per checkpoint x dataset x protocol, the
 gathered results table, and class maps of the scenes."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from dagster_project.assets.curate import patch_index
@@ -16,8 +14,6 @@ from dagster_project.partitions import (
 )
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
-from spectralearth.enmap.product import find_product_path
-from spectralearth.plots import class_map_png
 
 
 @dg.asset(
@@ -110,10 +106,9 @@ def scene_maps(
     context: dg.AssetExecutionContext, settings: SpectralearthSettings
 ) -> dg.MaterializeResult:
     s = settings.load()
-    product = find_product_path(s.paths.archive, context.partition_key)
-    info = pipeline.predict(s, None, product, pipeline.map_path(s, context.partition_key))
+    info = pipeline.map_scene(s, context.partition_key)
     total = info["height"] * info["width"]
-    quicklook = class_map_png(info["out"], Path(info["out"]).with_suffix(".png"))
+    quicklook = info["quicklook"]
     return dg.MaterializeResult(
         metadata={
             "map": dg.MetadataValue.path(info["out"]),

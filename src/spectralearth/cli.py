@@ -241,6 +241,18 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_maps(args) -> int:
+    from spectralearth import pipeline
+
+    s = _settings(args)
+    scenes = pipeline.scenes_to_map(s, Path(args.catalog) if args.catalog else None)
+    for i, scene in enumerate(scenes, 1):
+        info = pipeline.map_scene(s, scene)
+        print(f"maps {i}/{len(scenes)}: {scene} -> {info['out']}", flush=True)
+    print(f"maps: {len(scenes)} scenes mapped")
+    return 0 if scenes else 1
+
+
 def cmd_datasets(args) -> int:
     import pandas as pd
 
@@ -524,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="QL_LAYER",
         help="QL layers masked besides nodata" + shown(d and list(d.predict.mask_layers)),
     )
+    p = add(
+        "maps",
+        cmd_maps,
+        "map every ok scene of the catalogue with the default trained model (params predict) "
+        "to <data>/maps/<scene>.tif + .png, as the Dagster asset scene_maps",
+    )
+    p.add_argument("--catalog", help="catalogue GeoParquet" + shown(d and d.paths.catalog))
     p = add(
         "build-datasets",
         cmd_build_datasets,

@@ -506,6 +506,27 @@ def predict(
     )
 
 
+def scenes_to_map(settings: Settings, catalog_path: Path | None = None) -> list[str]:
+    """Names of the products that get a scene map: those with status ok in the catalogue
+    (the scene partitions the Dagster catalogue asset registers)."""
+    from spectralearth.catalog import ok_scenes, read_catalog
+
+    return ok_scenes(read_catalog(catalog_path or settings.paths.catalog))
+
+
+def map_scene(settings: Settings, scene: str) -> dict:
+    """The scene map of one product of the archive (Dagster asset ``scene_maps``, one
+    partition; `spectralearth maps`): :func:`predict` with the default model to
+    :func:`map_path`, and a PNG quicklook beside it. Returns predict's info + ``quicklook``."""
+    from spectralearth.enmap.product import find_product_path
+    from spectralearth.plots import class_map_png
+
+    product = find_product_path(settings.paths.archive, scene)
+    info = predict(settings, None, product, map_path(settings, scene))
+    quicklook = class_map_png(info["out"], Path(info["out"]).with_suffix(".png"))
+    return {**info, "quicklook": quicklook}
+
+
 def resolve_model(settings: Settings, model: str | None) -> str:
     """``random``, a checkpoint path, a checkpoint folder name under the models folder or
     the MLflow registered model (``name``, ``name@alias``, ``name/version``) -> ``random`` or
