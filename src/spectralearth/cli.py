@@ -195,7 +195,7 @@ def cmd_build_datasets(args) -> int:
 def cmd_evaluate(args) -> int:
     from spectralearth import pipeline
 
-    s = _settings(args, evaluate={"epochs": args.epochs})
+    s = _settings(args, evaluate={"epochs": args.epochs, "head": args.head})
     options = {
         k: v
         for k, v in {
@@ -219,7 +219,9 @@ def cmd_evaluate(args) -> int:
     )
     test = rows[rows["split"] == "test"]
     table = test.pivot_table(
-        index=["model", "protocol", "label_fraction", "seed"], columns="metric", values="value"
+        index=["model", "protocol", "head", "label_fraction", "seed"],
+        columns="metric",
+        values="value",
     )
     print(table.round(4).to_string())
     return 0
@@ -490,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=("frozen", "adapter", "first-n", "full"),
         help="what trains besides the head" + shown(d and d.evaluate.protocol),
+    )
+    p.add_argument(
+        "--head",
+        choices=("linear", "fcn", "upconv", "paper"),
+        help="linear: 1x1 conv probe; fcn: FCN head on the Spec-ResNet dilated to stride 1; "
+        "upconv: upsampling conv head on ViT tokens; paper: fcn or upconv by backbone "
+        "(multi-label tasks: always linear)" + shown(d and d.evaluate.head),
     )
     p.add_argument("--baseline", choices=("rf",), help="per-pixel random forest instead")
     p.add_argument("--backbone", help="architecture for --model random (default: pretrain's)")

@@ -98,6 +98,7 @@ class EvaluateSettings:
     # Optional (defaults keep older params files loading):
     seeds: tuple[int, ...] = ()  # several seeds: the results table shows mean and std
     baselines: tuple[str, ...] = ("random_init",)  # beside each checkpoint (also random_forest)
+    head: str = "linear"  # linear | fcn | upconv | paper (spectralearth.models.heads)
 
 
 @dataclass(frozen=True)

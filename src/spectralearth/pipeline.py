@@ -280,7 +280,7 @@ def evaluate(
     and the baselines on the task), each through :func:`evaluate_one`, then
     :func:`benchmark_results`; returns every finished evaluation's rows.
 
-    With ``model``, ``dataset`` or ``options`` (``protocol``, ``baseline``, ``backbone``,
+    With ``model``, ``dataset`` or ``options`` (``protocol``, ``head``, ``baseline``, ``backbone``,
     ``label_fractions``, ``seeds``, ``first_n``, ``split_dir``, ``allow_band_mismatch``):
     one model (a checkpoint folder or file, a checkpoint name under the models folder, the
     MLflow registered model name, optionally ``@alias`` or ``/version``, or ``random``) on
@@ -298,6 +298,9 @@ def evaluate(
         resolved = resolve_model(settings, model)
         name = Path(str(dataset or settings.evaluate.task)).name
         kind = options.get("baseline") or options.get("protocol") or settings.evaluate.protocol
+        head = options.get("head") or settings.evaluate.head
+        if not options.get("baseline") and head != "linear":
+            kind = f"{kind}-{head}"  # beside the linear probe's results, not over them
         if not options.get("baseline"):
             who = RANDOM_INIT if resolved == "random" else Path(resolved).name
             who = who[: -len(".safetensors")] if who.endswith(".safetensors") else who

@@ -18,6 +18,14 @@
 The three fine-tuning protocols train on a deep copy: the caller's encoder is never changed.
 Frozen modules stay in eval mode (their BatchNorm statistics do not move).
 
+Heads (``head``; :mod:`spectralearth.models.heads`): ``linear`` (above, the default: cheap
+enough for a CPU), ``fcn`` (the FCN head on the Spec-ResNet dilated to output stride 1),
+``upconv`` (an upsampling conv head on ViT patch tokens) or ``paper`` (FCN for ResNets,
+upconv for ViTs, as the SpectralEarth paper evaluates). A dense head is not a linear map, so
+under ``frozen`` its features are not cached: the frozen encoder runs without gradients on
+every batch (an output-stride-1 ResNet-50 feature map is 2048 x H x W per image, too big
+to keep for a whole dataset), through the same loop as the fine-tuning protocols.
+
 Multi-label tasks (CORINE) use a linear head on the globally averaged feature map, trained
 with binary cross-entropy. With ``val_ds`` the head (and encoder) of the epoch with the best
 validation score (``macro_iou``, or ``map`` for multi-label) is the one scored on
@@ -91,7 +99,9 @@ def encoder_stages(encoder: nn.Module) -> list[nn.Module]:
 
 def _set_trainable(encoder: nn.Module, protocol: str, first_n: int) -> list[nn.Module]:
     """Freeze ``encoder`` except what ``protocol`` trains; returns the trainable modules."""
-    if protocol == "full":
+    if protocol == "frozen":
+        trainable = []
+    elif protocol == "full":
         trainable = [encoder]
     elif protocol == "adapter":
         adapter = getattr(encoder, "spectral_adapter", None)
@@ -149,10 +159,12 @@ def _head_logits(head: nn.Module, f: torch.Tensor, target: torch.Tensor, task: s
     )
 
 
-def _make_head(num_features: int, num_classes: int, task: str) -> nn.Module:
+def _make_head(
+    num_features: int, num_classes: int, task: str, head: str = "linear", patch_size: int = 0
+) -> nn.Module:
     from spectralearth.models.heads import make_head
 
-    return make_head(num_features, num_classes, task)
+    return make_head(num_features, num_classes, task, head, patch_size)
 
 
 def _trained_model(encoder: nn.Module, head: nn.Module, mu, sd, task: str) -> nn.Module:
@@ -173,9 +185,13 @@ def evaluate_encoder(
     task: str = SEGMENTATION,
     first_n: int = DEFAULT_FIRST_N,
     keep_model: bool = False,
+    head: str = "linear",
 ) -> dict[str, Any]:
     """Train a head (and, by ``protocol``, part of the encoder) on ``train_ds``; score ``test_ds``.
 
+    ``head`` is a kind of :mod:`spectralearth.models.heads` (``linear``, ``fcn``, ``upconv``
+    or ``paper``); the caller's encoder is never changed (a dense head runs on a copy,
+    dilated for ``fcn``).
     Uses ``settings.epochs``, ``settings.batch_size``, ``settings.lr`` (Adam) and
     ``settings.seed`` (head init and batch order; the global RNG state is left unchanged).
     Returns the metrics of :mod:`spectralearth.downstream.metrics` for ``test_ds`` (and, with
@@ -191,12 +207,17 @@ def evaluate_encoder(
         raise ValueError(f"unknown task {task!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if protocol == "frozen":
+    from spectralearth.models.heads import LINEAR, resolve_head
+
+    head = resolve_head(head, encoder, task)
+    if protocol == "frozen" and head == LINEAR:
         result = _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, task)
     else:
         result = _evaluate_finetune(
-            encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n
-        )
+            encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n,
+            head,
+        )  # fmt: skip
+    result["head"] = head
     if not keep_model:
         result.pop("model")
     return result
@@ -308,14 +329,16 @@ def _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, 
 
 
 def _evaluate_finetune(
-    encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n
+    encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n, head
 ):
+    from spectralearth.models.heads import prepare_encoder
+
     t0 = time.perf_counter()
     device = _device_of(encoder)
     bs = settings.batch_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = copy.deepcopy(encoder)
+        model = prepare_encoder(copy.deepcopy(encoder), head)
         _set_trainable(model, protocol, first_n)
         train_modes = {id(m): m.training for m in model.modules()}
         # Fixed per-channel standardisation of the initial features (as for `frozen`).
@@ -330,14 +353,13 @@ def _evaluate_finetune(
         mu = f0.mean(dim=(0, 2, 3), keepdim=True)
         sd = f0.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         num_features = f0.shape[1]
-        head = _make_head(num_features, num_classes, task).to(device)
+        patch = int(getattr(model, "patch_size", 0) or 0)
+        head = _make_head(num_features, num_classes, task, head, patch).to(device)
         enc_params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(
-            [
-                {"params": head.parameters(), "lr": settings.lr},
-                {"params": enc_params, "lr": settings.lr * ENCODER_LR_SCALE},
-            ]
-        )
+        groups = [{"params": list(head.parameters()), "lr": settings.lr}]
+        if enc_params:  # none under `frozen` (a dense head on the frozen encoder)
+            groups.append({"params": enc_params, "lr": settings.lr * ENCODER_LR_SCALE})
+        opt = torch.optim.Adam(groups)
         gen = torch.Generator().manual_seed(settings.seed)
 
         def set_train(flag: bool) -> None:

@@ -14,7 +14,7 @@ import math
 import pandas as pd
 
 BASELINE_MODELS = ("random_init", "random_forest")
-KEYS = ["dataset", "label_fraction", "model", "method", "backbone", "protocol", "metric"]
+KEYS = ["dataset", "label_fraction", "model", "method", "backbone", "protocol", "head", "metric"]
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
@@ -27,6 +27,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*cols, "seconds_vs_frozen"])
     for k in ("method", "backbone"):
         test[k] = test[k].fillna("none")
+    # rows written before dense heads existed had no head column: theirs was the linear one
+    test["head"] = test["head"].fillna("linear") if "head" in test else "linear"
     g = test.groupby(KEYS, dropna=False, sort=True)
     out = g.agg(
         mean=("value", "mean"),
@@ -36,10 +38,9 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         seconds_std=("seconds", "std"),
         peak_mem_mb=("peak_mem_mb", "max"),
     ).reset_index()
-    frozen = out[out["protocol"] == "frozen"].set_index(
-        ["dataset", "label_fraction", "model", "metric"]
-    )["seconds"]
-    idx = pd.MultiIndex.from_frame(out[["dataset", "label_fraction", "model", "metric"]])
+    same = ["dataset", "label_fraction", "model", "head", "metric"]
+    frozen = out[out["protocol"] == "frozen"].set_index(same)["seconds"]
+    idx = pd.MultiIndex.from_frame(out[same])
     out["seconds_vs_frozen"] = out["seconds"].to_numpy() / frozen.reindex(idx).to_numpy()
     return out
 
@@ -52,8 +53,10 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f}"
 
 
-def _column(model: str, protocol: str) -> str:
-    return model if protocol == "rf" else f"{model} ({protocol})"
+def _column(model: str, protocol: str, head: str = "linear") -> str:
+    if protocol == "rf":
+        return model
+    return f"{model} ({protocol})" if head == "linear" else f"{model} ({protocol}, {head} head)"
 
 
 def _column_order(summary: pd.DataFrame) -> list[str]:
@@ -61,10 +64,10 @@ def _column_order(summary: pd.DataFrame) -> list[str]:
 
     def rank(row) -> tuple:
         base = BASELINE_MODELS.index(row.model) + 1 if row.model in BASELINE_MODELS else 0
-        return (base, row.model, row.protocol)
+        return (base, row.model, row.protocol, row.head)
 
-    pairs = summary[["model", "protocol"]].drop_duplicates()
-    return [_column(r.model, r.protocol) for r in sorted(pairs.itertuples(), key=rank)]
+    pairs = summary[["model", "protocol", "head"]].drop_duplicates()
+    return [_column(r.model, r.protocol, r.head) for r in sorted(pairs.itertuples(), key=rank)]
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -80,7 +83,10 @@ def results_markdown(summary: pd.DataFrame) -> str:
     if summary.empty:
         return "(no finished evaluation yet)"
     s = summary.assign(
-        column=[_column(m, p) for m, p in zip(summary["model"], summary["protocol"], strict=True)]
+        column=[
+            _column(m, p, h)
+            for m, p, h in zip(summary["model"], summary["protocol"], summary["head"], strict=True)
+        ]
     )
     s["cell"] = [_cell(m, d, n) for m, d, n in zip(s["mean"], s["std"], s["n_seeds"], strict=True)]
     wide = s.pivot_table(
@@ -104,7 +110,7 @@ def cost_markdown(summary: pd.DataFrame) -> str:
     and the time as a multiple of the frozen protocol's."""
     if summary.empty:
         return "(no finished evaluation yet)"
-    one = summary.drop_duplicates(["dataset", "label_fraction", "model", "protocol"])
+    one = summary.drop_duplicates(["dataset", "label_fraction", "model", "protocol", "head"])
     rows = []
     for r in one.itertuples():
         ratio = r.seconds_vs_frozen
@@ -114,6 +120,7 @@ def cost_markdown(summary: pd.DataFrame) -> str:
                 "label_fraction": r.label_fraction,
                 "model": r.model,
                 "protocol": r.protocol,
+                "head": r.head,
                 "seconds": _cell(r.seconds, r.seconds_std, r.n_seeds),
                 "peak_mem_mb": f"{r.peak_mem_mb:.0f}",
                 "x frozen": "-" if pd.isna(ratio) else f"{ratio:.2f}",

@@ -34,6 +34,7 @@ EVALUATION_COLUMNS = (
     "backbone",
     "dataset",
     "protocol",
+    "head",
     "label_fraction",
     "split",
     "seed",
@@ -89,7 +90,13 @@ def evaluate_checkpoint(
         ("random_init", "none", random_init),
     ):
         result = evaluate_encoder(
-            encoder, train_ds, test_ds, num_classes, settings, protocol=settings.protocol
+            encoder,
+            train_ds,
+            test_ds,
+            num_classes,
+            settings,
+            protocol=settings.protocol,
+            head=settings.head,
         )
         details[model_name] = result
         for metric in METRICS:
@@ -100,6 +107,7 @@ def evaluate_checkpoint(
                     "backbone": backbone,
                     "dataset": settings.task,
                     "protocol": result["protocol"],
+                    "head": result["head"],
                     "label_fraction": LABEL_FRACTION,
                     "split": REPORT_SPLIT,
                     "seed": settings.seed,
@@ -210,6 +218,7 @@ def evaluate_model(
     settings: EvaluateSettings,
     protocol: str | None = None,
     *,
+    head: str | None = None,
     baseline: str | None = None,
     backbone: str | None = None,
     label_fractions: tuple[float, ...] = (LABEL_FRACTION,),
@@ -222,7 +231,8 @@ def evaluate_model(
     rf_max_pixels: int | None = None,
     save_model_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Evaluate ``model`` (or ``baseline="rf"``) on ``dataset`` under ``protocol``.
+    """Evaluate ``model`` (or ``baseline="rf"``) on ``dataset`` under ``protocol`` with
+    ``head`` (default ``settings.head``; see :mod:`spectralearth.models.heads`).
 
     ``dataset`` is a registered name or folder (see
     :func:`spectralearth.downstream.datasets.registry.resolve`). Training uses the train
@@ -245,6 +255,7 @@ def evaluate_model(
     )
 
     protocol = protocol or settings.protocol
+    head = head or settings.head
     if baseline not in (None, "rf"):
         raise ValueError(f"unknown baseline {baseline!r}; have 'rf'")
     if baseline is None and protocol not in PROTOCOLS:
@@ -295,7 +306,7 @@ def evaluate_model(
                     n_estimators=rf_trees or RF_TREES,
                     max_pixels=rf_max_pixels or RF_MAX_PIXELS,
                 )
-                result_protocol = "rf"
+                result_protocol, result_head = "rf", "none"
             else:
                 result = evaluate_encoder(
                     encoder,
@@ -308,8 +319,9 @@ def evaluate_model(
                     task=task,
                     first_n=first_n or DEFAULT_FIRST_N,
                     keep_model=keep == (seed, fraction),
+                    head=head,
                 )
-                result_protocol = protocol
+                result_protocol, result_head = protocol, result["head"]
                 if "model" in result:
                     _save_trained(
                         result.pop("model"),
@@ -326,6 +338,7 @@ def evaluate_model(
                 **meta,
                 "dataset": source.name,
                 "protocol": result_protocol,
+                "head": result_head,
                 "label_fraction": fraction,
                 "seed": seed,
                 "seconds": result["seconds"],

@@ -1,11 +1,17 @@
 """A trained downstream model: encoder + fixed feature standardisation + head, saved as a folder.
 
+Heads (:func:`make_head`): ``linear`` (a 1x1 convolution, the cheap probe; always the head of
+multi-label tasks, on pooled features), ``fcn`` (:class:`FCNHead` on the dilated Spec-ResNet,
+output stride 1) and ``upconv`` (:class:`UpConvHead` on ViT patch tokens); ``paper`` picks
+the SpectralEarth paper's head for the encoder (:func:`resolve_head`).
+
 The evaluation protocols (``spectralearth.downstream.protocols``) train a head (and, by
 protocol, part of the encoder) on standardised features ``(f - feature_mean) /
 feature_std``; :class:`SegmentationModel` holds those pieces so the same model can map a
 whole scene (``spectralearth.predict``). A saved model is a folder::
 
-    head.json          kind, task, backbone, in_chans, num_classes, classes, band statistics
+    head.json          kind, task, head (linear, fcn, upconv), dilated, backbone, in_chans,
+                       num_classes, classes, band statistics
                        the inputs were normalised with, and where it came from (model,
                        dataset, protocol, seed, label fraction)
     model.safetensors  every weight: ``encoder.*``, ``head.*``, ``feature_mean``, ``feature_std``
@@ -16,6 +22,7 @@ Weights are read with safetensors only (no pickle).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,11 +38,100 @@ SEGMENTATION = "segmentation"
 MULTILABEL = "multilabel"
 
 
-def make_head(num_features: int, num_classes: int, task: str) -> nn.Module:
-    """A 1x1 convolution per pixel (segmentation) or a linear layer on pooled features."""
-    if task == MULTILABEL:
-        return nn.Linear(num_features, num_classes)
-    return nn.Conv2d(num_features, num_classes, kernel_size=1)
+LINEAR, FCN, UPCONV, PAPER = "linear", "fcn", "upconv", "paper"
+HEADS = (LINEAR, FCN, UPCONV, PAPER)
+
+
+class FCNHead(nn.Sequential):
+    """FCN head (Long et al. 2015; torchvision's ``FCNHead``): 3x3 conv to C/8 channels, BN,
+    ReLU, 1x1 conv to the classes. The SpectralEarth paper's head on the dilated
+    Spec-ResNet-50 (output stride 1, so its logits are already at pixel resolution)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        inter = max(in_channels // 8, 1)
+        super().__init__(
+            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(inter, num_classes, 1),
+        )
+        self.out_channels = num_classes
+
+
+class UpConvHead(nn.Sequential):
+    """Upsampling conv head on ViT patch tokens: ``log2(patch_size)`` times (x2 bilinear
+    upsampling, 3x3 conv), 128, 64, ... channels with BN and ReLU between, the last conv to
+    the classes: a 4 x 4 patch grid comes back to pixel resolution in two steps. The head of
+    the SpectralEarth reference code for its Spec-ViTs."""
+
+    def __init__(self, in_channels: int, num_classes: int, patch_size: int) -> None:
+        steps = int(math.log2(patch_size)) if patch_size > 0 else -1
+        if steps < 1 or 2**steps != patch_size:
+            raise ValueError(f"UpConvHead needs a power-of-2 patch size >= 2, got {patch_size}")
+        widths = [128 // 2**i for i in range(steps - 1)] + [num_classes]
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, cout in enumerate(widths):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(cin, cout, 3, padding=1),
+            ]
+            if i < steps - 1:
+                layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            cin = cout
+        super().__init__(*layers)
+        self.out_channels = num_classes
+        self.patch_size = patch_size
+
+
+def resolve_head(head: str, encoder: nn.Module, task: str) -> str:
+    """The head kind ``head`` means for ``encoder`` and ``task``: ``paper`` picks the paper's
+    (FCN on a Spec-ResNet, upconv on a ViT); multi-label tasks always use the linear head on
+    pooled features. A head the encoder cannot carry is refused, saying why."""
+    from spectralearth.models.resnet import SpecResNet
+
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; have {HEADS}")
+    if task == MULTILABEL or head == LINEAR:
+        return LINEAR
+    is_resnet, patch = isinstance(encoder, SpecResNet), getattr(encoder, "patch_size", None)
+    if head == PAPER:
+        if is_resnet:
+            return FCN
+        if patch:
+            return UPCONV
+        return LINEAR
+    if head == FCN and not is_resnet:
+        raise ValueError(f"head 'fcn' runs on a dilated Spec-ResNet, not {type(encoder).__name__}")
+    if head == UPCONV and not patch:
+        raise ValueError(f"head 'upconv' runs on ViT patch tokens, not {type(encoder).__name__}")
+    return head
+
+
+def prepare_encoder(encoder: nn.Module, head: str) -> nn.Module:
+    """The encoder the (resolved) head runs on: dilated in place for ``fcn``."""
+    if head == FCN:
+        from spectralearth.models.resnet import dilate
+
+        dilate(encoder)
+    return encoder
+
+
+def make_head(
+    num_features: int, num_classes: int, task: str, kind: str = LINEAR, patch_size: int = 0
+) -> nn.Module:
+    """The head: ``linear`` a 1x1 convolution per pixel (segmentation) or a linear layer on
+    pooled features (multi-label); ``fcn`` :class:`FCNHead`; ``upconv`` :class:`UpConvHead`
+    (needs the encoder's ``patch_size``)."""
+    if task == MULTILABEL or kind == LINEAR:
+        if task == MULTILABEL:
+            return nn.Linear(num_features, num_classes)
+        return nn.Conv2d(num_features, num_classes, kernel_size=1)
+    if kind == FCN:
+        return FCNHead(num_features, num_classes)
+    if kind == UPCONV:
+        return UpConvHead(num_features, num_classes, patch_size)
+    raise ValueError(f"unknown head kind {kind!r}")
 
 
 class SegmentationModel(nn.Module):
@@ -72,6 +168,14 @@ class SegmentationModel(nn.Module):
         return F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def head_kind(head: nn.Module, task: str) -> str:
+    if isinstance(head, FCNHead):
+        return FCN
+    if isinstance(head, UpConvHead):
+        return UPCONV
+    return LINEAR
+
+
 def save_model(model: SegmentationModel, folder: str | os.PathLike, info: dict[str, Any]) -> Path:
     """Write ``model`` to ``folder`` (``head.json`` + ``model.safetensors``, each atomically).
 
@@ -97,6 +201,8 @@ def save_model(model: SegmentationModel, folder: str | os.PathLike, info: dict[s
         "in_chans": int(getattr(model.encoder, "in_chans", len(info["band_stats"]["mean"]))),
         "num_features": int(model.feature_mean.shape[1]),
         "num_classes": model.num_classes,
+        "head": head_kind(model.head, model.task),
+        "dilated": bool(getattr(model.encoder, "dilated", False)),
         **info,
         "band_stats": {
             "mean": [float(v) for v in info["band_stats"]["mean"]],
@@ -138,7 +244,16 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationModel, dict[str, An
     if info.get("kind") != KIND:
         raise ValueError(f"{head_file}: kind {info.get('kind')!r} is not {KIND!r}")
     encoder = create_model(info["backbone"], in_chans=int(info["in_chans"]))
-    head = make_head(int(info["num_features"]), int(info["num_classes"]), info["task"])
+    kind = info.get("head", LINEAR)  # folders saved before dense heads existed: linear
+    if info.get("dilated"):
+        prepare_encoder(encoder, FCN)
+    head = make_head(
+        int(info["num_features"]),
+        int(info["num_classes"]),
+        info["task"],
+        kind,
+        int(getattr(encoder, "patch_size", 0) or 0),
+    )
     c = int(info["num_features"])
     model = SegmentationModel(encoder, head, torch.zeros(c), torch.ones(c), info["task"])
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)

@@ -3,6 +3,11 @@
 The ResNet stem (7x7 conv, BN, ReLU, max-pool) is removed and the first residual block of
 ``layer1`` is replaced by one that takes the adapter's 128 channels with stride 2, so the
 feature map has output stride 16 relative to the input (2 x 2 x 2 x 2 over the 4 stages).
+
+``dilated=True`` (or :func:`dilate` on a built model) turns every stride into a dilation
+for dense heads: output stride 1, the same weights and state-dict keys, so a checkpoint
+pretrained at stride 16 loads into the dilated model as it is. As in the SpectralEarth
+reference code, the 3x3 convolutions of stage i (1..4) get dilation 2**(i-1).
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ def _first_block(old: nn.Module) -> nn.Module:
 class SpecResNet(nn.Module):
     """Spectral adapter + timm ResNet without stem; ``arch`` is a timm ResNet name."""
 
-    def __init__(self, arch: str = "resnet50", in_chans: int = 202, **kwargs) -> None:
+    def __init__(
+        self, arch: str = "resnet50", in_chans: int = 202, dilated: bool = False, **kwargs
+    ) -> None:
         super().__init__()
         SpectralAdapter.check_bands(in_chans)
         self.in_chans = in_chans
@@ -65,9 +72,15 @@ class SpecResNet(nn.Module):
         net.layer1[0] = _first_block(net.layer1[0])
         self.resnet = net
         self.num_features: int = int(net.num_features)
+        if dilated:
+            dilate(self)
+
+    @property
+    def dilated(self) -> bool:
+        return self.output_stride == 1
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> [B, num_features, H/16, W/16]."""
+        """[B, C, H, W] -> [B, num_features, H/16, W/16] (H x W when dilated)."""
         return self.resnet.forward_features(self.spectral_adapter(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -76,3 +89,29 @@ class SpecResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def dilate(encoder: nn.Module) -> nn.Module:
+    """Make a :class:`SpecResNet` dense (output stride 1) in place and return it.
+
+    Every strided convolution (the 3x3 of a block and its 1x1 downsample) gets stride 1, and
+    the 3x3 convolutions of stage i get dilation (and padding) 2**(i-1). Only strides,
+    dilations and paddings change: the weights stay, so this can follow loading a checkpoint.
+    """
+    if not isinstance(encoder, SpecResNet):
+        raise TypeError(
+            f"only Spec-ResNets can be dilated for a dense head, not {type(encoder).__name__}"
+        )
+    if encoder.dilated:
+        return encoder
+    for i in range(1, 5):
+        d = 2 ** (i - 1)
+        for block in getattr(encoder.resnet, f"layer{i}"):
+            # Bottleneck: conv2 is the 3x3 that strides; BasicBlock: conv1 strides, both 3x3
+            convs = [block.conv2] if isinstance(block, Bottleneck) else [block.conv1, block.conv2]
+            for conv in convs:
+                conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+    encoder.output_stride = 1
+    return encoder
