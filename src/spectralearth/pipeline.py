@@ -392,7 +392,12 @@ def evaluate_one(settings: Settings, checkpoint: str, dataset: str, protocol: st
         parent,
         out["csv"],
         run_name=f"evaluate-{checkpoint}-{Path(dataset).name}-{protocol}",
-        tags={"checkpoint": checkpoint, "dataset": Path(dataset).name, "protocol": protocol},
+        tags={
+            "checkpoint": checkpoint,
+            "dataset": Path(dataset).name,
+            "protocol": protocol,
+            "head": "none" if baseline else e.head,
+        },
         artifacts=[p for p in artifacts if p != out["csv"]],
     )
     return {
