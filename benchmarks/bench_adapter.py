@@ -3,7 +3,9 @@
 The same ViT-S/4 (128 px, 1,024 tokens) trained one step (forward, backward, AdamW) on
 202-band patches through the spectral adapter, and fed 128 channels directly (no adapter).
 Steps alternate between the two so that load on the machine hits both alike; prints the
-median step time of each and the ratio adapter / direct (goal <= 1.10x).
+median step time of each and the ratio adapter / direct (goal <= 1.10x), beside the ratio
+of their floating-point operations (torch's FlopCounterMode, attention counted through its
+matmuls): the ratio any implementation reaches when both models run at the same efficiency.
 
     python benchmarks/bench_adapter.py [--batch 2] [--size 128] [--steps 4] [--threads N]
 """
@@ -34,6 +36,25 @@ def step_fn(model: torch.nn.Module, x: torch.Tensor):
     return step
 
 
+def step_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one forward + backward on ``x``. The fused attention kernel is switched off
+    while counting (the counter does not see inside the CPU's fused kernel)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    attns = [b.attn for b in model.vit.blocks]
+    fused = [a.fused_attn for a in attns]
+    for a in attns:
+        a.fused_attn = False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x[:1]).float().pow(2).mean().backward()
+    finally:
+        for a, f in zip(attns, fused, strict=True):
+            a.fused_attn = f
+        model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() * x.shape[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=2)
@@ -48,10 +69,10 @@ def main() -> None:
     with_adapter = ViTEncoder(size="small", in_chans=BANDS)
     direct = ViTEncoder(size="small", in_chans=128, spectral_adapter=False)
     n_adapter = sum(p.numel() for p in with_adapter.spectral_adapter.parameters())
-    steps = {
-        "adapter": step_fn(with_adapter.train(), torch.randn(b, BANDS, s, s)),
-        "direct": step_fn(direct.train(), torch.randn(b, 128, s, s)),
-    }
+    inputs = {"adapter": torch.randn(b, BANDS, s, s), "direct": torch.randn(b, 128, s, s)}
+    models = {"adapter": with_adapter.train(), "direct": direct.train()}
+    flops = {k: step_flops(models[k], inputs[k]) for k in models}
+    steps = {k: step_fn(models[k], inputs[k]) for k in models}
     times: dict[str, list[float]] = {k: [] for k in steps}
     for fn in steps.values():
         fn()  # warm-up (allocations, AdamW state)
@@ -64,8 +85,12 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; adapter {n_adapter:,} parameters"
     )
     for k in steps:
-        print(f"{k:8s} median step {med[k]:.3f} s  ({b / med[k]:.2f} patches/s)")
+        print(
+            f"{k:8s} median step {med[k]:.3f} s  ({b / med[k]:.2f} patches/s, "
+            f"{flops[k] / 1e9:.1f} GFLOP, {flops[k] / med[k] / 1e9:.1f} GFLOP/s)"
+        )
     print(f"ratio adapter/direct: {med['adapter'] / med['direct']:.2f}x (goal <= 1.10x)")
+    print(f"FLOP ratio adapter/direct: {flops['adapter'] / flops['direct']:.3f}x (the floor)")
 
 
 if __name__ == "__main__":

@@ -329,7 +329,7 @@ def _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, 
 
 
 def _evaluate_finetune(
-    encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n, head
+    encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n, head_kind
 ):
     from spectralearth.models.heads import prepare_encoder
 
@@ -338,7 +338,7 @@ def _evaluate_finetune(
     bs = settings.batch_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = prepare_encoder(copy.deepcopy(encoder), head)
+        model = prepare_encoder(copy.deepcopy(encoder), head_kind)
         _set_trainable(model, protocol, first_n)
         train_modes = {id(m): m.training for m in model.modules()}
         # Fixed per-channel standardisation of the initial features (as for `frozen`).
@@ -354,7 +354,7 @@ def _evaluate_finetune(
         sd = f0.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         num_features = f0.shape[1]
         patch = int(getattr(model, "patch_size", 0) or 0)
-        head = _make_head(num_features, num_classes, task, head, patch).to(device)
+        head = _make_head(num_features, num_classes, task, head_kind, patch).to(device)
         enc_params = [p for p in model.parameters() if p.requires_grad]
         groups = [{"params": list(head.parameters()), "lr": settings.lr}]
         if enc_params:  # none under `frozen` (a dense head on the frozen encoder)
