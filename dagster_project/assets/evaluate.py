@@ -62,6 +62,7 @@ def downstream_evaluation(
     metadata = {
         **{f"test/{m}": float(v) for m, v in means.items()},
         "seeds": int(test["seed"].nunique()),
+        "head": ", ".join(sorted(set(test["head"].astype(str)))) if len(test) else "",
         "seconds": float(test.groupby("seed")["seconds"].first().mean()),
         "peak_mem_mb": float(test["peak_mem_mb"].max()),
         "rows": dg.MetadataValue.path(str(info["csv"])),
