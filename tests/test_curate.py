@@ -220,6 +220,34 @@ def test_window_by_window_path_gives_the_same_patches(tiny_archive, tmp_path, mo
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
 
+def test_shard_is_np_save_of_the_patches_and_a_scene_left_empty_drops_it(tiny_archive, tmp_path):
+    """The shard is streamed patch by patch with its header written last: byte for byte what
+    np.save of the stacked patches gives. A rerun that keeps nothing removes it, and an
+    archive with no patch at all still gives an (empty) index."""
+    import io
+    from dataclasses import replace
+
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[3]
+    out = tmp_path / "out"
+    res = curate_scene(product, out, settings.curate)
+    assert res.kept > 0
+    stacked = []
+    for rel in res.rows.sort_values("shard_index")["path"]:
+        with rasterio.open(out / rel) as src:
+            stacked.append(src.read())
+    buf = io.BytesIO()
+    np.save(buf, np.stack(stacked))
+    (shard,) = (out / "shards").glob("*.npy")
+    assert shard.read_bytes() == buf.getvalue()
+
+    nothing = replace(settings.curate, max_nodata_frac=-1.0)  # every window rejected
+    res = curate_scene(product, out, nothing)
+    assert res.kept == 0 and res.rejected == {"nodata": res.windows}
+    assert not list((out / "shards").glob("*.npy"))
+    assert len(build_index(out, 0.2, 0.2)) == 0
+
+
 def test_arrival_order_changes_no_location_id(tiny_archive, tmp_path):
     """The same scenes curated in opposite orders: the same location ids, the same grouping of
     patches into places, and each key names the same footprint."""

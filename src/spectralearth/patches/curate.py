@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from spectralearth.enmap.product import (
     open_scene,
     scene_key_of,
 )
-from spectralearth.io import atomic_path, flush_to_disk, fsync_dirs
+from spectralearth.io import EarlySync, atomic_path, flush_to_disk, fsync_dirs
 from spectralearth.patches.grid import Cell, Registry, cells_in_scene
 from spectralearth.patches.store import (
     REGISTRY_FILE,
@@ -35,13 +36,12 @@ from spectralearth.patches.store import (
     location_folder,
     read_fragment,
     scene_shard_name,
+    scene_shard_stream,
     with_location_ids,
     write_patch,
-    write_scene_shard,
 )
 
 STAGING_DIR = ".staging"
-WRITE_THREADS = 2  # patch GeoTIFF writers beside the main thread
 # Filter order: a window rejected for several reasons is counted under the first one.
 FILTERS = (
     ("nodata", "nodata_frac", "max_nodata_frac"),
@@ -51,7 +51,8 @@ FILTERS = (
     ("cloudshadow", "cloudshadow_frac", "max_cloudshadow_frac"),
     ("cirrus", "cirrus_frac", "max_cirrus_frac"),
 )
-# Scenes up to this size (202 bands, int16) are read in one go; larger ones window by window.
+# Scenes whose read buffer (the strips one row of windows spans, 202 bands, int16) fits this
+# size are read strip by strip; wider ones window by window.
 WHOLE_SCENE_MAX_BYTES = 2 * 1024**3
 QL_FOR = {
     "cloud_frac": "QL_QUALITY_CLOUD",
@@ -102,6 +103,7 @@ def curate_scene(
 
     with rasterio.open(product.image_path) as src:
         transform, width, height, crs = src.transform, src.width, src.height, src.crs
+        block_h = src.block_shapes[0][0]
     epsg = crs.to_epsg() if crs else None
     if epsg is None:
         raise ProductError(product.name, "the image has no EPSG-coded CRS")
@@ -117,37 +119,15 @@ def curate_scene(
     to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
     limits = {attr: getattr(settings, attr) for _, _, attr in FILTERS}
     rejected: Counter[str] = Counter()
-    kept: list[tuple[Cell, np.ndarray, dict]] = []
     p = settings.patch_size
-    # One read of the whole scene when it fits: grid windows rarely align with the file's
-    # tiles, and window-by-window reads decompress each tile up to 4 times (~3x a full read)
-    whole, masks = None, {}
-    if cells and len(view) * height * width * 2 <= WHOLE_SCENE_MAX_BYTES:
-        whole = product.read(bands=view)
+    strip_wise = bool(cells) and _strip_bytes(len(view), width, p, block_h) <= WHOLE_SCENE_MAX_BYTES
+    masks = {}
+    if strip_wise:  # QL masks are one byte a pixel: read whole
         masks = {
             layer: product.read_mask(layer)
             for layer in QL_FOR.values()
             if layer in product.ql_paths
         }
-    for cell in cells:
-        win = Window(cell.col_off, cell.row_off, p, p)
-        rows_, cols_ = slice(cell.row_off, cell.row_off + p), slice(cell.col_off, cell.col_off + p)
-        raw = whole[:, rows_, cols_] if whole is not None else product.read(win, bands=view)
-        fracs = {"nodata_frac": float(np.any(raw == NODATA, axis=0).mean())}
-        for col, layer in QL_FOR.items():
-            if layer not in product.ql_paths:
-                fracs[col] = 0.0
-            elif whole is not None:
-                fracs[col] = float(masks[layer][rows_, cols_].mean())
-            else:
-                fracs[col] = float(product.read_mask(layer, win).mean())
-        reason = next(
-            (name for name, col, attr in FILTERS if fracs[col] > limits[attr] + 1e-12), None
-        )
-        if reason:
-            rejected[reason] += 1
-            continue
-        kept.append((cell, raw, fracs))
 
     # Patches go to a staging folder first: their location ids (hence release paths) are
     # only known once the keys are registered, which happens under the registry lock
@@ -160,55 +140,87 @@ def curate_scene(
         "datetime": product.meta.start_time.isoformat(),
     }
     rows = []
-    # GeoTIFF writes run on a small thread pool (GDAL releases the GIL) while this thread
-    # computes the index rows and streams the shard
-    with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        writes = [
-            pool.submit(
-                write_patch,
-                staging / f"{shard_index:05d}.tif",
-                raw,
-                crs=crs,
-                transform=rasterio.windows.transform(
-                    Window(cell.col_off, cell.row_off, p, p), transform
-                ),
-                wavelengths=view_wl,
-                tags={**tags, "location_key": cell.key},
-            )
-            for shard_index, (cell, raw, _) in enumerate(kept)
-        ]
-        for shard_index, (cell, raw, fracs) in enumerate(kept):
-            footprint = box(
-                *rasterio.windows.bounds(Window(cell.col_off, cell.row_off, p, p), transform)
-            )
-            # integer sums: exact, and several times faster than a float mean of a strided view
-            sums = raw.sum(axis=(1, 2), dtype=np.int64)
-            rows.append(
-                {
-                    "location_key": cell.key,
-                    "scene_id": scene_id,
-                    "product": product.name,
-                    "datetime": pd.Timestamp(product.meta.start_time),
-                    "crs": f"EPSG:{epsg}",
-                    "row_off": cell.row_off,
-                    "col_off": cell.col_off,
-                    "patch_size": p,
-                    "shard": shard,
-                    "shard_index": shard_index,
-                    "valid_frac": 1.0 - fracs["nodata_frac"],
-                    **fracs,
-                    "n_bands": int(raw.shape[0]),
-                    "band_means": (sums / (p * p)).astype(np.float32).tolist(),
-                    "mean_reflectance": float(sums.sum() / raw.size),
-                    "geometry_native": footprint.wkt,
-                    "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),
-                }
-            )
-        # the scene's training shard, written from the arrays in hand (no re-read of the
-        # patches): a new scene adds one shard file and touches no other
-        write_scene_shard(patches_root / "shards" / shard, [raw for _, raw, _ in kept])
-        for w in writes:
-            w.result()  # re-raise a failed write here
+
+    def curate_window(cell: Cell, pieces: list[np.ndarray]) -> None:
+        """Filter one window; keep it: staged GeoTIFF, shard slot, index row (writer thread)."""
+        win = Window(cell.col_off, cell.row_off, p, p)
+        raw = _joined(pieces)
+        rows_, cols_ = slice(cell.row_off, cell.row_off + p), slice(cell.col_off, cell.col_off + p)
+        fracs = {"nodata_frac": float(np.any(raw == NODATA, axis=0).mean())}
+        for col, layer in QL_FOR.items():
+            if layer not in product.ql_paths:
+                fracs[col] = 0.0
+            elif strip_wise:
+                fracs[col] = float(masks[layer][rows_, cols_].mean())
+            else:
+                fracs[col] = float(product.read_mask(layer, win).mean())
+        reason = next(
+            (name for name, col, attr in FILTERS if fracs[col] > limits[attr] + 1e-12), None
+        )
+        if reason:
+            rejected[reason] += 1
+            return
+        shard_index = len(rows)
+        write_patch(
+            staging / f"{shard_index:05d}.tif",
+            raw,
+            crs=crs,
+            transform=rasterio.windows.transform(win, transform),
+            wavelengths=view_wl,
+            tags={**tags, "location_key": cell.key},
+        )
+        syncer.path(staging / f"{shard_index:05d}.tif")
+        shard_append(raw)
+        footprint = box(*rasterio.windows.bounds(win, transform))
+        # integer sums: exact, and several times faster than a float mean
+        sums = raw.sum(axis=(1, 2), dtype=np.int64)
+        rows.append(
+            {
+                "location_key": cell.key,
+                "scene_id": scene_id,
+                "product": product.name,
+                "datetime": pd.Timestamp(product.meta.start_time),
+                "crs": f"EPSG:{epsg}",
+                "row_off": cell.row_off,
+                "col_off": cell.col_off,
+                "patch_size": p,
+                "shard": shard,
+                "shard_index": shard_index,
+                "valid_frac": 1.0 - fracs["nodata_frac"],
+                **fracs,
+                "n_bands": int(raw.shape[0]),
+                "band_means": (sums / (p * p)).astype(np.float32).tolist(),
+                "mean_reflectance": float(sums.sum() / raw.size),
+                "geometry_native": footprint.wkt,
+                "geometry": shapely.transform(footprint, to_wgs84, interleaved=False),
+            }
+        )
+
+    # This thread only reads the scene, strip by strip; each window goes to one writer
+    # thread (filters, GeoTIFF, shard slot, index row: in window order, so shard indices
+    # stay as they were) while the next strip is decompressed (GDAL releases the GIL), and a
+    # third thread makes each written file durable, so the flush below finds the scene
+    # already on disk instead of waiting for all of it
+    in_flight = max(2, 2 * (width // p))  # windows queued for the writer: bounds memory
+    with (
+        EarlySync() as syncer,
+        scene_shard_stream(
+            patches_root / "shards" / shard, len(cells), on_write=syncer.fd
+        ) as shard_append,
+    ):
+        writer = ThreadPoolExecutor(1)
+        done: list[Future] = []
+        try:
+            for cell, pieces in _cell_pixels(product, view, cells, p, width, height, block_h):
+                done.append(writer.submit(curate_window, cell, pieces))
+                del pieces
+                if len(done) > in_flight:
+                    done[-in_flight - 1].result()  # re-raise a failure here
+            for f in done:
+                f.result()
+        finally:
+            writer.shutdown(wait=True, cancel_futures=True)
+        syncer.wait()  # re-raise a failed sync; done before the shard's file is closed
     flush_to_disk()  # staged patches and shard durable before they are renamed into place
 
     with registry.lock():
@@ -227,6 +239,56 @@ def curate_scene(
         _write_fragment(patches_root, result, product.scene_key, registry)
     shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _strip_bytes(n_bands: int, width: int, patch_size: int, block_h: int) -> int:
+    """Most bytes the strip-wise read holds at once (the strips one row of windows spans)."""
+    return n_bands * (_strip_rows(patch_size, block_h) + patch_size) * width * 2
+
+
+def _strip_rows(patch_size: int, block_h: int) -> int:
+    """Rows read at a time: whole rows of the file's blocks, at least one window high."""
+    return block_h * -(-patch_size // block_h)
+
+
+def _cell_pixels(
+    product, view: np.ndarray, cells: list[Cell], p: int, width: int, height: int, block_h: int
+) -> Iterator[tuple[Cell, list[np.ndarray]]]:
+    """Each cell with its [bands, p, p] pixels, in the cells' (row-major) order, as pieces
+    (views of the strips, top down) for :func:`_joined`.
+
+    Grid windows rarely align with the file's tiles, and window-by-window reads decompress
+    each tile up to 4 times (~3x a full read), so the scene is read in full-width strips of
+    whole tile rows, each once, keeping only the strips the current row of windows spans.
+    Scenes too wide for that buffer (``WHOLE_SCENE_MAX_BYTES``) are read window by window.
+    """
+    if _strip_bytes(len(view), width, p, block_h) > WHOLE_SCENE_MAX_BYTES:
+        for cell in cells:
+            yield cell, [product.read(Window(cell.col_off, cell.row_off, p, p), bands=view)]
+        return
+    chunk = _strip_rows(p, block_h)
+    strips: list[tuple[int, np.ndarray]] = []  # (first row, [bands, rows, width]), top down
+    next_row = 0
+    for cell in cells:
+        r0, r1 = cell.row_off, cell.row_off + p
+        strips = [(s0, s) for s0, s in strips if s0 + s.shape[1] > r0]
+        next_row = max(next_row, r0 // block_h * block_h)  # skip rows above every window
+        while next_row < r1:
+            h = min(chunk, height - next_row)
+            strips.append((next_row, product.read(Window(0, next_row, width, h), bands=view)))
+            next_row += h
+        cols = slice(cell.col_off, cell.col_off + p)
+        pieces = [
+            s[:, max(r0 - s0, 0) : min(r1 - s0, s.shape[1]), cols]
+            for s0, s in strips
+            if s0 < r1 and s0 + s.shape[1] > r0
+        ]
+        yield cell, pieces
+
+
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    """One window's pixels as a C-contiguous array, from its row-wise pieces."""
+    return np.concatenate(pieces, axis=1) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
 
 
 def _write_fragment(

@@ -12,8 +12,11 @@ access, no decoding: 12.6x the GeoTIFF read rate, benchmarks/RESULTS.md), plus
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -129,6 +132,7 @@ def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> 
             {
                 "patch_id": pd.Series(dtype=str),
                 "location_id": pd.Series(dtype="int64"),
+                "location_key": pd.Series(dtype=str),  # an archive where no window passed
                 "geometry": [],
             }
         )
@@ -151,23 +155,78 @@ def scene_shard_name(scene: str) -> str:
     return f"{scene}.npy"
 
 
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf,
+        {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.int16)),
+            "fortran_order": False,
+            "shape": shape,
+        },
+    )
+    return buf.getvalue()
+
+
+class _NoPatches(Exception):
+    """Internal: a shard stream that received nothing (its temporary file is dropped)."""
+
+
+@contextlib.contextmanager
+def scene_shard_stream(
+    path: Path, max_patches: int, on_write: Callable[[int], None] | None = None
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Stream one scene's kept patches into its int16 [n, bands, P, P] .npy shard (atomic).
+
+    Yields ``append(patch)``; patches go to disk as they come, so the scene need not be held
+    in memory. The header (which holds the count n <= ``max_patches``) is written last, into
+    the space reserved for it: the file is byte-identical to ``np.save`` of the stacked
+    patches. No patch appended -> no file (an earlier one is removed). ``on_write(fd)`` is
+    called after each append (the data handed to the kernel), e.g. ``io.EarlySync.fd`` to
+    make the file durable while it grows; the caller still flushes before its commit point.
+    """
+    path = Path(path)
+    count, shape, reserved = 0, None, 0
+    try:
+        with atomic_path(path, fsync=False) as tmp, open(tmp, "w+b") as fh:
+
+            def append(patch: np.ndarray) -> None:
+                nonlocal count, shape, reserved
+                if shape is None:
+                    shape = patch.shape
+                    reserved = len(_npy_header((max(max_patches, 1), *shape)))
+                    fh.seek(reserved)
+                elif patch.shape != shape:
+                    raise ValueError(f"patch shape {patch.shape} differs from {shape}")
+                fh.write(np.ascontiguousarray(patch, dtype=np.int16).data)  # one copy at most
+                count += 1
+                if on_write is not None:
+                    fh.flush()
+                    on_write(fh.fileno())
+
+            yield append
+            if not count:
+                raise _NoPatches
+            header = _npy_header((count, *shape))
+            if len(header) != reserved:  # numpy pads the header for growth: not seen so far
+                fh.seek(reserved)
+                data = fh.read()
+                fh.seek(0)
+                fh.truncate()
+                fh.write(header)
+                fh.write(data)
+            else:
+                fh.seek(0)
+                fh.write(header)
+    except _NoPatches:
+        path.unlink(missing_ok=True)
+
+
 def write_scene_shard(path: Path, arrays: list[np.ndarray]) -> None:
     """One scene's kept patches as an int16 [n, bands, P, P] .npy (atomic); none -> no file."""
-    path = Path(path)
-    if not arrays:
-        path.unlink(missing_ok=True)
-        return
-    first = arrays[0]
-    header = {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(np.int16)),
-        "fortran_order": False,
-        "shape": (len(arrays), *first.shape),
-    }
-    with atomic_path(path, fsync=False) as tmp:  # the caller flushes once per scene
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array_header_1_0(fh, header)
-            for a in arrays:  # streamed: no stacked copy of the whole scene
-                fh.write(np.ascontiguousarray(a, dtype=np.int16).data)  # one copy at most
+    with scene_shard_stream(path, len(arrays)) as append:  # the caller flushes once per scene
+        for a in arrays:
+            append(a)
 
 
 def build_shards(patches_root: str | Path) -> pd.DataFrame:
