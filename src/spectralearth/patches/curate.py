@@ -268,9 +268,12 @@ def _cell_pixels(
         return
     chunk = _strip_rows(p, block_h)
     strips: list[tuple[int, np.ndarray]] = []  # (first row, [bands, rows, width]), top down
-    next_row = 0
+    next_row = last_r0 = 0
     for cell in cells:
         r0, r1 = cell.row_off, cell.row_off + p
+        if r0 < last_r0:  # strips above were dropped: they would be missing, not re-read
+            raise ValueError("cells must come in row-major order (cells_in_scene's)")
+        last_r0 = r0
         strips = [(s0, s) for s0, s in strips if s0 + s.shape[1] > r0]
         next_row = max(next_row, r0 // block_h * block_h)  # skip rows above every window
         while next_row < r1:
