@@ -187,3 +187,13 @@ def test_cli_evaluate_with_the_paper_head(cdl, tmp_path, one_torch_thread):
     )
     assert head["head"] == "fcn" and head["dilated"] is True
     assert not (results / "evaluate-enmap_cdl-frozen.csv").exists()
+
+
+@pytest.mark.parametrize("key, value", [("head", "unet"), ("protocol", "linear-probe")])
+def test_a_typo_in_params_fails_at_load_naming_the_key(tmp_path, key, value):
+    from spectralearth.config import load_settings
+    from tests.conftest import write_params
+
+    params = write_params(tmp_path, evaluate={key: value})
+    with pytest.raises(ValueError, match=rf"\[evaluate\]: {key} '{value}' is not one of"):
+        load_settings(params)

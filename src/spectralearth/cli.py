@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from spectralearth.config import load_settings
+from spectralearth.config import HEADS, PROTOCOLS, load_settings
 
 # spectralearth.ssl.list_methods(), spelt out so that --help does not import torch
 METHOD_NAMES = ("moco", "dino", "mae")
@@ -490,12 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--protocol",
-        choices=("frozen", "adapter", "first-n", "full"),
+        choices=PROTOCOLS,
         help="what trains besides the head" + shown(d and d.evaluate.protocol),
     )
     p.add_argument(
         "--head",
-        choices=("linear", "fcn", "upconv", "paper"),
+        choices=HEADS,
         help="linear: 1x1 conv probe; fcn: FCN head on the Spec-ResNet dilated to stride 1; "
         "upconv: upsampling conv head on ViT tokens; paper: fcn or upconv by backbone "
         "(multi-label tasks: always linear)" + shown(d and d.evaluate.head),

@@ -87,6 +87,12 @@ class PretrainSettings:
     mask_ratio: float = 0.9  # MAE
 
 
+# What `evaluate.protocol` and `evaluate.head` may be (spectralearth.downstream.protocols,
+# spectralearth.models.heads): here, so params.yaml is checked without importing torch.
+PROTOCOLS = ("frozen", "adapter", "first-n", "full")
+HEADS = ("linear", "fcn", "upconv", "paper")
+
+
 @dataclass(frozen=True)
 class EvaluateSettings:
     task: str
@@ -99,6 +105,14 @@ class EvaluateSettings:
     seeds: tuple[int, ...] = ()  # several seeds: the results table shows mean and std
     baselines: tuple[str, ...] = ("random_init",)  # beside each checkpoint (also random_forest)
     head: str = "linear"  # linear | fcn | upconv | paper (spectralearth.models.heads)
+
+    def __post_init__(self) -> None:
+        # checked here so a typo in params.yaml fails at load, not after hours of pretraining
+        for key, allowed in (("protocol", PROTOCOLS), ("head", HEADS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"params.yaml [evaluate]: {key} {getattr(self, key)!r} is not one of {allowed}"
+                )
 
 
 @dataclass(frozen=True)

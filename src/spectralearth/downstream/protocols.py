@@ -47,11 +47,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from spectralearth.config import EvaluateSettings
+from spectralearth.config import PROTOCOLS, EvaluateSettings
 from spectralearth.downstream.metrics import metrics_for
 
 IGNORE_INDEX = -1
-PROTOCOLS = ("frozen", "adapter", "first-n", "full")
 SEGMENTATION = "segmentation"
 MULTILABEL = "multilabel"
 ENCODER_LR_SCALE = 0.1

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spectralearth.config import HEADS
+
 HEAD_FILE = "head.json"
 WEIGHTS_FILE = "model.safetensors"
 KIND = "spectralearth-downstream-model"
@@ -38,8 +40,7 @@ SEGMENTATION = "segmentation"
 MULTILABEL = "multilabel"
 
 
-LINEAR, FCN, UPCONV, PAPER = "linear", "fcn", "upconv", "paper"
-HEADS = (LINEAR, FCN, UPCONV, PAPER)
+LINEAR, FCN, UPCONV, PAPER = HEADS
 
 
 class FCNHead(nn.Sequential):
