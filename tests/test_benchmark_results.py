@@ -116,3 +116,24 @@ def test_dagster_evaluation_partitions_name_every_dataset_and_protocol():
     assert set(PAPER_DATASETS) | {POTSDAM, "synth_landcover"} == set(DATASETS)
     assert PROTOCOLS == LIBRARY_PROTOCOLS
     assert split_evaluation_key("enmap_cdl:first-n") == ("enmap_cdl", "first-n")
+
+
+def test_heads_are_told_apart_and_old_rows_count_as_linear(rows):
+    """Rows without a head (written before dense heads) are the linear probe's; an FCN-head
+    run of the same model and protocol gets its own column and its own time ratio."""
+    fcn = pd.DataFrame(
+        _rows("moco-spec_resnet18", "frozen", [0.95, 0.97], 100.0)
+        + _rows("moco-spec_resnet18", "full", [0.96, 0.98], 300.0),
+        columns=list(EVALUATION_COLUMNS),
+    ).assign(head="fcn")
+    s = summarize(pd.concat([rows, fcn], ignore_index=True))
+    by = s.set_index(["model", "protocol", "head"])
+    assert by.loc[("moco-spec_resnet18", "frozen", "linear"), "mean"] == pytest.approx(0.85)
+    assert by.loc[("moco-spec_resnet18", "frozen", "fcn"), "mean"] == pytest.approx(0.96)
+    assert by.loc[("moco-spec_resnet18", "full", "fcn"), "seconds_vs_frozen"] == pytest.approx(3.0)
+    assert by.loc[("moco-spec_resnet18", "full", "linear"), "seconds_vs_frozen"] == pytest.approx(
+        4.0
+    )
+    header = results_markdown(s).splitlines()[0]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert {"moco-spec_resnet18 (frozen)", "moco-spec_resnet18 (frozen, fcn head)"} <= set(cols)
