@@ -269,6 +269,41 @@ def test_arrival_order_changes_no_location_id(tiny_archive, tmp_path):
     assert forward[2] == backward[2]  # and gets the same id
 
 
+def test_scene_ids_and_release_paths_do_not_depend_on_curation_order(tiny_archive, tmp_path):
+    """With the archive's scene keys (what the pipeline passes: the catalogue's, or the
+    products' for the CLI), two opposite curation orders write the same files at the same
+    release paths; without them, ids follow arrival order (the old rule, kept for callers
+    that do not know the archive)."""
+    from spectralearth.patches.curate import scene_key_for
+
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
+    keys = [scene_key_for(p) for p in products]
+
+    def curated(order, root, scene_keys):
+        ids = {p.name: curate_scene(p, root, settings.curate, scene_keys).scene_id for p in order}
+        files = sorted(str(f.relative_to(root)) for f in (root / "enmap").rglob("*.tif"))
+        return ids, files
+
+    forward = curated(products, tmp_path / "fwd", keys)
+    backward = curated(products[::-1], tmp_path / "bwd", keys)
+    assert forward == backward and forward[1]
+    # ids follow the sorted keys: the first registered scene is 1
+    assert forward[0] == {p.name: i + 1 for i, p in enumerate(sorted(products, key=scene_key_for))}
+    unkeyed = curated(products[::-1], tmp_path / "arrival", ())
+    assert unkeyed[0][products[-1].name] == 1  # arrival order without the keys
+
+
+def test_register_scenes_keeps_given_ids_and_appends_new_ones_sorted(tmp_path):
+    reg = Registry(tmp_path / "registry.sqlite")
+    assert reg.scene_id("c") == 1  # an earlier arrival keeps its id
+    reg.register_scenes(["b", "a", "c"])
+    assert [reg.scene_id(k) for k in ("a", "b", "c")] == [2, 3, 1]
+    reg.register_scenes(["e", "d", "a"])
+    assert [reg.scene_id(k) for k in ("d", "e")] == [4, 5]
+    reg.register_scenes([])  # nothing to do
+
+
 def test_location_moves_during_curation_keep_files_index_and_order_independence(
     tiny_archive, tmp_path, monkeypatch
 ):

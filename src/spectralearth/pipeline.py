@@ -52,10 +52,29 @@ def scenes_to_curate(settings: Settings, catalog_path: Path | None = None) -> li
     return [Path(p) for p in cat.loc[cat["status"] == "ok"].sort_values("scene")["path"]]
 
 
-def curate_scene(settings: Settings, product_dir: Path, patches_root: Path | None = None):
+def catalog_scene_keys(settings: Settings, catalog_path: Path | None = None) -> list[str]:
+    """Scene keys of the catalogue's ok products (what scene ids are registered from)."""
+    from spectralearth.catalog import read_catalog
+
+    path = catalog_path or settings.paths.catalog
+    if not Path(path).is_file():
+        return []
+    cat = read_catalog(path)
+    return sorted(set(cat.loc[cat["status"] == "ok", "scene_key"].astype(str)))
+
+
+def curate_scene(
+    settings: Settings,
+    product_dir: Path,
+    patches_root: Path | None = None,
+    scene_keys: list[str] | None = None,
+):
+    """One scene's patches; scene ids registered from ``scene_keys`` (default: the
+    catalogue's ok scenes), so they do not depend on the order partitions run in."""
     from spectralearth.patches.curate import curate_scene as _curate
 
-    return _curate(product_dir, patches_root or settings.paths.patches, settings.curate)
+    keys = catalog_scene_keys(settings) if scene_keys is None else scene_keys
+    return _curate(product_dir, patches_root or settings.paths.patches, settings.curate, keys)
 
 
 def patch_index(settings: Settings, patches_root: Path | None = None):
@@ -76,15 +95,17 @@ def curate_archive(
 ) -> dict:
     """Curate every product (sorted), then build the index and the shards."""
     from spectralearth.enmap.product import ProductError
+    from spectralearth.patches.curate import scene_key_for
 
     root = patches_root or settings.paths.patches
+    keys = sorted({scene_key_for(p) for p in products})  # ids in key order, not curation order
     reports, failed = [], {}
     from tqdm import tqdm
 
     # a bar on an interactive terminal only (disable=None); the log lines stay
     for product in tqdm(sorted(products), desc="curate", unit="scene", disable=None):
         try:
-            res = curate_scene(settings, product, root)
+            res = curate_scene(settings, product, root, keys)
             reports.append(res.as_metadata())
             log(f"{res.scene}: kept {res.kept} of {res.windows} windows, rejected {res.rejected}")
         except ProductError as exc:

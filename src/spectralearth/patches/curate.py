@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,9 @@ from spectralearth.enmap.product import (
     NODATA,
     PRODUCT_NAME_RE,
     ProductError,
+    is_product_entry,
     open_scene,
+    product_name,
     scene_key_of,
 )
 from spectralearth.io import EarlySync, atomic_path, flush_to_disk, fsync_dirs
@@ -83,10 +85,18 @@ class SceneCuration:
 
 
 def curate_scene(
-    product_dir: str | Path, patches_root: str | Path, settings: CurateSettings
+    product_dir: str | Path,
+    patches_root: str | Path,
+    settings: CurateSettings,
+    scene_keys: Iterable[str] = (),
 ) -> SceneCuration:
     """Cut one scene (L2A product or generic image) into patches under ``patches_root`` and
     write its index fragment.
+
+    ``scene_keys``: the archive's scenes (:func:`scene_key_for`, or the catalogue's
+    ``scene_key`` column), registered first in sorted order so that scene ids, hence release
+    paths, do not depend on the order scenes are curated in. Without them the scene gets the
+    next free id (arrival order).
 
     Rerunning a scene replaces its patches: files of an earlier run that are no longer
     kept are removed, so nothing is duplicated. Raises ProductError naming the product.
@@ -115,6 +125,7 @@ def curate_scene(
         raise ProductError(product.name, str(exc)) from exc
 
     registry = Registry(patches_root / REGISTRY_FILE)
+    registry.register_scenes(scene_keys)
     scene_id = registry.scene_id(product.scene_key)
     to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
     limits = {attr: getattr(settings, attr) for _, _, attr in FILTERS}
@@ -239,6 +250,15 @@ def curate_scene(
         _write_fragment(patches_root, result, product.scene_key, registry)
     shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def scene_key_for(path: str | Path) -> str:
+    """The registry key of a product entry (datatake, start and tile: the same for every
+    processing) or of a generic image (its file stem), from the path alone."""
+    path = Path(path)
+    if is_product_entry(path):
+        return scene_key_of(product_name(path))
+    return path.stem
 
 
 def _strip_bytes(n_bands: int, width: int, patch_size: int, block_h: int) -> int:

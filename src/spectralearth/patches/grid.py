@@ -296,6 +296,34 @@ class Registry:
 
     # -- scenes --------------------------------------------------------------------------
 
+    def register_scenes(self, scene_keys: Iterable[str]) -> None:
+        """Give the keys not yet registered the next scene ids in sorted key order (one
+        transaction). Curation registers the whole archive's keys (its catalogue) before its
+        own scene, so the ids of one archive do not depend on the order its scenes are
+        curated in (Dagster partitions in any order, or the CLI's loop). Scenes that arrive
+        later get the next ids, again in sorted order per registration."""
+        keys = sorted(set(scene_keys))
+        if not keys:
+            return
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")  # one writer at a time: no id is handed out twice
+            known = {k for (k,) in con.execute("SELECT key FROM scenes")}
+            next_id = con.execute("SELECT COALESCE(MAX(id), 0) FROM scenes").fetchone()[0] + 1
+            new = [k for k in keys if k not in known]
+            if next_id + len(new) - 1 > MAX_SCENE_ID:
+                raise OverflowError(f"scene registry is full ({MAX_SCENE_ID} ids)")
+            con.executemany(
+                "INSERT INTO scenes(key, id) VALUES (?, ?)",
+                [(k, next_id + i) for i, k in enumerate(new)],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
     def scene_id(self, scene_key: str) -> int:
         con = self._connect()
         try:
