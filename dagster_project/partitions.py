@@ -11,6 +11,8 @@ baselines (``random_init``, ``random_forest``; the forest has no protocol and ru
 
 import dagster as dg
 
+from spectralearth.config import PROTOCOLS  # no torch import: the protocol list lives there
+
 scenes_partitions = dg.DynamicPartitionsDefinition(name="scenes")
 checkpoints_partitions = dg.DynamicPartitionsDefinition(name="checkpoints")
 
@@ -44,7 +46,6 @@ def _configured_task() -> str | None:
 
 if _configured_task() not in (None, *DATASETS):
     DATASETS = (_configured_task(), *DATASETS)
-PROTOCOLS = ("frozen", "adapter", "first-n", "full")  # spectralearth.downstream.protocols
 BASELINES = ("random_init", "random_forest")  # spectralearth.pipeline.RANDOM_INIT / _FOREST
 
 

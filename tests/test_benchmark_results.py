@@ -108,13 +108,11 @@ def test_default_evaluations_and_rf_key(tmp_path):
 
 
 def test_dagster_evaluation_partitions_name_every_dataset_and_protocol():
-    from dagster_project.partitions import DATASETS, PROTOCOLS, split_evaluation_key
+    from dagster_project.partitions import DATASETS, split_evaluation_key
     from spectralearth.downstream.datasets.potsdam import NAME as POTSDAM
     from spectralearth.downstream.datasets.registry import PAPER_DATASETS
-    from spectralearth.downstream.protocols import PROTOCOLS as LIBRARY_PROTOCOLS
 
     assert set(PAPER_DATASETS) | {POTSDAM, "synth_landcover"} == set(DATASETS)
-    assert PROTOCOLS == LIBRARY_PROTOCOLS
     assert split_evaluation_key("enmap_cdl:first-n") == ("enmap_cdl", "first-n")
 
 
