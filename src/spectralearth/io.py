@@ -101,16 +101,17 @@ class EarlySync:
         self._syncs: list[Future] = []
 
     def path(self, path: str | os.PathLike) -> None:
-        self._submit(os.open(path, os.O_RDONLY))
+        self._submit(os.open(path, os.O_RDONLY), path)
 
-    def fd(self, fd: int) -> None:
-        """A file still being written: what it holds so far (its own descriptor is kept)."""
-        self._submit(os.dup(fd))
+    def fd(self, fd: int, path: str | os.PathLike) -> None:
+        """A file still being written (``path`` names it in errors): what it holds so far
+        (the caller's descriptor stays open)."""
+        self._submit(os.dup(fd), path)
 
-    def _submit(self, fd: int) -> None:
+    def _submit(self, fd: int, path: str | os.PathLike) -> None:
         try:
             start_writeback(fd)
-            self._syncs.append(self._pool.submit(_fdatasync_and_close, fd))
+            self._syncs.append(self._pool.submit(_fdatasync_and_close, fd, path))
         except BaseException:
             os.close(fd)
             raise
@@ -130,9 +131,11 @@ class EarlySync:
         self.close()
 
 
-def _fdatasync_and_close(fd: int) -> None:
+def _fdatasync_and_close(fd: int, path: str | os.PathLike) -> None:
     try:
         getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
+    except OSError as exc:  # a bare EIO/ENOSPC names no file
+        raise OSError(exc.errno, f"cannot make {path} durable: {exc.strerror}") from exc
     finally:
         os.close(fd)
 

@@ -116,3 +116,41 @@ def test_sigkill_leaves_nothing_partial_and_a_rerun_matches(
     got = _visible_files(out)
     assert sorted(got) == sorted(expected)
     assert [k for k in expected if got[k] != expected[k]] == []
+
+
+def test_a_failed_durable_write_names_the_file_and_loses_nothing(
+    tiny_archive, tmp_path, monkeypatch
+):
+    """fdatasync failing (EIO, a full or failing disk) while a scene is curated: the error
+    names the file, nothing of that scene becomes visible, the scene curated before is
+    untouched, and a rerun ends byte-identical to a run that never failed."""
+    import errno
+
+    from spectralearth.config import load_settings
+    from spectralearth.patches.curate import curate_scene, scene_key_for
+
+    settings = load_settings(write_params(tmp_path / "cfg")).curate
+    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[:2]
+    keys = [scene_key_for(p) for p in products]
+    for p in products:
+        curate_scene(p, tmp_path / "clean", settings, keys)
+    expected = _visible_files(tmp_path / "clean")
+
+    out = tmp_path / "out"
+    curate_scene(products[0], out, settings, keys)
+    before = _visible_files(out)
+    real = os.fdatasync
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError, match=r"cannot make .*(\.tif|\.npy) durable: Input/output error"):
+        curate_scene(products[1], out, settings, keys)
+    assert _visible_files(out) == before  # nothing of the failed scene, the first one intact
+    _assert_consistent(out)
+
+    monkeypatch.setattr(os, "fdatasync", real)
+    curate_scene(products[1], out, settings, keys)
+    got = _visible_files(out)
+    assert sorted(got) == sorted(expected) and all(got[k] == expected[k] for k in expected)

@@ -212,11 +212,12 @@ def curate_scene(
     # stay as they were) while the next strip is decompressed (GDAL releases the GIL), and a
     # third thread makes each written file durable, so the flush below finds the scene
     # already on disk instead of waiting for all of it
+    shard_path = patches_root / "shards" / shard
     in_flight = max(2, 2 * (width // p))  # windows queued for the writer: bounds memory
     with (
         EarlySync() as syncer,
         scene_shard_stream(
-            patches_root / "shards" / shard, len(cells), on_write=syncer.fd
+            shard_path, len(cells), on_write=lambda fd: syncer.fd(fd, shard_path)
         ) as shard_append,
     ):
         writer = ThreadPoolExecutor(1)
