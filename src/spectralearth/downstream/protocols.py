@@ -411,12 +411,14 @@ def _evaluate_finetune(
                         key,
                         epoch,
                         copy.deepcopy(head.state_dict()),
-                        copy.deepcopy(model.state_dict()),
+                        # a frozen encoder (dense head under `frozen`) never changes: no copy
+                        copy.deepcopy(model.state_dict()) if enc_params else None,
                         res,
                     )
         if best is not None:
             head.load_state_dict(best[2])
-            model.load_state_dict(best[3])
+            if best[3] is not None:
+                model.load_state_dict(best[3])
         t_train = time.perf_counter() - t1
         t2 = time.perf_counter()
         result, test_targets = score(test_ds)

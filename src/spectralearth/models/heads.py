@@ -169,7 +169,8 @@ class SegmentationModel(nn.Module):
         return F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def head_kind(head: nn.Module, task: str) -> str:
+def head_kind(head: nn.Module) -> str:
+    """The kind a head module is (what head.json records)."""
     if isinstance(head, FCNHead):
         return FCN
     if isinstance(head, UpConvHead):
@@ -202,7 +203,7 @@ def save_model(model: SegmentationModel, folder: str | os.PathLike, info: dict[s
         "in_chans": int(getattr(model.encoder, "in_chans", len(info["band_stats"]["mean"]))),
         "num_features": int(model.feature_mean.shape[1]),
         "num_classes": model.num_classes,
-        "head": head_kind(model.head, model.task),
+        "head": head_kind(model.head),
         "dilated": bool(getattr(model.encoder, "dilated", False)),
         **info,
         "band_stats": {
