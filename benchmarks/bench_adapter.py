@@ -66,8 +66,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     b, s = args.batch, args.size
-    with_adapter = ViTEncoder(size="small", in_chans=BANDS)
-    direct = ViTEncoder(size="small", in_chans=128, spectral_adapter=False)
+    with_adapter = ViTEncoder(embed_dim=384, depth=12, num_heads=6, in_chans=BANDS)
+    direct = ViTEncoder(embed_dim=384, depth=12, num_heads=6, in_chans=128, spectral_adapter=False)
     n_adapter = sum(p.numel() for p in with_adapter.spectral_adapter.parameters())
     inputs = {"adapter": torch.randn(b, BANDS, s, s), "direct": torch.randn(b, 128, s, s)}
     models = {"adapter": with_adapter.train(), "direct": direct.train()}

@@ -11,31 +11,14 @@ baselines (``random_init``, ``random_forest``; the forest has no protocol and ru
 
 import dagster as dg
 
-from spectralearth.config import PROTOCOLS  # no torch import: the protocol list lives there
+from spectralearth import names
 
 scenes_partitions = dg.DynamicPartitionsDefinition(name="scenes")
 checkpoints_partitions = dg.DynamicPartitionsDefinition(name="checkpoints")
 
-# spectralearth.downstream.datasets.registry.PAPER_DATASETS + the Potsdam task + the built
-# synthetic task, spelt out so loading the definitions does not import torch (a test keeps
-# the lists equal).
-DATASETS = (
-    "synth_landcover",
-    "enmap_cdl",
-    "enmap_nlcd",
-    "enmap_corine",
-    "enmap_eurocrops",
-    "enmap_bdforet",
-    "enmap_treemap",
-    "enmap_bnetd",
-    "desis_cdl",
-    "eo1_cdl",
-    "enmap_potsdam",
-)
-
 
 def _configured_task() -> str | None:
-    """params.yaml's evaluate.task, so a task other than the listed ones gets partitions."""
+    """params.yaml's evaluate.task, so a task other than the known ones gets partitions."""
     try:
         from spectralearth.config import load_settings
 
@@ -44,25 +27,14 @@ def _configured_task() -> str | None:
         return None
 
 
+DATASETS = names.DATASETS
 if _configured_task() not in (None, *DATASETS):
     DATASETS = (_configured_task(), *DATASETS)
-BASELINES = ("random_init", "random_forest")  # spectralearth.pipeline.RANDOM_INIT / _FOREST
 
-
-# spectralearth.ssl.METHODS and the adapter backbones of spectralearth.models (spelt out so
-# loading the definitions does not import torch; a test keeps the lists equal)
-PRETRAIN_METHODS = ("moco", "dino", "mae")
-PRETRAIN_BACKBONES = (
-    "spec_resnet18",
-    "spec_resnet50",
-    "spec_vit_tiny",
-    "spec_vit_small",
-    "spec_vit_base",
-)
 pretrain_partitions = dg.MultiPartitionsDefinition(
     {
-        "method": dg.StaticPartitionsDefinition(list(PRETRAIN_METHODS)),
-        "backbone": dg.StaticPartitionsDefinition(list(PRETRAIN_BACKBONES)),
+        "method": dg.StaticPartitionsDefinition(list(names.METHODS)),
+        "backbone": dg.StaticPartitionsDefinition(list(names.ADAPTER_BACKBONES)),
     }
 )
 
@@ -84,7 +56,7 @@ evaluations_partitions = dg.MultiPartitionsDefinition(
     {
         "checkpoint": checkpoints_partitions,
         "evaluation": dg.StaticPartitionsDefinition(
-            [evaluation_key(d, p) for d in DATASETS for p in PROTOCOLS]
+            [evaluation_key(d, p) for d in DATASETS for p in (*names.PROTOCOLS, names.NO_PROTOCOL)]
         ),
     }
 )

@@ -107,15 +107,6 @@ def test_default_evaluations_and_rf_key(tmp_path):
         pipeline.evaluate_one(s, "random_forest", "synth_landcover", "full")
 
 
-def test_dagster_evaluation_partitions_name_every_dataset_and_protocol():
-    from dagster_project.partitions import DATASETS, split_evaluation_key
-    from spectralearth.downstream.datasets.potsdam import NAME as POTSDAM
-    from spectralearth.downstream.datasets.registry import PAPER_DATASETS
-
-    assert set(PAPER_DATASETS) | {POTSDAM, "synth_landcover"} == set(DATASETS)
-    assert split_evaluation_key("enmap_cdl:first-n") == ("enmap_cdl", "first-n")
-
-
 def test_heads_are_told_apart_and_old_rows_count_as_linear(rows):
     """Rows without a head (written before dense heads) are the linear probe's; an FCN-head
     run of the same model and protocol gets its own column and its own time ratio."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from spectralearth.config import EvaluateSettings
 from spectralearth.downstream.baselines import random_forest_baseline
-from spectralearth.downstream.datasets import MissingPatchesError, ReleasedDataset, get_info
+from spectralearth.downstream.datasets import MissingPatchesError, ReleasedDataset, get_card
 from spectralearth.downstream.datasets.registry import (
     PAPER_DATASETS,
     describe_datasets,
@@ -109,54 +109,54 @@ class TinyEncoder(nn.Module):
 def test_registry_holds_the_nine_datasets_with_the_issue_codes():
     assert len(PAPER_DATASETS) == 9
     for name in PAPER_DATASETS:
-        info = get_info(name)
+        info = get_card(name)
         assert info.name == name and info.citation and info.task_type
         assert len(info.class_names) == info.num_classes
         if name in ISSUE_CODES:
             assert info.codes == ISSUE_CODES[name]
             assert info.num_classes == len(ISSUE_CODES[name])
             assert info.task == "segmentation"
-    assert get_info("enmap_cdl").bands == 202
-    assert get_info("desis_cdl").bands == 235 and get_info("desis_cdl").sensor == "DESIS"
-    assert get_info("eo1_cdl").bands == 198 and get_info("eo1_cdl").sensor == "Hyperion"
-    assert get_info("enmap_cdl").class_names[:2] == ("corn", "cotton")
-    corine = get_info("enmap_corine")
+    assert get_card("enmap_cdl").bands == 202
+    assert get_card("desis_cdl").bands == 235 and get_card("desis_cdl").sensor == "DESIS"
+    assert get_card("eo1_cdl").bands == 198 and get_card("eo1_cdl").sensor == "Hyperion"
+    assert get_card("enmap_cdl").class_names[:2] == ("corn", "cotton")
+    corine = get_card("enmap_corine")
     assert corine.task == "multilabel" and corine.num_classes == 19 and len(corine.codes) == 43
     assert set(corine.class_of_code().values()) == set(range(19))
     with pytest.raises(KeyError, match="unknown dataset"):
-        get_info("enmap_nope")
+        get_card("enmap_nope")
 
 
 def test_class_names_are_one_per_class_and_legend_names_where_a_legend_was_found():
     """TreeMap and EuroCrops carry their legends' names (FIA forest types, HCAT) in code
     order; BNETD and BD Foret keep "<source> <code>" (no legend keyed by code was found)."""
     for name in PAPER_DATASETS:
-        info = get_info(name)
+        info = get_card(name)
         assert len(info.class_names) == info.num_classes == len(set(info.class_names)), name
         assert all(isinstance(n, str) and n.strip() for n in info.class_names), name
-    treemap = get_info("enmap_treemap")
+    treemap = get_card("enmap_treemap")
     by_code = dict(zip(treemap.codes, treemap.class_names, strict=True))
     assert by_code[184] == "Juniper woodland" and by_code[924] == "Blue oak"
     assert by_code[371] == "California mixed conifer" and by_code[105] == "Eastern hemlock"
     assert not any(n.startswith("FIA forest type") for n in treemap.class_names)
-    eurocrops = get_info("enmap_eurocrops")
+    eurocrops = get_card("enmap_eurocrops")
     by_code = dict(zip(eurocrops.codes, eurocrops.class_names, strict=True))
     assert eurocrops.class_names[0] == by_code[3301090205] == "lolium_ryegrass"
     assert by_code[3301010600] == "grain_maize_corn_popcorn"
     assert by_code[3301029900] == "other_dry_pulses"
     assert not any(n.startswith("HCAT") for n in eurocrops.class_names)
     for name, prefix in (("enmap_bnetd", "BNETD"), ("enmap_bdforet", "BD Foret")):
-        info = get_info(name)
+        info = get_card(name)
         assert info.class_names == tuple(f"{prefix} {c}" for c in info.codes)
 
 
 def test_codes_outside_the_table_are_ignored():
-    info = get_info("enmap_eurocrops")
+    info = get_card("enmap_eurocrops")
     labels = np.array([[3301090205, 3301029900], [0, 3301010100]], dtype=np.uint64)
     np.testing.assert_array_equal(info.encode(labels), [[0, 14], [-1, -1]])
-    cdl = get_info("enmap_cdl")
+    cdl = get_card("enmap_cdl")
     np.testing.assert_array_equal(cdl.encode(np.array([1, 210, 41, 0, 255])), [0, 13, -1, -1, -1])
-    corine = get_info("enmap_corine")
+    corine = get_card("enmap_corine")
     np.testing.assert_array_equal(corine.encode(np.array([111, 112, 122, 523])), [0, 0, -1, 18])
 
 
@@ -167,7 +167,7 @@ def test_codes_outside_the_table_are_ignored():
 def test_loader_reads_fake_tree_named_from_official_lists(official_tree):
     splits, root = official_tree
     for name in PAPER_DATASETS:
-        info = get_info(name)
+        info = get_card(name)
         for split in ("train", "val", "test"):
             official = (splits / name / f"{split}.txt").read_text().split()[:2]
             ds = ReleasedDataset(root / name, name, split)

@@ -23,7 +23,7 @@ from spectralearth.downstream.build import (
     read_patch_grids,
     sensor_matrix,
 )
-from spectralearth.downstream.datasets.base import ReleasedDataset, get_info
+from spectralearth.downstream.datasets.base import ReleasedDataset, get_card
 from spectralearth.downstream.splits import SCHEMES, assign_splits, split_gap
 
 CRS = "EPSG:32633"
@@ -32,8 +32,8 @@ PX = 30.0
 X0, Y0 = 399_960.0, 5_700_000.0  # upper-left of the patch lattice
 COLS, ROWS = 4, 3
 BLOCK = 90.0  # label blocks of 3 x 3 px, aligned with the pixel grid
-NLCD = get_info("enmap_nlcd")
-EUROCROPS = get_info("enmap_eurocrops")
+NLCD = get_card("enmap_nlcd")
+EUROCROPS = get_card("enmap_eurocrops")
 
 
 def truth(x: np.ndarray, y: np.ndarray, codes) -> np.ndarray:
@@ -235,7 +235,7 @@ def test_vector_polygons_in_4326_are_rasterised_onto_utm_patches(patches, tmp_pa
 
 
 def test_vector_gaps_and_extent(patches, tmp_path):
-    info = get_info("enmap_bdforet")
+    info = get_card("enmap_bdforet")
     # polygons on every other block only (forest stands); unlabelled pixels are 0 / ignored
     frame = polygons_4326(info.codes, keep_every=2).rename(columns={"EC_hcat_c": "code"})
     # surveyed area: the two left lattice columns only
@@ -254,7 +254,7 @@ def test_vector_gaps_and_extent(patches, tmp_path):
 
 
 def test_other_sensors_are_resampled_from_enmap(patches, tmp_path):
-    cdl = get_info("desis_cdl")
+    cdl = get_card("desis_cdl")
     src = write_raster(
         tmp_path / "cdl.tif",
         CRS,
@@ -268,7 +268,7 @@ def test_other_sensors_are_resampled_from_enmap(patches, tmp_path):
         assert report["resampled"] == report["kept"] == 14
         ds = ReleasedDataset(tmp_path / "out" / name, name, "train")
         assert ds[0][0].shape == (bands, P, P)
-        with rasterio.open(tmp_path / "out" / name / get_info(name).sensor_dir / ds.files[0]) as f:
+        with rasterio.open(tmp_path / "out" / name / get_card(name).sensor_dir / ds.files[0]) as f:
             assert len(f.tags()["wavelengths"].split(",")) == bands
     # a flat spectrum stays flat (outside the water-vapour gaps, which are darkened)
     wl = view_wavelengths()

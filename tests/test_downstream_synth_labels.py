@@ -12,7 +12,7 @@ import rasterio
 from conftest import write_params
 
 from spectralearth.config import load_settings
-from spectralearth.downstream.datasets.base import ReleasedDataset, get_info
+from spectralearth.downstream.datasets.base import ReleasedDataset, get_card
 from spectralearth.downstream.datasets.registry import PAPER_DATASETS, describe_datasets
 from spectralearth.downstream.synth_labels import (
     SCHEMAS,
@@ -52,7 +52,7 @@ def built(project) -> dict:
 def test_all_nine_are_built_and_load(built, project):
     out = project.parent / "data" / "downstream"
     for name in PAPER_DATASETS:
-        info = get_info(name)
+        info = get_card(name)
         report = built[name]
         assert report["kept"] > 0 and report["not_covered"] == 0, name
         assert report["split_scheme"] == "block"

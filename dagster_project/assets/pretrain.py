@@ -7,9 +7,10 @@ import dagster as dg
 
 from dagster_project.assets.curate import band_statistics, training_shards
 from dagster_project.metadata import png_markdown
-from dagster_project.partitions import BASELINES, checkpoints_partitions, pretrain_partitions
+from dagster_project.partitions import checkpoints_partitions, pretrain_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
+from spectralearth.names import BASELINES
 
 
 @dg.asset(

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from spectralearth.names import HEADS, PROTOCOLS
+
 PARAMS_ENV = "SPECTRALEARTH_PARAMS"
 DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
 ARCHIVE_ENV = "SPECTRALEARTH_ARCHIVE"
@@ -85,12 +87,6 @@ class PretrainSettings:
     strategy: str = "auto"  # Lightning strategy ("auto" = DDP with several devices)
     num_nodes: int = 1
     mask_ratio: float = 0.9  # MAE
-
-
-# What `evaluate.protocol` and `evaluate.head` may be (spectralearth.downstream.protocols,
-# spectralearth.models.heads): here, so params.yaml is checked without importing torch.
-PROTOCOLS = ("frozen", "adapter", "first-n", "full")
-HEADS = ("linear", "fcn", "upconv", "paper")
 
 
 @dataclass(frozen=True)

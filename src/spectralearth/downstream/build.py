@@ -50,8 +50,7 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.warp import transform as warp_transform
 
-from spectralearth.downstream.datasets import registry as _registry  # noqa: F401 (the nine)
-from spectralearth.downstream.datasets.base import DatasetInfo, get_info
+from spectralearth.downstream.datasets.base import DatasetCard, get_card
 from spectralearth.downstream.datasets.synth_landcover import _link_or_copy, relative_name
 from spectralearth.downstream.splits import (
     DEFAULT_TEST_FRAC,
@@ -285,7 +284,7 @@ class VectorLabelSource:
         return codes, covered
 
 
-def label_dtype(info: DatasetInfo) -> str:
+def label_dtype(info: DatasetCard) -> str:
     """Smallest unsigned type holding every code the dataset keeps (EuroCrops: uint32)."""
     top = max(info.codes)
     for dtype in ("uint8", "uint16", "uint32"):
@@ -365,7 +364,7 @@ def _write_resampled(grid: PatchGrid, sensor: str, dst_path: Path, cache: dict) 
 
 
 def build_dataset(
-    name: str | DatasetInfo,
+    name: str | DatasetCard,
     patches_root: str | os.PathLike,
     source: RasterLabelSource | VectorLabelSource,
     out_root: str | os.PathLike,
@@ -383,7 +382,7 @@ def build_dataset(
     ``scheme`` picks the split written to ``splits/`` (``random``: the paper's; ``block``,
     ``scene``: spatially blocked); all schemes go to ``splits/<scheme>/``.
     """
-    info = get_info(name) if isinstance(name, str) else name
+    info = get_card(name) if isinstance(name, str) else name
     if scheme not in SCHEMES:
         raise ValueError(f"unknown split scheme {scheme!r}; have {SCHEMES}")
     grids = list(grids) if grids is not None else read_patch_grids(patches_root)

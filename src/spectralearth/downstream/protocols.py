@@ -47,8 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from spectralearth.config import PROTOCOLS, EvaluateSettings
+from spectralearth.config import EvaluateSettings
 from spectralearth.downstream.metrics import metrics_for
+from spectralearth.names import PROTOCOLS
 
 IGNORE_INDEX = -1
 SEGMENTATION = "segmentation"

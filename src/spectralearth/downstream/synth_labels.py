@@ -59,8 +59,8 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from spectralearth.downstream.datasets import bdforet, eurocrops, treemap
-from spectralearth.downstream.datasets.cdl import CDL_NAMES
+from spectralearth.cards import bdforet, eurocrops, treemap
+from spectralearth.cards.cdl import CDL_NAMES
 from spectralearth.io import atomic_path, atomic_write_text
 
 CDL_CROPS = tuple(CDL_NAMES)  # the 20 codes of the three CDL datasets

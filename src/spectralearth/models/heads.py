@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectralearth.config import HEADS
+from spectralearth.names import HEADS
 
 HEAD_FILE = "head.json"
 WEIGHTS_FILE = "model.safetensors"

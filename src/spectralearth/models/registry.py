@@ -16,6 +16,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from ..names import BACKBONE_CONFIGS, BackboneConfig
 from .resnet import SpecResNet
 from .vit import ViTEncoder
 
@@ -97,51 +98,30 @@ def load_pretrained(path: str | os.PathLike) -> nn.Module:
     return model.eval()
 
 
-# --- SpectralEarth encoders -------------------------------------------------------------
+# --- the encoders of spectralearth.names.BACKBONE_CONFIGS (config as data) -------------
 
 
-@register_model
-def spec_resnet18(in_chans: int = 202, **kwargs) -> nn.Module:
-    """Spectral adapter + stem-less ResNet-18 (CPU profile); 512 features, stride 16."""
-    return SpecResNet("resnet18", in_chans=in_chans, **kwargs)
+def _builder(config: BackboneConfig) -> Callable[..., nn.Module]:
+    params = dict(config.params)
+
+    def build(in_chans: int = 202, **kwargs) -> nn.Module:
+        if config.family == "spec_resnet":
+            return SpecResNet(params["arch"], in_chans=in_chans, **kwargs)
+        if config.family == "vit":
+            return ViTEncoder(
+                in_chans=in_chans,
+                spectral_adapter=config.spectral_adapter,
+                **{**params, **kwargs},
+            )
+        if config.family == "timm_resnet":
+            kwargs.setdefault("num_classes", 0)
+            return timm.create_model(params["arch"], pretrained=False, in_chans=in_chans, **kwargs)
+        raise ValueError(f"{config.name}: unknown backbone family {config.family!r}")
+
+    build.__name__ = config.name
+    build.__doc__ = config.description
+    return build
 
 
-@register_model
-def spec_resnet50(in_chans: int = 202, **kwargs) -> nn.Module:
-    """Spectral adapter + stem-less ResNet-50 (the paper's Spec-ResNet50); 2048 features."""
-    return SpecResNet("resnet50", in_chans=in_chans, **kwargs)
-
-
-@register_model
-def spec_vit_tiny(in_chans: int = 202, **kwargs) -> nn.Module:
-    """Spectral adapter + ViT-T/4 (192-dim, 12 blocks, 3 heads)."""
-    return ViTEncoder(size="tiny", in_chans=in_chans, **kwargs)
-
-
-@register_model
-def spec_vit_small(in_chans: int = 202, **kwargs) -> nn.Module:
-    """Spectral adapter + ViT-S/4 (384-dim, 12 blocks, 6 heads)."""
-    return ViTEncoder(size="small", in_chans=in_chans, **kwargs)
-
-
-@register_model
-def spec_vit_base(in_chans: int = 202, **kwargs) -> nn.Module:
-    """Spectral adapter + ViT-B/4 (768-dim, 12 blocks, 12 heads)."""
-    return ViTEncoder(size="base", in_chans=in_chans, **kwargs)
-
-
-# --- plain timm baselines (all bands straight into the first layer) ---------------------
-
-
-@register_model
-def resnet50(in_chans: int = 202, **kwargs) -> nn.Module:
-    """timm ResNet-50 with its stem taking ``in_chans`` bands; output stride 32."""
-    kwargs.setdefault("num_classes", 0)
-    return timm.create_model("resnet50", pretrained=False, in_chans=in_chans, **kwargs)
-
-
-@register_model
-def vit_small_p8(in_chans: int = 202, **kwargs) -> nn.Module:
-    """ViT-S/8 with a patch embedding taking ``in_chans`` bands (no spectral adapter)."""
-    kwargs.setdefault("patch_size", 8)
-    return ViTEncoder(size="small", in_chans=in_chans, spectral_adapter=False, **kwargs)
+for _config in BACKBONE_CONFIGS.values():
+    register_model(_builder(_config))

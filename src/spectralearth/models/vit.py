@@ -15,13 +15,6 @@ from torch import nn
 
 from .adapter import ADAPTER_CHANNELS, SpectralAdapter
 
-# embed_dim, depth, num_heads
-VIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (192, 12, 3),
-    "small": (384, 12, 6),
-    "base": (768, 12, 12),
-}
-
 
 class ViTEncoder(nn.Module):
     """A timm VisionTransformer (no classifier) with an optional spectral adapter in front."""
@@ -29,7 +22,9 @@ class ViTEncoder(nn.Module):
     def __init__(
         self,
         *,
-        size: str,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
         in_chans: int = 202,
         patch_size: int = 4,
         img_size: int = 128,
@@ -37,9 +32,6 @@ class ViTEncoder(nn.Module):
         **kwargs,
     ) -> None:
         super().__init__()
-        if size not in VIT_SIZES:
-            raise ValueError(f"unknown ViT size {size!r}; known: {sorted(VIT_SIZES)}")
-        embed_dim, depth, num_heads = VIT_SIZES[size]
         self.in_chans = in_chans
         self.patch_size = patch_size
         if spectral_adapter:

@@ -8,11 +8,12 @@ two-date pairs from ``ShardPatches``, and builds itself with
 
 from __future__ import annotations
 
+from .. import names
 from .dino import DINO
 from .mae import MAE
 from .moco import MoCo
 
-METHODS: dict[str, type] = {"moco": MoCo, "dino": DINO, "mae": MAE}
+METHODS: dict[str, type] = {names.MOCO: MoCo, names.DINO: DINO, names.MAE: MAE}
 
 
 def list_methods() -> list[str]:

@@ -24,14 +24,14 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from spectralearth.downstream.datasets.base import SPLITS, get_info
-from spectralearth.downstream.datasets.registry import PAPER_DATASETS
+from spectralearth.cards import PAPER_DATASETS
+from spectralearth.downstream.datasets.base import SPLITS, get_card
 
 FOREIGN_CODE = 999  # a code no dataset keeps
 
 
 def write_dataset(name: str, splits_dir: Path, out: Path, per_split: int, size: int) -> dict:
-    info = get_info(name)
+    info = get_card(name)
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     root = out / name
     # one random spectrum per class (the last one for ignored pixels): a separable task

@@ -1,7 +1,7 @@
 """The downstream dataset registry and the loader for SpectralEarth's released layout.
 
-Every dataset family module (``cdl.py``, ``nlcd.py``, ...) describes its datasets with a
-:class:`DatasetInfo` and registers it here with :func:`register`. The released layout is::
+Every dataset is described by a card (:mod:`spectralearth.cards`, plain data, no torch);
+this module reads the released layout those cards name::
 
     <root>/<sensor_dir>/<location:07d>/<scene:05d>.tif     image patch
     <root>/<label_dir>/<location:07d>/<scene:05d>.tif      label patch (source codes)
@@ -10,7 +10,7 @@ Every dataset family module (``cdl.py``, ``nlcd.py``, ...) describes its dataset
 (``../shared/data/spectralearth_reference/splits/<dataset>/`` holds the official split
 lists; :class:`ReleasedDataset` takes them through ``split_dir``.) Label rasters hold the
 label source's own codes (CDL 1, 2, ..., EuroCrops HCAT 3301090205, ...); the codes a
-dataset keeps become classes ``0..K-1`` in the order of :attr:`DatasetInfo.codes`, every
+dataset keeps become classes ``0..K-1`` in the order of :attr:`DatasetCard.codes`, every
 other code becomes the ignore index (-1).
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,93 +26,18 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = -1
+from spectralearth.cards import (  # noqa: F401  (re-exported for the loaders)
+    IGNORE_INDEX,
+    MULTILABEL,
+    REGRESSION,
+    SEGMENTATION,
+    SENSOR_BANDS,
+    DatasetCard,
+    encode_codes,
+    get_card,
+)
+
 SPLITS = ("train", "val", "test")
-SEGMENTATION = "segmentation"
-MULTILABEL = "multilabel"
-
-# Band counts of the sensors' SpectralEarth views (water-vapour and bad bands removed).
-SENSOR_BANDS = {"EnMAP": 202, "DESIS": 235, "Hyperion": 198}
-
-_REGISTRY: dict[str, DatasetInfo] = {}
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Facts about one downstream dataset.
-
-    ``codes`` are the label source's codes kept, in class order; for a multi-label task
-    ``code_to_class`` maps each source code to its class index (several codes may share
-    one class, e.g. CORINE's 43 codes onto BigEarthNet's 19 classes).
-    """
-
-    name: str
-    task: str  # "segmentation" | "multilabel"
-    task_type: str  # human wording: "crop-type seg.", ...
-    sensor: str  # "EnMAP" | "DESIS" | "Hyperion"
-    sensor_dir: str
-    label_dir: str
-    label_source: str
-    codes: tuple[int, ...]
-    class_names: tuple[str, ...]
-    citation: str = ""
-    code_to_class: Mapping[int, int] = field(default_factory=dict)
-    patch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.sensor not in SENSOR_BANDS:
-            raise ValueError(f"{self.name}: unknown sensor {self.sensor!r}")
-        if self.task not in (SEGMENTATION, MULTILABEL):
-            raise ValueError(f"{self.name}: unknown task {self.task!r}")
-        if len(set(self.codes)) != len(self.codes):
-            raise ValueError(f"{self.name}: duplicate source codes")
-        if not self.code_to_class and len(self.class_names) != len(self.codes):
-            raise ValueError(f"{self.name}: {len(self.codes)} codes, {len(self.class_names)} names")
-
-    @property
-    def bands(self) -> int:
-        return SENSOR_BANDS[self.sensor]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def class_of_code(self) -> dict[int, int]:
-        """Source code -> class index (0..K-1)."""
-        if self.code_to_class:
-            return dict(self.code_to_class)
-        return {int(c): i for i, c in enumerate(self.codes)}
-
-    def encode(self, labels: np.ndarray) -> np.ndarray:
-        """Source codes -> class indices (int64), codes not kept -> ``IGNORE_INDEX``."""
-        return encode_codes(labels, self.class_of_code())
-
-
-def encode_codes(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
-    """Map integer codes (any width, e.g. 10-digit EuroCrops HCAT) through ``mapping``."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind == "f":
-        labels = np.where(np.isfinite(labels), labels, -1).astype(np.int64)
-    values, inverse = np.unique(labels, return_inverse=True)
-    lut = np.array([mapping.get(int(v), IGNORE_INDEX) for v in values], dtype=np.int64)
-    return lut[inverse].reshape(labels.shape)
-
-
-def register(info: DatasetInfo) -> DatasetInfo:
-    if info.name in _REGISTRY:
-        raise ValueError(f"dataset {info.name!r} is already registered")
-    _REGISTRY[info.name] = info
-    return info
-
-
-def list_datasets() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get_info(name: str) -> DatasetInfo:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
 
 
 class MissingPatchesError(FileNotFoundError):
@@ -169,14 +93,14 @@ class ReleasedDataset(Dataset):
     def __init__(
         self,
         root: str | os.PathLike,
-        info: DatasetInfo | str,
+        info: DatasetCard | str,
         split: str,
         stats: Mapping[str, Any] | None = None,
         split_dir: str | os.PathLike | None = None,
         max_stats_files: int = 256,
     ):
         self.root = Path(root)
-        self.info = get_info(info) if isinstance(info, str) else info
+        self.info = get_card(info) if isinstance(info, str) else info
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; have {SPLITS}")
         self.split = split

@@ -40,6 +40,7 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
+from spectralearth.cards.potsdam import ENMAP_POTSDAM
 from spectralearth.downstream.datasets.base import (
     IGNORE_INDEX,
     SEGMENTATION,
@@ -48,10 +49,11 @@ from spectralearth.downstream.datasets.base import (
     band_stats,
 )
 
-NAME = "enmap_potsdam"
-SENSOR = "EnMAP"
-BANDS = 202
-CLASS_NAMES = ("roof", "pavement", "low vegetation", "tree", "soil", "water")
+CARD = ENMAP_POTSDAM
+NAME = CARD.name
+SENSOR = CARD.sensor
+BANDS = CARD.bands
+CLASS_NAMES = CARD.class_names
 SPLIT_FILES = {"train": "train_files.csv", "val": "validation_files.csv", "test": "test_files.csv"}
 NODATA = -32768
 

@@ -15,37 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spectralearth.downstream.datasets import (  # noqa: F401  (register the families)
-    bdforet,
-    bnetd,
-    cdl,
-    corine,
-    eurocrops,
-    nlcd,
-    treemap,
-)
+from spectralearth.cards import PAPER_DATASETS, get_card
 from spectralearth.downstream.datasets import potsdam as _potsdam
 from spectralearth.downstream.datasets.base import (
     SEGMENTATION,
     ReleasedDataset,
     band_stats,
-    get_info,
-    list_datasets,
 )
 
-# The paper's nine downstream datasets, in the paper's order.
-PAPER_DATASETS = (
-    "enmap_cdl",
-    "enmap_nlcd",
-    "enmap_corine",
-    "enmap_eurocrops",
-    "enmap_bdforet",
-    "enmap_treemap",
-    "enmap_bnetd",
-    "desis_cdl",
-    "eo1_cdl",
-)
-assert set(PAPER_DATASETS) == set(list_datasets())
 POTSDAM_ENV = "SPECTRALEARTH_POTSDAM"
 
 
@@ -104,7 +81,7 @@ def resolve(
         return DatasetSource(_potsdam.NAME, "potsdam", path)
     registered = name or (path.name if path.name in PAPER_DATASETS else None)
     if registered:
-        get_info(registered)
+        get_card(registered)
         return DatasetSource(registered, "released", path, split_dir)
     if (path / "classes.json").is_file():
         return DatasetSource(path.name, "layout", path, split_dir)
@@ -166,7 +143,7 @@ def describe_datasets(downstream_dir: str | os.PathLike | None = None) -> list[d
     downstream_dir = Path(downstream_dir) if downstream_dir else None
     rows = []
     for name in PAPER_DATASETS:
-        info = get_info(name)
+        info = get_card(name)
         here = downstream_dir / name if downstream_dir else None
         present = bool(here and (here / info.sensor_dir).is_dir())
         rows.append(

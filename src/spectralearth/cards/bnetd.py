@@ -23,21 +23,19 @@ d'Ivoire.
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+from spectralearth.cards.card import SEGMENTATION, DatasetCard
 
 CODES = (1, 2, 3, 6, 9, 10, 13, 15, 16, 21)
 
-ENMAP_BNETD = register(
-    DatasetInfo(
-        name="enmap_bnetd",
-        task=SEGMENTATION,
-        task_type="land-cover seg.",
-        sensor="EnMAP",
-        sensor_dir="enmap",
-        label_dir="bnetd",
-        label_source="BNETD",
-        codes=CODES,
-        class_names=tuple(f"BNETD {c}" for c in CODES),
-        citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; BNETD land cover (Cote d'Ivoire)",
-    )
+ENMAP_BNETD = DatasetCard(
+    name="enmap_bnetd",
+    task=SEGMENTATION,
+    task_type="land-cover seg.",
+    sensor="EnMAP",
+    sensor_dir="enmap",
+    label_dir="bnetd",
+    label_source="BNETD",
+    codes=CODES,
+    class_names=tuple(f"BNETD {c}" for c in CODES),
+    citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; BNETD land cover (Cote d'Ivoire)",
 )

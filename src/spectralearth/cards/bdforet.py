@@ -22,21 +22,19 @@ Citations: Braham et al., "SpectralEarth", IEEE JSTARS 2025; IGN, BD Forêt vers
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+from spectralearth.cards.card import SEGMENTATION, DatasetCard
 
 CODES = (1, 2, 3, 4, 5, 7, 9, 10, 11, 12, 14, 16)
 
-ENMAP_BDFORET = register(
-    DatasetInfo(
-        name="enmap_bdforet",
-        task=SEGMENTATION,
-        task_type="tree species seg.",
-        sensor="EnMAP",
-        sensor_dir="enmap",
-        label_dir="bdforet",
-        label_source="BD Foret",
-        codes=CODES,
-        class_names=tuple(f"BD Foret {c}" for c in CODES),
-        citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; IGN BD Foret V2",
-    )
+ENMAP_BDFORET = DatasetCard(
+    name="enmap_bdforet",
+    task=SEGMENTATION,
+    task_type="tree species seg.",
+    sensor="EnMAP",
+    sensor_dir="enmap",
+    label_dir="bdforet",
+    label_source="BD Foret",
+    codes=CODES,
+    class_names=tuple(f"BD Foret {c}" for c in CODES),
+    citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; IGN BD Foret V2",
 )

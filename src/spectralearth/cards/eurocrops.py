@@ -22,7 +22,7 @@ The Largest Harmonized Open Crop Dataset Across the European Union", Scientific 
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+from spectralearth.cards.card import SEGMENTATION, DatasetCard
 
 HCAT_CODES = (
     3301090205,
@@ -61,17 +61,15 @@ HCAT_NAMES = {
     3303060000: "vineyards_wine_vine_rebland_grapes",
 }
 
-ENMAP_EUROCROPS = register(
-    DatasetInfo(
-        name="enmap_eurocrops",
-        task=SEGMENTATION,
-        task_type="crop-type seg.",
-        sensor="EnMAP",
-        sensor_dir="enmap",
-        label_dir="eurocrops",
-        label_source="EuroCrops HCAT",
-        codes=HCAT_CODES,
-        class_names=tuple(HCAT_NAMES[c] for c in HCAT_CODES),
-        citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; Schneider et al., EuroCrops, Sci. Data 2023",
-    )
+ENMAP_EUROCROPS = DatasetCard(
+    name="enmap_eurocrops",
+    task=SEGMENTATION,
+    task_type="crop-type seg.",
+    sensor="EnMAP",
+    sensor_dir="enmap",
+    label_dir="eurocrops",
+    label_source="EuroCrops HCAT",
+    codes=HCAT_CODES,
+    class_names=tuple(HCAT_NAMES[c] for c in HCAT_CODES),
+    citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; Schneider et al., EuroCrops, Sci. Data 2023",
 )

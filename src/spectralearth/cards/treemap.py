@@ -22,7 +22,7 @@ USDA Forest Service Research Data Archive.
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+from spectralearth.cards.card import SEGMENTATION, DatasetCard
 
 CODES = (
     184, 185, 221, 924, 105, 503, 520, 706, 801, 201, 264, 266,
@@ -57,17 +57,15 @@ FIA_NAMES = {
     924: "Blue oak",
 }
 
-ENMAP_TREEMAP = register(
-    DatasetInfo(
-        name="enmap_treemap",
-        task=SEGMENTATION,
-        task_type="tree species seg.",
-        sensor="EnMAP",
-        sensor_dir="enmap",
-        label_dir="treemap",
-        label_source="TreeMap",
-        codes=CODES,
-        class_names=tuple(FIA_NAMES[c] for c in CODES),
-        citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; Riley et al., TreeMap 2016 (USDA FS)",
-    )
+ENMAP_TREEMAP = DatasetCard(
+    name="enmap_treemap",
+    task=SEGMENTATION,
+    task_type="tree species seg.",
+    sensor="EnMAP",
+    sensor_dir="enmap",
+    label_dir="treemap",
+    label_source="TreeMap",
+    codes=CODES,
+    class_names=tuple(FIA_NAMES[c] for c in CODES),
+    citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; Riley et al., TreeMap 2016 (USDA FS)",
 )

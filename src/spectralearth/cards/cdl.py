@@ -18,7 +18,7 @@ Data Layer (https://www.nass.usda.gov/Research_and_Science/Cropland/).
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+from spectralearth.cards.card import SEGMENTATION, DatasetCard
 
 CITATION = "Braham et al., SpectralEarth, IEEE JSTARS 2025; USDA NASS Cropland Data Layer (CDL)"
 
@@ -47,20 +47,18 @@ CDL_NAMES = {
 }
 
 
-def _cdl(name: str, sensor: str, sensor_dir: str, codes: tuple[int, ...]) -> DatasetInfo:
-    return register(
-        DatasetInfo(
-            name=name,
-            task=SEGMENTATION,
-            task_type="crop-type seg.",
-            sensor=sensor,
-            sensor_dir=sensor_dir,
-            label_dir="cdl",
-            label_source="CDL",
-            codes=codes,
-            class_names=tuple(CDL_NAMES[c] for c in codes),
-            citation=CITATION,
-        )
+def _cdl(name: str, sensor: str, sensor_dir: str, codes: tuple[int, ...]) -> DatasetCard:
+    return DatasetCard(
+        name=name,
+        task=SEGMENTATION,
+        task_type="crop-type seg.",
+        sensor=sensor,
+        sensor_dir=sensor_dir,
+        label_dir="cdl",
+        label_source="CDL",
+        codes=codes,
+        class_names=tuple(CDL_NAMES[c] for c in codes),
+        citation=CITATION,
     )
 
 

@@ -14,7 +14,7 @@ Land Cover Database (https://www.mrlc.gov/).
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import SEGMENTATION, DatasetInfo, register
+from spectralearth.cards.card import SEGMENTATION, DatasetCard
 
 NLCD_NAMES = {
     11: "open water",
@@ -34,17 +34,15 @@ NLCD_NAMES = {
     95: "emergent herbaceous wetlands",
 }
 
-ENMAP_NLCD = register(
-    DatasetInfo(
-        name="enmap_nlcd",
-        task=SEGMENTATION,
-        task_type="land-cover seg.",
-        sensor="EnMAP",
-        sensor_dir="enmap",
-        label_dir="nlcd",
-        label_source="NLCD",
-        codes=tuple(NLCD_NAMES),
-        class_names=tuple(NLCD_NAMES.values()),
-        citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; USGS National Land Cover Database",
-    )
+ENMAP_NLCD = DatasetCard(
+    name="enmap_nlcd",
+    task=SEGMENTATION,
+    task_type="land-cover seg.",
+    sensor="EnMAP",
+    sensor_dir="enmap",
+    label_dir="nlcd",
+    label_source="NLCD",
+    codes=tuple(NLCD_NAMES),
+    class_names=tuple(NLCD_NAMES.values()),
+    citation="Braham et al., SpectralEarth, IEEE JSTARS 2025; USGS National Land Cover Database",
 )

@@ -20,7 +20,7 @@ nomenclature).
 
 from __future__ import annotations
 
-from spectralearth.downstream.datasets.base import MULTILABEL, DatasetInfo, register
+from spectralearth.cards.card import MULTILABEL, DatasetCard
 
 # BigEarthNet's 19 classes, in their usual order.
 BEN19_NAMES = (
@@ -61,21 +61,19 @@ CLC_TO_BEN19 = {
     411: 15, 412: 15, 421: 16, 422: 16, 511: 17, 512: 17, 521: 18, 522: 18, 523: 18,
 }  # fmt: skip
 
-ENMAP_CORINE = register(
-    DatasetInfo(
-        name="enmap_corine",
-        task=MULTILABEL,
-        task_type="multi-label",
-        sensor="EnMAP",
-        sensor_dir="enmap",
-        label_dir="corine",
-        label_source="CORINE Land Cover",
-        codes=CLC43_CODES,
-        class_names=BEN19_NAMES,
-        code_to_class=CLC_TO_BEN19,
-        citation=(
-            "Braham et al., SpectralEarth, IEEE JSTARS 2025; Copernicus CORINE Land Cover; "
-            "Sumbul et al., BigEarthNet-MM, IEEE GRSM 2021"
-        ),
-    )
+ENMAP_CORINE = DatasetCard(
+    name="enmap_corine",
+    task=MULTILABEL,
+    task_type="multi-label",
+    sensor="EnMAP",
+    sensor_dir="enmap",
+    label_dir="corine",
+    label_source="CORINE Land Cover",
+    codes=CLC43_CODES,
+    class_names=BEN19_NAMES,
+    code_to_class=CLC_TO_BEN19,
+    citation=(
+        "Braham et al., SpectralEarth, IEEE JSTARS 2025; Copernicus CORINE Land Cover; "
+        "Sumbul et al., BigEarthNet-MM, IEEE GRSM 2021"
+    ),
 )

@@ -1,0 +1,137 @@
+"""Every name the project knows, as plain data (no torch): the one list each of methods,
+backbones, protocols, heads, baselines and downstream datasets.
+
+The CLI (choices and help), the Dagster partitions and the implementations all import
+these; nothing else keeps a copy. Importing this module costs no deep-learning import, so
+``spectralearth --help`` and loading the Dagster definitions stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from spectralearth.cards import CARDS, PAPER_DATASETS, DatasetCard, get_card
+
+# --- self-supervised methods --------------------------------------------------------------
+
+MOCO, DINO, MAE = "moco", "dino", "mae"
+METHODS: tuple[str, ...] = (MOCO, DINO, MAE)
+
+
+# --- backbones (config as data; spectralearth.models builds them from these) -----------
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """One encoder architecture. ``family`` picks the builder in :mod:`spectralearth.models`
+    (``spec_resnet``: adapter + stem-less timm ResNet ``arch``; ``vit``: a ViT of
+    ``embed_dim``/``depth``/``num_heads`` on ``patch_size`` px tokens; ``timm_resnet``: a plain
+    timm ResNet whose stem takes every band)."""
+
+    name: str
+    family: str
+    description: str
+    spectral_adapter: bool = True
+    params: Mapping[str, object] = field(default_factory=dict)
+
+
+def _vit(name: str, embed_dim: int, depth: int, heads: int, label: str, patch: int = 4):
+    return BackboneConfig(
+        name,
+        "vit",
+        f"Spectral adapter + ViT-{label}/{patch} ({embed_dim}-dim, {depth} blocks, {heads} heads).",
+        params={"embed_dim": embed_dim, "depth": depth, "num_heads": heads, "patch_size": patch},
+    )
+
+
+_BACKBONE_LIST = (
+    BackboneConfig(
+        "spec_resnet18",
+        "spec_resnet",
+        "Spectral adapter + stem-less ResNet-18 (CPU profile); 512 features, stride 16.",
+        params={"arch": "resnet18"},
+    ),
+    BackboneConfig(
+        "spec_resnet50",
+        "spec_resnet",
+        "Spectral adapter + stem-less ResNet-50 (the paper's Spec-ResNet-50); 2048 features.",
+        params={"arch": "resnet50"},
+    ),
+    _vit("spec_vit_tiny", 192, 12, 3, "T"),
+    _vit("spec_vit_small", 384, 12, 6, "S"),
+    _vit("spec_vit_base", 768, 12, 12, "B"),
+    BackboneConfig(
+        "resnet50",
+        "timm_resnet",
+        "timm ResNet-50 with its stem taking every band; output stride 32 (no adapter).",
+        spectral_adapter=False,
+        params={"arch": "resnet50"},
+    ),
+    BackboneConfig(
+        "vit_small_p8",
+        "vit",
+        "ViT-S/8 with a patch embedding taking every band (no spectral adapter).",
+        spectral_adapter=False,
+        params={"embed_dim": 384, "depth": 12, "num_heads": 6, "patch_size": 8},
+    ),
+)
+BACKBONE_CONFIGS: dict[str, BackboneConfig] = {b.name: b for b in _BACKBONE_LIST}
+BACKBONES: tuple[str, ...] = tuple(BACKBONE_CONFIGS)
+# the encoders pretrained with a spectral adapter (Dagster's pretraining partitions)
+ADAPTER_BACKBONES: tuple[str, ...] = tuple(b.name for b in _BACKBONE_LIST if b.spectral_adapter)
+
+
+# --- downstream protocols, heads, baselines -------------------------------------------
+
+PROTOCOLS: tuple[str, ...] = ("frozen", "adapter", "first-n", "full")
+HEADS: tuple[str, ...] = ("linear", "fcn", "upconv", "paper")
+NO_PROTOCOL = "none"  # what trains besides the head: nothing, for a model without an encoder
+NO_HEAD = "none"
+
+RANDOM_INIT = "random_init"  # the same backbone with random weights, under any protocol
+RANDOM_FOREST = "random_forest"  # a per-pixel random forest on the raw bands
+BASELINES: tuple[str, ...] = (RANDOM_INIT, RANDOM_FOREST)
+
+
+def protocols_for(model: str) -> tuple[str, ...]:
+    """The protocols ``model`` (a checkpoint name or a baseline) can be evaluated under."""
+    return (NO_PROTOCOL,) if model == RANDOM_FOREST else PROTOCOLS
+
+
+def heads_for(model: str) -> tuple[str, ...]:
+    return (NO_HEAD,) if model == RANDOM_FOREST else HEADS
+
+
+# --- downstream datasets ------------------------------------------------------------------
+
+SYNTH_TASK = "synth_landcover"  # built from the synthetic archive's class maps
+POTSDAM = "enmap_potsdam"
+DATASETS: tuple[str, ...] = (SYNTH_TASK, *PAPER_DATASETS, POTSDAM)
+
+__all__ = [
+    "ADAPTER_BACKBONES",
+    "BACKBONES",
+    "BACKBONE_CONFIGS",
+    "BASELINES",
+    "CARDS",
+    "DATASETS",
+    "DINO",
+    "HEADS",
+    "MAE",
+    "METHODS",
+    "MOCO",
+    "NO_HEAD",
+    "NO_PROTOCOL",
+    "PAPER_DATASETS",
+    "POTSDAM",
+    "PROTOCOLS",
+    "RANDOM_FOREST",
+    "RANDOM_INIT",
+    "SYNTH_TASK",
+    "BackboneConfig",
+    "DatasetCard",
+    "get_card",
+    "heads_for",
+    "protocols_for",
+]
