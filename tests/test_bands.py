@@ -3,7 +3,7 @@ import pytest
 import rasterio
 
 from spectralearth import bands
-from tests.conftest import shared
+from tests.helpers import shared
 
 
 def test_nominal_table_is_enmap_224_sorted_with_detectors():

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from tests.conftest import write_params
+from tests.helpers import write_params
 
 COMMANDS = [
     "synth-archive",

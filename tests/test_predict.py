@@ -152,7 +152,7 @@ def test_cli_maps_writes_the_asset_maps_of_every_ok_scene(
     from spectralearth import pipeline
     from spectralearth.cli import main
     from spectralearth.config import load_settings
-    from tests.conftest import tiny_params
+    from tests.helpers import tiny_params
 
     params = tiny_params(tmp_path / "data", predict={"model": str(constant_model)})
     params["archive_dir"] = str(tiny_archive)
@@ -183,7 +183,7 @@ def test_evaluation_saves_the_model_it_scored(tmp_path_factory):
     from spectralearth.downstream.datasets.registry import open_split, resolve
     from spectralearth.downstream.metrics import SegmentationMetrics
     from spectralearth.downstream.run import evaluate_model
-    from tests.test_downstream_benchmark import make_fake
+    from tests.helpers import make_fake
 
     root = tmp_path_factory.mktemp("tree")
     splits = root / "lists" / "enmap_cdl"

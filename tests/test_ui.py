@@ -29,7 +29,7 @@ def _wait_ok(url: str, deadline: float) -> int:
 
 
 def test_ui_serves_dagster_and_mlflow_on_loopback_and_stops_cleanly(tmp_path):
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     params = write_params(tmp_path)
     dport, mport = _free_port(), _free_port()

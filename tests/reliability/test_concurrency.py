@@ -16,7 +16,7 @@ import rasterio
 
 from spectralearth.config import load_settings
 from spectralearth.patches.store import build_index
-from tests.conftest import REPO, write_params
+from tests.helpers import REPO, write_params
 
 
 def _curate_some(args) -> int:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from tests.conftest import REPO, write_params
+from tests.helpers import REPO, write_params
 
 # registry internals (SQLite pages, WAL, lock file) are not outputs readers compare
 NOT_COMPARED = ("registry.sqlite", "registry.sqlite-wal", "registry.sqlite-shm", "registry.lock")

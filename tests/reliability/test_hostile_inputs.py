@@ -9,8 +9,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO, write_params
-from tests.test_generic import _cube, _envi_lines, _write_envi
+from tests.helpers import REPO, cube, envi_lines, write_envi, write_params
 
 PEAK_RSS_LIMIT_MB = 1500  # a 40000 x 40000 x 5 int16 read would need 16 GB
 
@@ -43,7 +42,7 @@ def _cli(*args, params):
 
 def test_declared_size_far_beyond_the_file_is_refused_by_name(archive_copy, tmp_path):
     params = write_params(tmp_path / "cfg")
-    bomb = _write_envi(archive_copy / "bomb.bsq", _cube(), "bsq", _envi_lines())
+    bomb = write_envi(archive_copy / "bomb.bsq", cube(), "bsq", envi_lines())
     header = bomb.with_suffix(".hdr")
     text = re.sub(r"samples = \d+", "samples = 40000", header.read_text())
     header.write_text(re.sub(r"lines = \d+", "lines = 40000", text))

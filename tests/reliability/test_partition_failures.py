@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from tests.reliability.test_idempotency import env  # noqa: F401  (fixture)
-
 
 def test_a_broken_product_fails_only_its_partition(env, archive_copy):  # noqa: F811
     from dagster_project.definitions import defs

@@ -8,7 +8,7 @@ import re
 import subprocess
 
 from spectralearth.cli import build_parser
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 CREDENTIAL_PATTERNS = {
     "AWS access key": r"AKIA[0-9A-Z]{16}",

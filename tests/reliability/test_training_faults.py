@@ -11,7 +11,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from spectralearth.ssl import pretrain
 from spectralearth.ssl.train import CheckpointWriteError, last_checkpoint
-from tests.test_pretrain import make_shards, tiny_settings
+from tests.helpers import make_shards, tiny_settings
 
 
 def test_a_failed_checkpoint_write_keeps_the_last_good_one_and_says_why(tmp_path, monkeypatch):

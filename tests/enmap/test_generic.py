@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from spectralearth.bands import select_view
@@ -16,71 +15,22 @@ from spectralearth.enmap.generic import (
     parse_envi_header,
 )
 from spectralearth.enmap.product import NODATA, ProductError
-from tests.conftest import shared
-
-POTSDAM = ("enmap_potsdam", "images", "enmap_potsdam_tile_128_0.tif")
-TRANSFORM = from_origin(366015.0, 5809965.0, 30.0, 30.0)  # UTM 33N, Potsdam
-WL = np.array([450.0, 550.0, 650.0, 850.0, 1650.0])
-
-
-def _cube(dtype="int16", seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    data = rng.integers(50, 6000, size=(len(WL), 6, 7)).astype(dtype)
-    data[:, 0, 0] = NODATA
-    return data
-
-
-def _write_tif(path, data, *, band_tags=None, descriptions=None, tags=None, crs="EPSG:32633",
-               nodata=NODATA):  # fmt: skip
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1],
-                   count=data.shape[0], dtype=data.dtype, nodata=nodata)  # fmt: skip
-    if crs is not None:
-        profile.update(crs=crs, transform=TRANSFORM)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for i in range(data.shape[0]):
-            if band_tags is not None:
-                dst.update_tags(i + 1, **band_tags[i])
-            if descriptions is not None:
-                dst.set_band_description(i + 1, descriptions[i])
-        if tags:
-            dst.update_tags(**tags)
-    return path
-
-
-def _nm_tags(wl=WL, units="Nanometers"):
-    return [{"wavelength": f"{w:g}", "wavelength_units": units, "fwhm": "10"} for w in wl]
-
-
-def _write_envi(path, data, interleave, header_lines):
-    profile = dict(driver="ENVI", width=data.shape[2], height=data.shape[1],
-                   count=data.shape[0], dtype=data.dtype, crs="EPSG:32633",
-                   transform=TRANSFORM, interleave=interleave)  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    hdr = path.with_suffix(".hdr")
-    hdr.write_text(hdr.read_text().rstrip("\n") + "\n" + "\n".join(header_lines) + "\n")
-    return path
-
-
-def _envi_lines(wl=WL, units="Nanometers", bbl=None):
-    lines = [
-        "wavelength units = " + units,
-        "wavelength = {\n " + ",\n ".join(f"{w:g}" for w in wl) + "}",
-        "fwhm = {" + ", ".join("10" for _ in wl) + "}",
-        "data ignore value = -32768",
-        "acquisition time = 2023-05-01T10:20:30.123456789Z",
-    ]
-    if bbl is not None:
-        lines.append("bbl = {" + ", ".join(str(b) for b in bbl) + "}")
-    return lines
-
+from tests.helpers import (
+    POTSDAM_TILE,
+    WL,
+    cube,
+    envi_lines,
+    nm_tags,
+    shared,
+    write_envi,
+    write_tif,
+)
 
 # ----------------------------------------------------------------------------- real data
 
 
 def test_potsdam_tile_opens_in_detector_order_and_maps_to_the_view():
-    tile = shared(*POTSDAM)
+    tile = shared(*POTSDAM_TILE)
     scene = open_generic(tile)
     assert isinstance(scene, GenericScene)
     assert scene.name == scene.scene_key == tile.stem
@@ -143,11 +93,11 @@ def test_layout_examples_without_wavelengths_are_refused(name):
 
 
 def test_envi_bsq_bil_bip_give_the_same_scene(tmp_path):
-    data = _cube()
+    data = cube()
     bbl = [1, 1, 0, 1, 1]
     scenes = []
     for il, ext in (("bsq", ".bsq"), ("bil", ".bil"), ("bip", ".bip")):
-        path = _write_envi(tmp_path / f"scene_{il}{ext}", data, il, _envi_lines(bbl=bbl))
+        path = write_envi(tmp_path / f"scene_{il}{ext}", data, il, envi_lines(bbl=bbl))
         assert is_generic_image(path)
         scenes.append(open_generic(path))
     for scene in scenes:
@@ -164,7 +114,7 @@ def test_envi_bsq_bil_bip_give_the_same_scene(tmp_path):
 
 
 def test_envi_micrometres_and_extensionless_data_file(tmp_path):
-    path = _write_envi(tmp_path / "cube.bsq", _cube(), "bsq", _envi_lines(WL / 1000, "Micrometers"))
+    path = write_envi(tmp_path / "cube.bsq", cube(), "bsq", envi_lines(WL / 1000, "Micrometers"))
     bare = tmp_path / "cube"
     path.rename(bare)
     assert is_generic_image(bare) and not is_generic_image(tmp_path / "cube.hdr")
@@ -191,7 +141,7 @@ def test_envi_header_parser_handles_multiline_lists_and_comments():
 
 def test_micrometre_tags_without_units_are_converted(tmp_path):
     tags = [{"center_wavelength": f"{w / 1000:g}"} for w in WL]
-    scene = open_generic(_write_tif(tmp_path / "um.tif", _cube(), band_tags=tags))
+    scene = open_generic(write_tif(tmp_path / "um.tif", cube(), band_tags=tags))
     np.testing.assert_allclose(scene.meta.wavelengths, WL)
     assert np.all(np.isnan(scene.meta.fwhms))
     assert scene.meta.start_time is None and scene.meta.stop_time is None
@@ -200,19 +150,19 @@ def test_micrometre_tags_without_units_are_converted(tmp_path):
 def test_wavelengths_from_band_descriptions(tmp_path):
     desc = [f"{w:g} nm" for w in WL]
     desc[1] = "Band 2 (550 Nanometers)"
-    scene = open_generic(_write_tif(tmp_path / "desc.TIF", _cube(), descriptions=desc))
+    scene = open_generic(write_tif(tmp_path / "desc.TIF", cube(), descriptions=desc))
     np.testing.assert_allclose(scene.meta.wavelengths, WL)
     assert scene.meta.raw_fields["wavelength_source"] == "band descriptions"
 
 
 def test_float_unit_reflectance_is_scaled_to_x10000(tmp_path):
-    x = _cube("float32").astype(np.float32)
+    x = cube("float32").astype(np.float32)
     refl = np.where(x == NODATA, NODATA, x / 10000.0 + 0.00004).astype(np.float32)
     scene = open_generic(
-        _write_tif(
+        write_tif(
             tmp_path / "unit.tif",
             refl,
-            band_tags=_nm_tags(),
+            band_tags=nm_tags(),
             tags={"TIFFTAG_DATETIME": "2021:06:30 11:12:13"},
         )  # fmt: skip
     )
@@ -229,10 +179,10 @@ def test_float_unit_reflectance_is_scaled_to_x10000(tmp_path):
 
 
 def test_float_x10000_is_rounded_and_nan_inf_become_counted_nodata(tmp_path):
-    x = _cube("float32").astype(np.float32) + np.float32(0.4)
+    x = cube("float32").astype(np.float32) + np.float32(0.4)
     x[:, 0, 0] = NODATA
     x[0, 1, 1], x[2, 3, 3], x[4, 5, 6] = np.nan, np.inf, -np.inf
-    scene = open_generic(_write_tif(tmp_path / "nan.tif", x, band_tags=_nm_tags()))
+    scene = open_generic(write_tif(tmp_path / "nan.tif", x, band_tags=nm_tags()))
     assert scene.meta.raw_fields["source_scaling"] == "reflectance x 10000"
     out = scene.read()
     assert out.dtype == np.int16
@@ -253,13 +203,13 @@ def _raises(path, match):
 
 
 def test_errors_name_the_file(tmp_path):
-    _raises(_write_tif(tmp_path / "plain.tif", _cube()), "no wavelength information")
+    _raises(write_tif(tmp_path / "plain.tif", cube()), "no wavelength information")
 
-    tags = _nm_tags()
+    tags = nm_tags()
     tags[2] = {"wavelength": "nan"}
-    _raises(_write_tif(tmp_path / "nanwl.tif", _cube(), band_tags=tags), "non-finite")
+    _raises(write_tif(tmp_path / "nanwl.tif", cube(), band_tags=tags), "non-finite")
 
-    short = _write_envi(tmp_path / "short.bsq", _cube(), "bsq", _envi_lines(WL[:4]))
+    short = write_envi(tmp_path / "short.bsq", cube(), "bsq", envi_lines(WL[:4]))
     _raises(short, "wavelength count != band count")
 
     empty = tmp_path / "empty.tif"
@@ -267,15 +217,15 @@ def test_errors_name_the_file(tmp_path):
     _raises(empty, "empty")
 
     for name, writer in (
-        ("cut.tif", lambda p: _write_tif(p, _cube(), band_tags=_nm_tags())),
-        ("cut.bsq", lambda p: _write_envi(p, _cube(), "bsq", _envi_lines())),
+        ("cut.tif", lambda p: write_tif(p, cube(), band_tags=nm_tags())),
+        ("cut.bsq", lambda p: write_envi(p, cube(), "bsq", envi_lines())),
     ):
         path = writer(tmp_path / name)
         path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
         _raises(path, "truncated")
 
     with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
-        nocrs = _write_tif(tmp_path / "nocrs.tif", _cube(), band_tags=_nm_tags(), crs=None)
+        nocrs = write_tif(tmp_path / "nocrs.tif", cube(), band_tags=nm_tags(), crs=None)
         _raises(nocrs, "no CRS")
 
     lonely = tmp_path / "lonely.bsq"
@@ -286,8 +236,8 @@ def test_errors_name_the_file(tmp_path):
 
 
 def test_gdal_scaled_int16_reads_unchanged_and_index_units_are_refused(tmp_path):
-    data = _cube()
-    path = _write_tif(tmp_path / "scaled.tif", data, band_tags=_nm_tags())
+    data = cube()
+    path = write_tif(tmp_path / "scaled.tif", data, band_tags=nm_tags())
     with rasterio.open(path, "r+") as dst:
         dst.scales = [1e-4] * len(WL)
     scene = open_generic(path)
@@ -300,5 +250,5 @@ def test_gdal_scaled_int16_reads_unchanged_and_index_units_are_refused(tmp_path)
     with pytest.raises(ProductError, match="unknown quality layer"):
         scene.read_mask("CLOUDS")
 
-    index = _write_envi(tmp_path / "index.bsq", data, "bsq", _envi_lines(np.arange(1, 6), "Index"))
+    index = write_envi(tmp_path / "index.bsq", data, "bsq", envi_lines(np.arange(1, 6), "Index"))
     _raises(index, "Index")

@@ -25,6 +25,7 @@ from spectralearth.downstream.build import (
 )
 from spectralearth.downstream.datasets.base import ReleasedDataset, get_card
 from spectralearth.downstream.splits import SCHEMES, assign_splits, split_gap
+from tests.helpers import REPO
 
 CRS = "EPSG:32633"
 P = 16  # patch px
@@ -298,9 +299,7 @@ def test_band_tables_have_the_documented_counts():
         len(hyp) == 198 and hyp.detectors.count("VNIR") == 50 and hyp.detectors.count("SWIR") == 148
     )
     assert abs(hyp.wavelengths[0] - 426.82) < 0.01 and abs(hyp.wavelengths[-1] - 2395.5) < 0.01
-    text = (
-        Path(__file__).parents[1] / "src/spectralearth/resources/hyperion_bands.csv"
-    ).read_text()
+    text = (REPO / "src/spectralearth/resources/hyperion_bands.csv").read_text()
     assert "APPROXIMATION" in text and "make_sensor_bands" in text
 
 

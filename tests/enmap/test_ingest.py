@@ -17,7 +17,7 @@ from spectralearth.catalog import build_catalog
 from spectralearth.config import load_settings
 from spectralearth.enmap.product import ProductError, find_product_path, open_product
 from spectralearth.patches.curate import curate_scene
-from tests.conftest import write_params
+from tests.helpers import write_params
 
 
 def _products(archive: Path) -> list[Path]:
@@ -368,7 +368,7 @@ def test_schedule_reruns_downstream_only_after_new_patches(dagster_env):
 
 
 def test_real_potsdam_tiles_are_catalogued_as_generic_scenes(tmp_path):
-    from tests.conftest import shared
+    from tests.helpers import shared
 
     images = shared("enmap_potsdam", "images")
     cat = build_catalog(images, None).catalog

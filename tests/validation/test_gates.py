@@ -21,7 +21,7 @@ from spectralearth import pipeline
 from spectralearth import validation as v
 from spectralearth.config import load_settings
 from spectralearth.patches.store import read_index
-from tests.conftest import shared, tiny_params
+from tests.helpers import shared, tiny_params
 
 
 @pytest.fixture(autouse=True)

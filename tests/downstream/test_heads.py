@@ -22,7 +22,7 @@ from spectralearth.models.heads import (
     save_model,
 )
 from spectralearth.models.resnet import dilate
-from tests.test_downstream_benchmark import TinyEncoder, make_fake
+from tests.helpers import TinyEncoder, make_fake
 
 SETTINGS = EvaluateSettings(task="x", protocol="frozen", epochs=2, batch_size=4, lr=0.01, seed=0)
 
@@ -174,7 +174,7 @@ def test_cli_evaluate_with_the_paper_head(cdl, tmp_path, one_torch_thread):
     import pandas as pd
 
     from spectralearth.cli import main
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     params = write_params(tmp_path / "p")
     common = ["--params", str(params), "evaluate", "--dataset", str(cdl), "--model", "random"]
@@ -192,7 +192,7 @@ def test_cli_evaluate_with_the_paper_head(cdl, tmp_path, one_torch_thread):
 @pytest.mark.parametrize("key, value", [("head", "unet"), ("protocol", "linear-probe")])
 def test_a_typo_in_params_fails_at_load_naming_the_key(tmp_path, key, value):
     from spectralearth.config import load_settings
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     params = write_params(tmp_path, evaluate={key: value})
     with pytest.raises(ValueError, match=rf"\[evaluate\]: {key} '{value}' is not one of"):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_params
+from tests.helpers import REPO, tiny_params
 
 BIN = Path(sys.executable).parent
 

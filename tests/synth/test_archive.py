@@ -29,8 +29,9 @@ from spectralearth.synth import (
     write_archive,
 )
 from spectralearth.synth.archive import _plan
+from tests.helpers import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 SIZE = 64
 CLASS = {name: i + 1 for i, name in enumerate(LANDCOVER_CLASSES)}
 COVER_LAYERS = {

@@ -72,7 +72,7 @@ def test_markdown_puts_baselines_last_side_by_side(rows):
 def test_benchmark_results_gathers_every_partition(rows, tmp_path):
     from spectralearth import pipeline
     from spectralearth.config import load_settings
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     s = load_settings(write_params(tmp_path))
     for (model, protocol), part in rows.groupby(["model", "protocol"]):
@@ -93,7 +93,7 @@ def test_benchmark_results_gathers_every_partition(rows, tmp_path):
 def test_default_evaluations_and_rf_key(tmp_path):
     from spectralearth import pipeline
     from spectralearth.config import load_settings
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     s = load_settings(
         write_params(tmp_path, evaluate={"baselines": ["random_init", "random_forest"]})

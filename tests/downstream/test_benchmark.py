@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import runpy
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
-from torch import nn
 
 from spectralearth.config import EvaluateSettings
 from spectralearth.downstream.baselines import random_forest_baseline
@@ -32,9 +30,8 @@ from spectralearth.downstream.protocols import (
     label_subset,
 )
 from spectralearth.downstream.run import BandMismatchError, evaluate_model
-from tests.conftest import SHARED_DATA, shared
+from tests.helpers import SHARED_DATA, TinyEncoder, make_fake, shared
 
-MAKE_FAKE = Path(__file__).parent / "data" / "downstream" / "make_fake.py"
 SETTINGS = EvaluateSettings(task="x", protocol="frozen", epochs=15, batch_size=4, lr=0.05, seed=0)
 
 # The issue's table, verbatim.
@@ -55,12 +52,6 @@ ISSUE_CODES = {
     "desis_cdl": (1, 2, 3, 5, 42, 43, 49, 54, 56, 68, 69, 75, 76, 204),
     "eo1_cdl": (1, 2, 3, 4, 5, 6, 41, 42, 43, 54, 69, 75, 76, 204),
 }  # fmt: skip
-
-
-def make_fake(splits_dir: Path, out: Path, *extra: str) -> Path:
-    """Run the fake-data script beside the tests (torchgeo style), in this process."""
-    runpy.run_path(str(MAKE_FAKE))["main"]([str(splits_dir), str(out), *extra])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +78,6 @@ def local_tree(tmp_path_factory) -> Path:
     make_fake(splits, root / "data", *args)
     make_fake(splits, root / "data", "--per-split", "12", "--datasets", "enmap_corine", "desis_cdl")
     return root / "data"
-
-
-class TinyEncoder(nn.Module):
-    """Spectral adapter + two stages, per pixel (1x1 convs: the fake labels are per pixel)."""
-
-    def __init__(self, in_chans: int = 202):
-        super().__init__()
-        self.num_features = 16
-        self.spectral_adapter = nn.Sequential(nn.Conv2d(in_chans, 16, 1), nn.BatchNorm2d(16))
-        self.stage1 = nn.Conv2d(16, 16, 1)
-        self.stage2 = nn.Conv2d(16, 16, 1)
-
-    def forward_features(self, x):
-        return self.stage2(torch.relu(self.stage1(self.spectral_adapter(x))))
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -382,7 +359,7 @@ def test_band_mismatch_is_refused_unless_allowed(local_tree, checkpoint):
 
 def test_cli_evaluate_and_datasets(local_tree, tmp_path, capsys):
     from spectralearth.cli import main
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     params = write_params(tmp_path / "p")
     built = tmp_path / "p" / "data" / "downstream" / "synth_landcover"

@@ -7,7 +7,7 @@ from spectralearth.enmap.product import (
     parse_metadata,
     parse_product_name,
 )
-from tests.conftest import shared
+from tests.helpers import shared
 
 OFFICIAL = "ENMAP01-____L2A-DT0000326721_20170626T102020Z_001_V000204_20200406T201930Z-METADATA.XML"
 

@@ -16,10 +16,9 @@ import torch
 
 from spectralearth.ssl import pretrain
 from spectralearth.ssl.train import last_checkpoint
-from tests.conftest import REPO
-from tests.test_pretrain import make_shards, tiny_settings
+from tests.helpers import REPO, make_shards, tiny_settings
 
-WORKER = REPO / "tests" / "pretrain_worker.py"
+WORKER = REPO / "tests" / "ssl" / "pretrain_worker.py"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

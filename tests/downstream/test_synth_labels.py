@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_params
 
 from spectralearth.config import load_settings
 from spectralearth.downstream.datasets.base import ReleasedDataset, get_card
@@ -20,6 +19,7 @@ from spectralearth.downstream.synth_labels import (
     families,
     product_grounds,
 )
+from tests.helpers import write_params
 
 
 @pytest.fixture(scope="module")

@@ -7,90 +7,16 @@ import math
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from spectralearth.config import PretrainSettings
 from spectralearth.data.augment import SpatialAugment
 from spectralearth.data.shards import ShardPatches
 from spectralearth.models import create_model, load_pretrained
 from spectralearth.ssl import get_method, pretrain
 from spectralearth.ssl import registry as ssl_registry
 from spectralearth.ssl.moco import MoCo
-
-BANDS = 202
-
-
-def make_shards(
-    root,
-    n_locations: int = 8,
-    two_date_locations=(0, 1, 2, 3),
-    patch: int = 32,
-    splits=None,
-    per_shard: int = 5,
-    seed: int = 0,
-):
-    """Write fake curated shards (manifest.parquet + int16 .npy) and return (dir, stats)."""
-    rng = np.random.default_rng(seed)
-    shards_dir = root / "shards"
-    shards_dir.mkdir(parents=True)
-    splits = splits or {6: "val", 7: "test"}
-    rows, patches = [], []
-    for loc in range(n_locations):
-        n_dates = 2 if loc in two_date_locations else 1
-        base = rng.integers(200, 4000, size=(BANDS, 1, 1))
-        for d in range(n_dates):
-            rows.append(
-                {
-                    "patch_id": f"{loc:07d}/{d:05d}",
-                    "location_id": loc,
-                    "scene_id": 100 * d + loc,
-                    "datetime": pd.Timestamp("2023-01-01", tz="UTC")
-                    + pd.Timedelta(days=40 * d + loc),
-                    "split": splits.get(loc, "train"),
-                }
-            )
-            noise = rng.integers(-150, 150, size=(BANDS, patch, patch))
-            patches.append((base + noise + 300 * d).astype(np.int16))
-    for start in range(0, len(rows), per_shard):
-        name = f"shard-{start // per_shard:05d}.npy"
-        np.save(shards_dir / name, np.stack(patches[start : start + per_shard]))
-        for j, row in enumerate(rows[start : start + per_shard]):
-            row["shard"], row["index"] = name, j
-    manifest = pd.DataFrame(rows).astype(
-        {"location_id": "int64", "scene_id": "int64", "index": "int64"}
-    )
-    manifest.to_parquet(shards_dir / "manifest.parquet", index=False)
-    data = np.stack(patches).astype(np.float64)
-    stats = {
-        "mean": data.mean(axis=(0, 2, 3)).tolist(),
-        "std": data.std(axis=(0, 2, 3)).tolist(),
-        "wavelengths": np.linspace(420.0, 2440.0, BANDS).round(2).tolist(),
-        "n_patches": len(patches),
-    }
-    return shards_dir, stats, manifest, np.stack(patches)
-
-
-def tiny_settings(**overrides) -> PretrainSettings:
-    values = dict(
-        method="moco",
-        backbone="spec_resnet18",
-        steps=3,
-        batch_size=4,
-        crop_size=32,
-        lr=0.03,
-        precision="32-true",
-        accelerator="cpu",
-        devices=1,
-        num_workers=0,
-        memory_bank_size=64,
-        seed=0,
-        profile="test",
-    )
-    values.update(overrides)
-    return PretrainSettings(**values)
-
+from tests.helpers import BANDS, make_shards, tiny_settings
 
 # --- shards ---------------------------------------------------------------------------
 
@@ -251,7 +177,7 @@ def test_one_random_date_per_location_per_epoch(tmp_path):
 
 def test_reference_band_statistics_load_for_normalisation():
     from spectralearth.data.shards import load_reference_stats
-    from tests.conftest import shared
+    from tests.helpers import shared
 
     ref = load_reference_stats(shared("spectralearth_reference"))
     assert len(ref["mean"]) == len(ref["std"]) == 202

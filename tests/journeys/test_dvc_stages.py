@@ -12,7 +12,7 @@ import yaml
 
 from spectralearth.cli import build_parser
 from spectralearth.config import load_settings
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 TRACKED = [o["path"] for o in yaml.safe_load((REPO / "data.dvc").read_text())["outs"]]

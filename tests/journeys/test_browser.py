@@ -31,7 +31,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_params
+from tests.helpers import REPO, tiny_params
 
 pytestmark = pytest.mark.browser
 

@@ -21,7 +21,7 @@ from dagster_project.partitions import (
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
 from spectralearth.config import load_settings
-from tests.conftest import write_params
+from tests.helpers import write_params
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A pretraining run in its own process, for the resume (killed run) and DDP tests.
 
-``python tests/pretrain_worker.py JOB.json`` (directly or under torchrun); JOB.json holds
+``python tests/ssl/pretrain_worker.py JOB.json`` (directly or under torchrun); JOB.json holds
 shards, stats (a JSON file), out, settings (PretrainSettings keys), resume, and optionally
 ``dump`` (a folder: each rank saves its encoder parameters after step ``dump_step``) and
 ``slow`` (seconds to sleep after each step, so a test can stop the run part-way).

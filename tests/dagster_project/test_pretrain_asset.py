@@ -7,8 +7,7 @@ import json
 
 import dagster as dg
 
-from tests.conftest import write_params
-from tests.test_pretrain import make_shards
+from tests.helpers import make_shards, write_params
 
 
 def test_a_method_x_backbone_partition_trains_registers_and_reports(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from spectralearth.data.shards import ShardBatchLoader, ShardPatches
-from tests.test_pretrain import make_shards
+from tests.helpers import make_shards
 
 
 @pytest.fixture

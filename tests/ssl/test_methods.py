@@ -17,7 +17,7 @@ from spectralearth.ssl.base import NonFiniteLossError
 from spectralearth.ssl.dino import DINO
 from spectralearth.ssl.mae import MAE
 from spectralearth.ssl.train import micro_batch_size
-from tests.test_pretrain import BANDS, make_shards, tiny_settings
+from tests.helpers import BANDS, make_shards, tiny_settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -232,7 +232,7 @@ def test_paper_profile_per_method():
 
 
 def test_old_params_files_still_load(tmp_path):
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     old = {k: v for k, v in params["pretrain"]["profiles"]["cpu-tiny"].items() if k != "methods"}
@@ -249,7 +249,7 @@ def test_old_params_files_still_load(tmp_path):
 
 def test_cli_pretrain_method_backbone_data_out(tmp_path, capsys):
     from spectralearth.cli import main
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     params = write_params(tmp_path / "project")
     shards_dir, stats, _, _ = make_shards(tmp_path / "curated")

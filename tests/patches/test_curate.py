@@ -11,7 +11,7 @@ from spectralearth.patches.curate import curate_scene
 from spectralearth.patches.grid import Registry, cells_in_scene
 from spectralearth.patches.store import assign_split, build_index, read_index
 from spectralearth.pipeline import curate_archive
-from tests.conftest import write_params
+from tests.helpers import write_params
 
 
 def test_grid_cells_are_aligned_per_zone_and_inside_the_scene():
@@ -165,7 +165,7 @@ def test_real_potsdam_tiles_curate_with_patch_size_32(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import shared
+    from tests.helpers import shared
 
     images = shared("enmap_potsdam", "images")
     out = tmp_path / "out"

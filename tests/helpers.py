@@ -1,0 +1,212 @@
+"""Helpers shared by the tests (no test file imports another): paths, a tiny params.yaml,
+fake shards, fake generic images, the fake downstream tree and a tiny encoder."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+import yaml
+from rasterio.transform import from_origin
+from torch import nn
+
+from spectralearth.config import PretrainSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    """A path in ../shared/data, or skip the test with the reason."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real reference data not available: {p} (../shared/data is absent)")
+    return p
+
+
+def tiny_params(data_dir: Path, **section_overrides) -> dict:
+    """The repo's params.yaml scaled down for tests (same keys, small numbers)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data_dir"] = str(data_dir)
+    params["synth"].update(scenes=6, size=128, seed=7)
+    params["curate"].update(patch_size=32, max_cloud_frac=0.05, val_frac=0.2, test_frac=0.2)
+    params["pretrain"]["profiles"]["cpu-tiny"].update(
+        steps=2, batch_size=4, crop_size=32, memory_bank_size=16
+    )
+    params["evaluate"].update(epochs=2, batch_size=4)
+    for section, values in section_overrides.items():
+        params[section].update(values)
+    return params
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(folder / "data", **overrides), sort_keys=False))
+    return path
+
+
+# --- fake training shards -----------------------------------------------------------------
+
+BANDS = 202
+
+
+def make_shards(
+    root,
+    n_locations: int = 8,
+    two_date_locations=(0, 1, 2, 3),
+    patch: int = 32,
+    splits=None,
+    per_shard: int = 5,
+    seed: int = 0,
+):
+    """Write fake curated shards (manifest.parquet + int16 .npy) and return (dir, stats)."""
+    rng = np.random.default_rng(seed)
+    shards_dir = root / "shards"
+    shards_dir.mkdir(parents=True)
+    splits = splits or {6: "val", 7: "test"}
+    rows, patches = [], []
+    for loc in range(n_locations):
+        n_dates = 2 if loc in two_date_locations else 1
+        base = rng.integers(200, 4000, size=(BANDS, 1, 1))
+        for d in range(n_dates):
+            rows.append(
+                {
+                    "patch_id": f"{loc:07d}/{d:05d}",
+                    "location_id": loc,
+                    "scene_id": 100 * d + loc,
+                    "datetime": pd.Timestamp("2023-01-01", tz="UTC")
+                    + pd.Timedelta(days=40 * d + loc),
+                    "split": splits.get(loc, "train"),
+                }
+            )
+            noise = rng.integers(-150, 150, size=(BANDS, patch, patch))
+            patches.append((base + noise + 300 * d).astype(np.int16))
+    for start in range(0, len(rows), per_shard):
+        name = f"shard-{start // per_shard:05d}.npy"
+        np.save(shards_dir / name, np.stack(patches[start : start + per_shard]))
+        for j, row in enumerate(rows[start : start + per_shard]):
+            row["shard"], row["index"] = name, j
+    manifest = pd.DataFrame(rows).astype(
+        {"location_id": "int64", "scene_id": "int64", "index": "int64"}
+    )
+    manifest.to_parquet(shards_dir / "manifest.parquet", index=False)
+    data = np.stack(patches).astype(np.float64)
+    stats = {
+        "mean": data.mean(axis=(0, 2, 3)).tolist(),
+        "std": data.std(axis=(0, 2, 3)).tolist(),
+        "wavelengths": np.linspace(420.0, 2440.0, BANDS).round(2).tolist(),
+        "n_patches": len(patches),
+    }
+    return shards_dir, stats, manifest, np.stack(patches)
+
+
+def tiny_settings(**overrides) -> PretrainSettings:
+    values = dict(
+        method="moco",
+        backbone="spec_resnet18",
+        steps=3,
+        batch_size=4,
+        crop_size=32,
+        lr=0.03,
+        precision="32-true",
+        accelerator="cpu",
+        devices=1,
+        num_workers=0,
+        memory_bank_size=64,
+        seed=0,
+        profile="test",
+    )
+    values.update(overrides)
+    return PretrainSettings(**values)
+
+
+# --- fake generic images (GeoTIFF / ENVI with band wavelengths) --------------------------
+
+NODATA = -32768
+POTSDAM_TILE = ("enmap_potsdam", "images", "enmap_potsdam_tile_128_0.tif")
+TRANSFORM = from_origin(366015.0, 5809965.0, 30.0, 30.0)  # UTM 33N, Potsdam
+WL = np.array([450.0, 550.0, 650.0, 850.0, 1650.0])
+
+
+def cube(dtype="int16", seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(50, 6000, size=(len(WL), 6, 7)).astype(dtype)
+    data[:, 0, 0] = NODATA
+    return data
+
+
+def write_tif(path, data, *, band_tags=None, descriptions=None, tags=None, crs="EPSG:32633",
+               nodata=NODATA):  # fmt: skip
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1],
+                   count=data.shape[0], dtype=data.dtype, nodata=nodata)  # fmt: skip
+    if crs is not None:
+        profile.update(crs=crs, transform=TRANSFORM)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i in range(data.shape[0]):
+            if band_tags is not None:
+                dst.update_tags(i + 1, **band_tags[i])
+            if descriptions is not None:
+                dst.set_band_description(i + 1, descriptions[i])
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+def nm_tags(wl=WL, units="Nanometers"):
+    return [{"wavelength": f"{w:g}", "wavelength_units": units, "fwhm": "10"} for w in wl]
+
+
+def write_envi(path, data, interleave, header_lines):
+    profile = dict(driver="ENVI", width=data.shape[2], height=data.shape[1],
+                   count=data.shape[0], dtype=data.dtype, crs="EPSG:32633",
+                   transform=TRANSFORM, interleave=interleave)  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    hdr = path.with_suffix(".hdr")
+    hdr.write_text(hdr.read_text().rstrip("\n") + "\n" + "\n".join(header_lines) + "\n")
+    return path
+
+
+def envi_lines(wl=WL, units="Nanometers", bbl=None):
+    lines = [
+        "wavelength units = " + units,
+        "wavelength = {\n " + ",\n ".join(f"{w:g}" for w in wl) + "}",
+        "fwhm = {" + ", ".join("10" for _ in wl) + "}",
+        "data ignore value = -32768",
+        "acquisition time = 2023-05-01T10:20:30.123456789Z",
+    ]
+    if bbl is not None:
+        lines.append("bbl = {" + ", ".join(str(b) for b in bbl) + "}")
+    return lines
+
+
+# --- the fake downstream tree (tests/data/downstream/make_fake.py) ------------------------
+
+MAKE_FAKE = REPO / "tests" / "data" / "downstream" / "make_fake.py"
+
+
+def make_fake(splits_dir: Path, out: Path, *extra: str) -> Path:
+    """Run the fake-data script beside the tests (torchgeo style), in this process."""
+    runpy.run_path(str(MAKE_FAKE))["main"]([str(splits_dir), str(out), *extra])
+    return out
+
+
+class TinyEncoder(nn.Module):
+    """Spectral adapter + two stages, per pixel (1x1 convs: the fake labels are per pixel)."""
+
+    def __init__(self, in_chans: int = 202):
+        super().__init__()
+        self.num_features = 16
+        self.spectral_adapter = nn.Sequential(nn.Conv2d(in_chans, 16, 1), nn.BatchNorm2d(16))
+        self.stage1 = nn.Conv2d(16, 16, 1)
+        self.stage2 = nn.Conv2d(16, 16, 1)
+
+    def forward_features(self, x):
+        return self.stage2(torch.relu(self.stage1(self.spectral_adapter(x))))
