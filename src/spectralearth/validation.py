@@ -155,8 +155,8 @@ def resolve_reference(
     configured = QualitySettings.from_settings(settings).reference_stats
     if configured is not None:
         return load_reference(configured)
-    if settings.paths.stats.is_file():
-        return load_reference(settings.paths.stats)
+    if settings.layout.curated.stats.is_file():
+        return load_reference(settings.layout.curated.stats)
     return None
 
 
@@ -627,7 +627,7 @@ def validate_patch_index(
 def _gx_dir(settings: Settings, docs: bool | None) -> Path | None:
     if docs is None:
         docs = QualitySettings.from_settings(settings).data_docs
-    return settings.paths.validation if docs else None
+    return settings.layout.validation if docs else None
 
 
 def validate_scene(
@@ -645,7 +645,7 @@ def validate_scene(
     """
     from spectralearth.patches.store import fragment_paths, read_fragment
 
-    root = Path(patches_root or settings.paths.patches)
+    root = Path(patches_root or settings.layout.patches)
     fragment, _ = fragment_paths(root, scene)
     if not fragment.is_file():
         raise FileNotFoundError(f"no index fragment for scene {scene}: {fragment}")
@@ -653,7 +653,7 @@ def validate_scene(
     return validate_patches(
         table,
         settings.curate,
-        settings.paths.validation / "patches" / f"{scene}.json",
+        settings.layout.validation / "patches" / f"{scene}.json",
         gx_dir=_gx_dir(settings, docs),
         run_name=scene,
     )
@@ -669,11 +669,11 @@ def validate_index(
     """Blocking gate on the whole index; report ``<validation>/patch_index.json``."""
     from spectralearth.patches.store import read_index
 
-    root = Path(patches_root or settings.paths.patches)
+    root = Path(patches_root or settings.layout.patches)
     return validate_patch_index(
         read_index(root),
         settings.curate,
-        report_path or settings.paths.validation / "patch_index.json",
+        report_path or settings.layout.validation / "patch_index.json",
         gx_dir=_gx_dir(settings, docs),
     )
 
@@ -687,11 +687,11 @@ def validate_all_patches(
     """The ``patches`` suite on every patch of the index (the CLI's full scan)."""
     from spectralearth.patches.store import read_index
 
-    root = Path(patches_root or settings.paths.patches)
+    root = Path(patches_root or settings.layout.patches)
     return validate_patches(
         patch_table(root, read_index(root)),
         settings.curate,
-        settings.paths.validation / "patches.json",
+        settings.layout.validation / "patches.json",
         gx_dir=_gx_dir(settings, docs),
         run_name="all_patches",
     )
@@ -791,7 +791,7 @@ def validate_warnings(
 
     q = QualitySettings.from_settings(settings)
     if index is None:
-        index = read_index(Path(patches_root or settings.paths.patches))
+        index = read_index(Path(patches_root or settings.layout.patches))
     gx_dir = _gx_dir(settings, docs)
     try:
         ref: Reference | str | None = resolve_reference(settings, reference)
@@ -801,7 +801,7 @@ def validate_warnings(
         validate_band_drift(index, ref, q.max_band_drift_sigma, gx_dir=gx_dir),
         validate_multitemporal(index, q.min_multitemporal_share, gx_dir=gx_dir),
     ]
-    with atomic_path(settings.paths.validation / "warnings.json") as tmp:
+    with atomic_path(settings.layout.validation / "warnings.json") as tmp:
         tmp.write_text(json.dumps([r.as_dict() for r in reports], indent=1, default=str))
     return reports
 

@@ -56,7 +56,7 @@ class Scene:
         with rasterio.open(self.product.image_path) as src:
             self.profile = dict(src.profile)
             self.band_tags = [src.tags(i + 1) for i in range(src.count)]
-        with rasterio.open(classmap_path(path)) as src:
+        with rasterio.open(classmap_path(path, path.parent.parent / "labels")) as src:
             self.classmap = src.read(1)
             self.classmap_profile = dict(src.profile)
         self.valid = self.raw[0] != NODATA
@@ -71,7 +71,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "archive"
-    paths = write_archive(out, scenes=6, size=SIZE, seed=7)
+    paths = write_archive(out, out.parent / "labels", scenes=6, size=SIZE, seed=7)
     assert len(paths) == 6
     return out
 
@@ -286,11 +286,11 @@ def test_plan_counts_places_and_revisits():
 
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError):
-        write_archive(tmp_path / "a", scenes=0, size=32, seed=0)
+        write_archive(tmp_path / "a", tmp_path / "labels", scenes=0, size=32, seed=0)
     with pytest.raises(ValueError):
-        write_archive(tmp_path / "a", scenes=1, size=32, seed=0, revisit_fraction=1.5)
+        write_archive(tmp_path / "a", tmp_path / "labels", scenes=1, size=32, seed=0, revisit_fraction=1.5)
     with pytest.raises(ValueError):
-        write_archive(tmp_path / "a", scenes=1, size=8, seed=0)
+        write_archive(tmp_path / "a", tmp_path / "labels", scenes=1, size=8, seed=0)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -301,8 +301,8 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     for run in ("a", "b"):
-        write_archive(tmp_path / run / "archive", scenes=3, size=40, seed=11)
-    write_archive(tmp_path / "c" / "archive", scenes=3, size=40, seed=12)
+        write_archive(tmp_path / run / "archive", tmp_path / run / "labels", scenes=3, size=40, seed=11)
+    write_archive(tmp_path / "c" / "archive", tmp_path / "c" / "labels", scenes=3, size=40, seed=12)
     a, b, c = (_tree(tmp_path / r) for r in "abc")
     assert len(a) == 3 * (2 + len(QL_LAYERS)) + 3 + 1  # products + class maps + classes.json
     assert a.keys() == b.keys()

@@ -54,7 +54,7 @@ def _cell(mean: float, std: float, n: int) -> str:
 
 
 def _column(model: str, protocol: str, head: str = "linear") -> str:
-    if protocol == "rf":
+    if protocol in ("rf", "none"):  # a baseline without an encoder (rows before "none": "rf")
         return model
     return f"{model} ({protocol})" if head == "linear" else f"{model} ({protocol}, {head} head)"
 

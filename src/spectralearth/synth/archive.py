@@ -6,8 +6,8 @@ Layout written by :func:`write_archive`::
                                                       reflectance x 10000, nodata -32768
     <out_dir>/<name>/<name>-METADATA.XML             official tag structure
     <out_dir>/<name>/<name>-QL_QUALITY_{CLOUD,SNOW,HAZE,CLOUDSHADOW,CIRRUS}.TIF, -QL_PIXELMASK.TIF
-    <out_dir>/../labels/<name>-CLASSMAP.TIF          uint8 land-cover ids, 0 = no label
-    <out_dir>/../labels/classes.json                 {"1": "water", ...}
+    <labels_dir>/<name>-CLASSMAP.TIF                 uint8 land-cover ids, 0 = no label
+    <labels_dir>/classes.json                        {"1": "water", ...}
 
 Scenes lie in several UTM zones at European latitudes; some revisit an earlier scene's
 place on a later date (same zone and ground, origin shifted by a few hundred metres, new
@@ -359,6 +359,7 @@ def _write_product(
 
 def write_archive(
     out_dir: str | os.PathLike,
+    labels_dir: str | os.PathLike,
     scenes: int,
     size: int,
     seed: int,
@@ -367,7 +368,8 @@ def write_archive(
 ) -> list[Path]:
     """Write ``scenes`` synthetic EnMAP L2A products of ``size`` x ``size`` px under ``out_dir``.
 
-    Class maps (downstream labels) and ``classes.json`` go to ``out_dir.parent / "labels"``.
+    Class maps (downstream labels) and ``classes.json`` go to ``labels_dir``: nothing is
+    written anywhere else.
     ``revisit_fraction`` of the scenes revisit an earlier scene's place on a later date
     (at least two distinct places whenever ``scenes >= 2``, in different UTM zones).
     Returns the product folders in acquisition order. Deterministic for a given seed.
@@ -378,8 +380,7 @@ def write_archive(
         raise ValueError(f"size must be >= 16 px, got {size}")
     if not 0.0 <= revisit_fraction <= 1.0:
         raise ValueError(f"revisit_fraction must lie in [0, 1], got {revisit_fraction}")
-    out_dir = Path(out_dir)
-    labels_dir = out_dir.parent / "labels"
+    out_dir, labels_dir = Path(out_dir), Path(labels_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
@@ -427,7 +428,6 @@ def write_archive(
     return paths
 
 
-def classmap_path(product: str | os.PathLike) -> Path:
+def classmap_path(product: str | os.PathLike, labels_dir: str | os.PathLike) -> Path:
     """Where :func:`write_archive` put the class map of a product folder."""
-    product = Path(product)
-    return product.parent.parent / "labels" / f"{product.name}{CLASSMAP_SUFFIX}"
+    return Path(labels_dir) / f"{Path(product).name}{CLASSMAP_SUFFIX}"
