@@ -210,3 +210,58 @@ class TinyEncoder(nn.Module):
 
     def forward_features(self, x):
         return self.stage2(torch.relu(self.stage1(self.spectral_adapter(x))))
+
+
+# --- the import graph of the library (what a DVC stage's command depends on) ---------------
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a ``spectralearth.*`` module or package (None if there is none)."""
+    base = REPO / "src" / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ``spectralearth`` module ``path`` imports, at module level or inside functions
+    (``from spectralearth.x import y`` counts ``spectralearth.x`` and, if it is a module,
+    ``spectralearth.x.y``; relative imports are resolved)."""
+    import ast
+
+    rel = path.relative_to(REPO / "src").with_suffix("")
+    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    if rel.name == "__init__":
+        package = list(rel.parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("spectralearth")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            if not name.startswith("spectralearth"):
+                continue
+            found.add(name)
+            for alias in node.names:
+                if module_file(f"{name}.{alias.name}") is not None:
+                    found.add(f"{name}.{alias.name}")
+    # a package's __init__ runs whenever one of its modules is imported
+    parents = {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)}
+    return found | parents
+
+
+def import_closure(modules: set[str]) -> set[Path]:
+    """The source files of ``modules`` and of everything they import, transitively."""
+    todo, files = list(modules), set()
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in files:
+            continue
+        files.add(path)
+        todo.extend(imported_modules(path))
+    return files

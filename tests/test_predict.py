@@ -146,19 +146,21 @@ def test_cli_maps_writes_the_asset_maps_of_every_ok_scene(
     tiny_archive, constant_model, tmp_path, capsys
 ):
     """`spectralearth maps` (the DVC stage `maps`) maps the ok scenes of the catalogue to the
-    paths of the Dagster asset scene_maps (pipeline.map_scene), with params' predict model."""
+    paths of the Dagster asset scene_maps (stages.maps.map_scene), with params' predict model."""
+    import geopandas as gpd
     import yaml
 
-    from spectralearth import pipeline
     from spectralearth.cli import main
     from spectralearth.config import load_settings
+    from spectralearth.stages.ingest import catalog as catalog_stage
     from tests.helpers import tiny_params
 
     params = tiny_params(tmp_path / "data", predict={"model": str(constant_model)})
     params["archive_dir"] = str(tiny_archive)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     s = load_settings(tmp_path / "params.yaml")
-    catalog = pipeline.catalog(s).catalog
+    catalog_stage(s.layout.archive, s.layout.catalog)
+    catalog = gpd.read_parquet(s.layout.catalog)
     catalog.loc[catalog.index[2:], "status"] = "rejected"  # only ok products get a map
     catalog.to_parquet(tmp_path / "catalog.parquet")
     ok = sorted(catalog.loc[catalog["status"] == "ok", "scene"])
@@ -169,8 +171,8 @@ def test_cli_maps_writes_the_asset_maps_of_every_ok_scene(
     maps = tmp_path / "data" / "maps"
     assert sorted(f.stem for f in maps.glob("*.tif")) == ok
     assert sorted(f.stem for f in maps.glob("*.png")) == ok
-    assert all(pipeline.map_path(s, name).exists() for name in ok)
-    with rasterio.open(pipeline.map_path(s, ok[0])) as m:
+    assert all(s.layout.scene_map(name).exists() for name in ok)
+    with rasterio.open(s.layout.scene_map(ok[0])) as m:
         assert json.loads(m.tags()["classes"])["1"] == "forest"
         assert set(np.unique(m.read(1))) <= {1, NODATA_CLASS}
     catalog["status"] = "rejected"  # nothing to map is an error, not an empty success

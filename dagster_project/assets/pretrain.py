@@ -11,6 +11,13 @@ from spectralearth.names import BASELINES
 from spectralearth.stages.pretrain import pretrain
 
 
+class PretrainConfig(dg.Config):
+    """Launchpad options: ``resume`` continues a killed run from its last checkpoint (profiles
+    with ``checkpoint_every_n_steps`` > 0 write one)."""
+
+    resume: bool = False
+
+
 @dg.asset(
     group_name="pretrain",
     partitions_def=pretrain_partitions,
@@ -19,13 +26,19 @@ from spectralearth.stages.pretrain import pretrain
     "schedule (safetensors + run.json); one partition per method x backbone.",
 )
 def pretrained_checkpoint(
-    context: dg.AssetExecutionContext, settings: SpectralearthSettings
+    context: dg.AssetExecutionContext, settings: SpectralearthSettings, config: PretrainConfig
 ) -> dg.MaterializeResult:
     key = context.partition_key.keys_by_dimension
     s = settings.load(pretrain={"method": key["method"], "backbone": key["backbone"]})
     out = s.layout.checkpoint(s.checkpoint_name()).root
     result = pretrain(
-        s.pretrain, s.layout.patches, out, s.tracking, dagster_run_id=context.run_id, progress=False
+        s.pretrain,
+        s.layout.patches,
+        out,
+        s.tracking,
+        resume=config.resume,
+        dagster_run_id=context.run_id,
+        progress=False,
     )
     context.log.info(result.summary())
     # the checkpoint (and the baselines it is compared with) become evaluation partitions

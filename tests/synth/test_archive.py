@@ -288,7 +288,9 @@ def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError):
         write_archive(tmp_path / "a", tmp_path / "labels", scenes=0, size=32, seed=0)
     with pytest.raises(ValueError):
-        write_archive(tmp_path / "a", tmp_path / "labels", scenes=1, size=32, seed=0, revisit_fraction=1.5)
+        write_archive(
+            tmp_path / "a", tmp_path / "labels", scenes=1, size=32, seed=0, revisit_fraction=1.5
+        )
     with pytest.raises(ValueError):
         write_archive(tmp_path / "a", tmp_path / "labels", scenes=1, size=8, seed=0)
 
@@ -301,7 +303,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     for run in ("a", "b"):
-        write_archive(tmp_path / run / "archive", tmp_path / run / "labels", scenes=3, size=40, seed=11)
+        write_archive(
+            tmp_path / run / "archive", tmp_path / run / "labels", scenes=3, size=40, seed=11
+        )
     write_archive(tmp_path / "c" / "archive", tmp_path / "c" / "labels", scenes=3, size=40, seed=12)
     a, b, c = (_tree(tmp_path / r) for r in "abc")
     assert len(a) == 3 * (2 + len(QL_LAYERS)) + 3 + 1  # products + class maps + classes.json

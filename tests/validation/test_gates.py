@@ -17,10 +17,12 @@ import yaml
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from spectralearth import pipeline
 from spectralearth import validation as v
 from spectralearth.config import load_settings
+from spectralearth.patches import curate as patch_curation
+from spectralearth.patches import store as patch_store
 from spectralearth.patches.store import read_index
+from spectralearth.stages.curate import curate_archive
 from tests.helpers import shared, tiny_params
 
 
@@ -47,15 +49,15 @@ def template(tiny_archive, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gates")
     settings = load_settings(_write_params(folder, tiny_archive))
     products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
-    pipeline.curate_archive(settings, products, settings.paths.patches, log=lambda *_: None)
-    return settings.paths.patches, products
+    curate_archive(products, settings.layout.patches, settings.curate, log=lambda *_: None)
+    return settings.layout.patches, products
 
 
 def _env(template, archive: Path, folder: Path, **validate):
     patches, products = template
     params = _write_params(folder, archive, **validate)
     settings = load_settings(params)
-    shutil.copytree(patches, settings.paths.patches)
+    shutil.copytree(patches, settings.layout.patches)
     return settings, params, products
 
 
@@ -187,8 +189,8 @@ def test_every_blocking_patch_expectation_has_a_planted_violation(env):
 
 def test_patch_table_reads_the_files(env):
     settings = env[0]
-    index = read_index(settings.paths.patches)
-    table = v.patch_table(settings.paths.patches, index)
+    index = read_index(settings.layout.patches)
+    table = v.patch_table(settings.layout.patches, index)
     assert len(table) == len(index) and list(table["patch_id"]) == list(index["patch_id"])
     row = table.iloc[0]
     assert (row["bands"], row["height"], row["width"], row["dtype"]) == (202, 32, 32, "int16")
@@ -205,16 +207,16 @@ def test_bad_patch_fails_its_check_and_blocks_the_index(case, env, instance, mon
     settings, params, products = env
     damage, failing = PATCH_DAMAGE[case]
     product = products[1]
-    curate = pipeline.curate_scene
+    curate = patch_curation.curate_scene
     planted = {}
 
-    def bad_curation(s, product_dir, patches_root=None):
-        res = curate(s, product_dir, patches_root)
+    def bad_curation(product_dir, patches_root, curate_settings, scene_keys=()):
+        res = curate(product_dir, patches_root, curate_settings, scene_keys)
         planted["path"] = res.rows["path"].iloc[0]
-        damage(s.paths.patches / planted["path"])
+        damage(Path(patches_root) / planted["path"])
         return res
 
-    monkeypatch.setattr(pipeline, "curate_scene", bad_curation)
+    monkeypatch.setattr(patch_curation, "curate_scene", bad_curation)
     run = _materialize(instance, params, ["curated_patches", "patch_index"], partition=product.name)
     (evaluation,) = _evaluations(run, "scene_patches_expectations")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
@@ -234,13 +236,13 @@ def test_good_scene_passes_and_the_index_builds_with_data_docs(env_docs, instanc
     (evaluation,) = _evaluations(run, "scene_patches_expectations")
     assert evaluation.passed and evaluation.metadata["failed"].value == 0
     docs = Path(evaluation.metadata["data_docs"].value)
-    assert docs == settings.paths.validation / "data_docs" / "index.html" and docs.is_file()
+    assert docs == settings.layout.validation / "data_docs" / "index.html" and docs.is_file()
     assert products[1].name in docs.read_text()  # the run is listed under its scene
     assert instance.get_latest_materialization_event(dg.AssetKey("patch_index")) is not None
     (index_eval,) = _evaluations(run, "patch_index_expectations")
     assert index_eval.passed
     report = json.loads(
-        (settings.paths.validation / "patches" / f"{products[1].name}.json").read_text()
+        (settings.layout.validation / "patches" / f"{products[1].name}.json").read_text()
     )
     assert report["success"] and report["rows"] > 0
 
@@ -279,14 +281,14 @@ INDEX_DAMAGE = {
 def test_bad_index_fails_its_check_and_blocks_the_shards(case, env, instance, monkeypatch):
     settings, params, _ = env
     damage, (etype, column) = INDEX_DAMAGE[case]
-    build = pipeline.patch_index
+    build = patch_store.build_index
 
-    def bad_index(s, patches_root=None):
-        index = damage(build(s, patches_root))
-        index.to_parquet(s.paths.patches / "index.parquet", index=False)
+    def bad_index(patches_root, val_frac, test_frac):
+        index = damage(build(patches_root, val_frac, test_frac))
+        index.to_parquet(Path(patches_root) / "index.parquet", index=False)
         return index
 
-    monkeypatch.setattr(pipeline, "patch_index", bad_index)
+    monkeypatch.setattr(patch_store, "build_index", bad_index)
     run = _materialize(instance, params, ["patch_index", "training_shards"])
     (evaluation,) = _evaluations(run, "patch_index_expectations")
     assert not evaluation.passed
@@ -377,10 +379,12 @@ def test_drift_against_a_given_reference_and_fallback_to_own_stats(env, template
     skipped = v.validate_band_drift(index, None, 0.25)
     assert skipped.success and "no reference" in skipped.summary()
     # the pipeline's own band statistics of an earlier run are the fallback
-    settings.paths.stats.parent.mkdir(parents=True, exist_ok=True)
-    settings.paths.stats.write_text(json.dumps({"mean": means.tolist(), "std": std.tolist()}))
+    settings.layout.curated.stats.parent.mkdir(parents=True, exist_ok=True)
+    settings.layout.curated.stats.write_text(
+        json.dumps({"mean": means.tolist(), "std": std.tolist()})
+    )
     ref = v.resolve_reference(settings)
-    assert ref is not None and ref.source == str(settings.paths.stats)
+    assert ref is not None and ref.source == str(settings.layout.curated.stats)
 
 
 def test_reference_from_params_and_multitemporal_minimum(env, tmp_path, tiny_archive):
@@ -399,14 +403,14 @@ def test_reference_from_params_and_multitemporal_minimum(env, tmp_path, tiny_arc
     strict = load_settings(params)
     q = v.QualitySettings.from_settings(strict)
     assert q.reference_stats == ref_dir and q.min_multitemporal_share == 0.9
-    index = read_index(settings.paths.patches)
+    index = read_index(settings.layout.patches)
     drift, multi = v.validate_warnings(strict, index=index)
     assert drift.observed["reference"] == str(ref_dir)
     assert not multi.success and not multi.blocking
     assert 0 < multi.observed["multitemporal_share"] < 0.9
     assert "expect_column_mean_to_be_between(multitemporal)" in multi.summary()
     assert (
-        json.loads((strict.paths.validation / "warnings.json").read_text())[1]["success"] is False
+        json.loads((strict.layout.validation / "warnings.json").read_text())[1]["success"] is False
     )
 
 
@@ -419,7 +423,7 @@ def test_absent_reference_skips_the_drift_warning_and_says_why(env, tmp_path, mo
 
 def test_scene_without_patches_passes(env):
     settings = env[0]
-    scenes = settings.paths.patches / "scenes"
+    scenes = settings.layout.patches / "scenes"
     pd.DataFrame().to_parquet(scenes / "EMPTY.parquet")  # what curation writes for 0 kept
     report = v.validate_scene(settings, "EMPTY")
     assert report.success and report.rows == 0
@@ -451,8 +455,8 @@ def test_quality_gates_on_the_whole_dataset(env_docs):
     reports = v.quality_gates(settings)
     assert set(reports) == {"patch_index", "patches", "band_drift", "multitemporal"}
     assert all(r.success for r in reports.values() if r.blocking)
-    assert reports["patches"].rows == len(read_index(settings.paths.patches))
-    assert (settings.paths.validation / "data_docs" / "index.html").is_file()
+    assert reports["patches"].rows == len(read_index(settings.layout.patches))
+    assert (settings.layout.validation / "data_docs" / "index.html").is_file()
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def pretrain(
     with StageUsage() as usage:
         try:
             if rank_zero:
-                _prepare_staging(staging, layout)
+                keeps_checkpoints = settings.checkpoint_every_n_steps > 0 or resume
+                _prepare_staging(staging, layout, keeps_checkpoints)
                 run_id = mlf.start_run(
                     tracking,
                     run_name=f"pretrain-{settings.method}-{settings.backbone}",
@@ -181,13 +182,16 @@ def pretrain(
     )
 
 
-def _prepare_staging(staging: CheckpointLayout, layout: CheckpointLayout) -> None:
+def _prepare_staging(
+    staging: CheckpointLayout, layout: CheckpointLayout, keeps_checkpoints: bool
+) -> None:
     """An empty staging folder whose ``checkpoints`` is the output folder's own (so
     resumable checkpoints survive a failed run)."""
     shutil.rmtree(staging.root, ignore_errors=True)
     staging.root.mkdir(parents=True)
-    layout.checkpoints.mkdir(parents=True, exist_ok=True)
-    os.symlink(layout.checkpoints.resolve(), staging.checkpoints, target_is_directory=True)
+    if keeps_checkpoints or layout.checkpoints.is_dir():
+        layout.checkpoints.mkdir(parents=True, exist_ok=True)
+        os.symlink(layout.checkpoints.resolve(), staging.checkpoints, target_is_directory=True)
 
 
 def _train(settings, curated, band_stats, staging, tracking, run_id, resume, progress) -> dict:
