@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from spectralearth.names import HEADS, PROTOCOLS
 PARAMS_ENV = "SPECTRALEARTH_PARAMS"
 DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
 ARCHIVE_ENV = "SPECTRALEARTH_ARCHIVE"
+REFERENCE_ENV = "SPECTRALEARTH_REFERENCE_STATS"
 
 
 def _from_dict(cls: type, values: dict[str, Any], where: str):
@@ -122,6 +124,47 @@ class PredictSettings:
 
 
 @dataclass(frozen=True)
+class ValidateSettings:
+    """The data-quality gates (``validate``; spectralearth.validation); every key optional.
+
+    ``reference_stats``: the drift warning's reference (a folder with ``mu.npy`` and
+    ``sigma.npy``, or a ``band_stats.json``), relative to params.yaml;
+    ``$SPECTRALEARTH_REFERENCE_STATS`` wins. None: the curated folder's own statistics of an
+    earlier run, if any.
+    """
+
+    reference_stats: Path | None = None
+    max_band_drift_sigma: float = 0.25  # warn when a band mean is further off (reference stds)
+    min_multitemporal_share: float = 0.1  # warn when fewer locations have more than one scene
+    data_docs: bool = True  # record validations in a GX project and build its Data Docs
+
+    def __post_init__(self) -> None:
+        # a typo'd value fails at load, naming the key, instead of as a bare TypeError later
+        for key, low, high in (
+            ("max_band_drift_sigma", 0.0, math.inf),
+            ("min_multitemporal_share", 0.0, 1.0),
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"params.yaml [validate]: {key} {value!r} is not a number")
+            if not low <= float(value) <= high or math.isnan(value):
+                raise ValueError(
+                    f"params.yaml [validate]: {key} {value!r} is not in [{low:g}, {high:g}]"
+                )
+            object.__setattr__(self, key, float(value))
+        if not isinstance(self.data_docs, bool):
+            raise ValueError(
+                f"params.yaml [validate]: data_docs {self.data_docs!r} is not true/false"
+            )
+        if self.reference_stats is not None and not isinstance(self.reference_stats, Path):
+            if not isinstance(self.reference_stats, str) or not self.reference_stats:
+                raise ValueError(
+                    f"params.yaml [validate]: reference_stats {self.reference_stats!r} is not a path"
+                )
+            object.__setattr__(self, "reference_stats", Path(self.reference_stats))
+
+
+@dataclass(frozen=True)
 class MlflowSettings:
     experiment: str
     registered_model: str
@@ -194,7 +237,18 @@ class Settings:
     evaluate: EvaluateSettings
     mlflow: MlflowSettings
     predict: PredictSettings = field(default_factory=PredictSettings)
+    validate: ValidateSettings = field(default_factory=ValidateSettings)
     raw: dict = field(repr=False, default_factory=dict)
+
+
+def _validate_section(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``reference_stats`` from the environment first, relative paths from params.yaml's folder."""
+    values = dict(values)
+    reference = os.environ.get(REFERENCE_ENV) or values.get("reference_stats")
+    if isinstance(reference, str) and reference:
+        path = Path(reference)
+        values["reference_stats"] = path if path.is_absolute() else base / path
+    return values
 
 
 def project_root() -> Path:
@@ -270,5 +324,8 @@ def load_settings(
         evaluate=_from_dict(EvaluateSettings, _tuples(section("evaluate")), "evaluate"),
         mlflow=_from_dict(MlflowSettings, section("mlflow"), "mlflow"),
         predict=_from_dict(PredictSettings, _tuples(section("predict")), "predict"),
+        validate=_from_dict(
+            ValidateSettings, _validate_section(section("validate"), base), "validate"
+        ),
         raw=raw,
     )

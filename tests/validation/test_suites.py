@@ -61,7 +61,7 @@ def test_good_index_passes_and_report_is_written(curate_settings, tmp_path):
 def test_bad_index_fails_naming_the_expectation(curate_settings, changes, failing):
     report = validate_patch_index(_index(**changes), curate_settings)
     assert not report.success
-    assert failing in {r["expectation"] for r in report.failed}
+    assert failing in {r.expectation for r in report.failed}
 
 
 def test_empty_index_fails(curate_settings):
