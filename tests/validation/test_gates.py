@@ -43,16 +43,6 @@ def _write_params(folder: Path, archive: Path, **validate) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def template(tiny_archive, tmp_path_factory):
-    """The tiny archive curated once (patches, registry, index); tests work on copies."""
-    folder = tmp_path_factory.mktemp("gates")
-    settings = load_settings(_write_params(folder, tiny_archive))
-    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
-    pipeline.curate_archive(settings, products, settings.paths.patches, log=lambda *_: None)
-    return settings.paths.patches, products
-
-
 def _env(template, archive: Path, folder: Path, **validate):
     patches, products = template
     params = _write_params(folder, archive, **validate)

@@ -189,6 +189,19 @@ def validate_multitemporal(
 # --- gates on a curated folder ------------------------------------------------------------
 
 
+def _read_index(curated_dir: Path) -> pd.DataFrame:
+    from spectralearth.layout import CuratedLayout
+    from spectralearth.patches.store import read_index
+
+    path = CuratedLayout(curated_dir).index
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no patch index in {curated_dir}: {path} is missing (curate first: "
+            f"`spectralearth curate --out {curated_dir}`)"
+        )
+    return read_index(curated_dir)
+
+
 def _plain_name(scene: str) -> str:
     if not scene or "/" in scene or scene in (".", ".."):
         raise ValueError(f"scene {scene!r} is not a plain name")
@@ -215,7 +228,10 @@ def validate_scene(
     gate, curated_dir, report_dir = GateSettings.of(settings), Path(curated_dir), Path(report_dir)
     fragment, _ = fragment_paths(curated_dir, _plain_name(scene))
     if not fragment.is_file():
-        raise FileNotFoundError(f"no index fragment for scene {scene}: {fragment}")
+        raise FileNotFoundError(
+            f"no index fragment for scene {scene}: {fragment} (curate it first: "
+            f"`spectralearth curate --out {curated_dir}`, or materialize curated_patches {scene})"
+        )
     return validate_patches(
         patch_table(curated_dir, read_fragment(curated_dir, scene)),
         gate,
@@ -235,11 +251,9 @@ def validate_all_patches(
 ) -> ValidationReport:
     """The ``patches`` suite on every patch of the index; report ``<report>/patches.json``
     (recorded, docs not rebuilt: :func:`quality_gates` does that)."""
-    from spectralearth.patches.store import read_index
-
     gate, curated_dir, report_dir = GateSettings.of(settings), Path(curated_dir), Path(report_dir)
     return validate_patches(
-        patch_table(curated_dir, read_index(curated_dir)),
+        patch_table(curated_dir, _read_index(curated_dir)),
         gate,
         report_dir / "patches.json",
         report_dir=_recording(report_dir, gate, data_docs),
@@ -258,12 +272,10 @@ def validate_index(
 ) -> ValidationReport:
     """Blocking gate on the whole index; report ``<report>/patch_index.json``; rebuilds the
     Data Docs (with every scene recorded so far) unless ``build_docs`` is False."""
-    from spectralearth.patches.store import read_index
-
     gate, curated_dir, report_dir = GateSettings.of(settings), Path(curated_dir), Path(report_dir)
     recording = _recording(report_dir, gate, data_docs)
     report = validate_patch_index(
-        read_index(curated_dir),
+        _read_index(curated_dir),
         gate,
         report_dir=recording,
         fix_context=_fix_context(curated_dir, report_dir, None),
@@ -286,11 +298,9 @@ def validate_warnings(
 ) -> list[ValidationReport]:
     """Non-blocking gates on the index: band drift against the reference (see
     :mod:`.reference`), multitemporal share. Report ``<report>/warnings.json``."""
-    from spectralearth.patches.store import read_index
-
     gate, curated_dir, report_dir = GateSettings.of(settings), Path(curated_dir), Path(report_dir)
     if index is None:
-        index = read_index(curated_dir)
+        index = _read_index(curated_dir)
     recording = _recording(report_dir, gate, data_docs)
     context = _fix_context(curated_dir, report_dir, None)
     try:
@@ -338,8 +348,6 @@ def quality_gates(
 
 
 def _gates(curated_dir, report_dir, settings, reference, data_docs, *, all_patches: bool):
-    from spectralearth.patches.store import read_index
-
     gate, curated_dir, report_dir = GateSettings.of(settings), Path(curated_dir), Path(report_dir)
     index_report = validate_index(
         curated_dir, report_dir, gate, data_docs=data_docs, build_docs=False
@@ -353,7 +361,7 @@ def _gates(curated_dir, report_dir, settings, reference, data_docs, *, all_patch
         curated_dir,
         report_dir,
         gate,
-        index=read_index(curated_dir),
+        index=_read_index(curated_dir),
         reference=reference,
         data_docs=data_docs,
         build_docs=False,
