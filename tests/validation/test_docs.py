@@ -79,6 +79,11 @@ def test_scene_checks_record_and_the_index_gate_builds_once(curated, tmp_path):
     text = index.docs.read_text()
     assert all(scene in text for scene in scenes[:2])
 
+    # a scene removed from the curated folder leaves the site at the next index gate
+    (folder / "scenes" / f"{scenes[1]}.parquet").rename(tmp_path / "removed.parquet")
+    v.validate_index(folder, report, settings)
+    assert _site(report)[0] == ["patch_index/patch_index", f"patches/{scenes[0]}"]
+
 
 def test_data_docs_off_writes_no_gx_project(curated, tmp_path):
     settings, folder, _ = curated
@@ -90,3 +95,16 @@ def test_data_docs_off_writes_no_gx_project(curated, tmp_path):
         "patches.json",
         "warnings.json",
     ]
+
+
+def test_index_gates_run_the_index_suites_and_build_the_docs_once(curated, tmp_path):
+    """What a Dagster multi-asset check on patch_index calls: blocking index suite and the
+    warnings, one Data Docs build."""
+    settings, folder, _ = curated
+    report = tmp_path / "report"
+    gates = v.index_gates(folder, report, settings)
+    assert set(gates) == {"patch_index", "band_drift", "multitemporal"} and gates.passed
+    assert gates.docs.is_file() and gates["patch_index"].docs == gates.docs
+    assert _site(report)[0] == ["multitemporal/multitemporal", "patch_index/patch_index"]
+    assert (report / "patch_index.json").is_file() and (report / "warnings.json").is_file()
+    assert not (report / "patches.json").exists()

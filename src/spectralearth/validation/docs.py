@@ -8,9 +8,10 @@ Everything lives under the report folder a gate is given, never elsewhere::
 
 History is bounded: the project keeps the latest result of each (suite, run name) — a run
 name is a scene for the per-scene gate, ``patch_index`` / ``all_patches`` / the suite name for
-the whole-dataset gates — so the site has one page per scene and per whole-dataset suite
-however many runs there were. Earlier results are in the JSON reports' history (DVC/git),
-not in the site.
+the whole-dataset gates — and the index gate forgets the scenes the curated folder no longer
+holds, so the site has one page per current scene and per whole-dataset suite however many
+runs there were. Earlier results are in the JSON reports' history (DVC/git), not in the
+site.
 
 Recording a result (:func:`record`) does not touch the site; :func:`build_data_docs`
 rebuilds it from the stored results once per run, into a staging folder swapped in last.
@@ -137,6 +138,22 @@ def record(
             run_id=RunIdentifier(run_name=run_name),
         )
     return gx_suite, result
+
+
+def forget_results(report_dir: Path, suite: str, keep: set[str]) -> list[str]:
+    """Drop the stored results of ``suite`` whose run name is not in ``keep`` (scenes no
+    longer in the curated folder); returns the run names dropped."""
+    if not gx_project(report_dir).is_dir():
+        return []
+    dropped = []
+    with locked(report_dir):
+        store = file_context(report_dir).validation_results_store
+        for key in store.list_keys():
+            run = key.run_id.run_name
+            if key.expectation_suite_identifier.name == suite and run not in keep:
+                store.remove_key(key)
+                dropped.append(run)
+    return sorted(dropped)
 
 
 def stored_results(report_dir: Path) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from spectralearth.config import CurateSettings, Settings
 from spectralearth.io import atomic_path
-from spectralearth.validation.docs import build_data_docs
+from spectralearth.validation.docs import build_data_docs, forget_results
 from spectralearth.validation.reference import Reference, resolve_reference
 from spectralearth.validation.report import QualityGates, ValidationReport
 from spectralearth.validation.runner import validate_frame
@@ -272,6 +272,8 @@ def validate_index(
 ) -> ValidationReport:
     """Blocking gate on the whole index; report ``<report>/patch_index.json``; rebuilds the
     Data Docs (with every scene recorded so far) unless ``build_docs`` is False."""
+    from spectralearth.layout import CuratedLayout
+
     gate, curated_dir, report_dir = GateSettings.of(settings), Path(curated_dir), Path(report_dir)
     recording = _recording(report_dir, gate, data_docs)
     report = validate_patch_index(
@@ -280,6 +282,9 @@ def validate_index(
         report_dir=recording,
         fix_context=_fix_context(curated_dir, report_dir, None),
     )
+    if recording is not None:  # scenes no longer curated here leave the Data Docs
+        scenes = {p.stem for p in CuratedLayout(curated_dir).scenes.glob("*.parquet")}
+        forget_results(report_dir, "patches", scenes | {"all_patches"})
     if recording is not None and build_docs:
         build_data_docs(report_dir)
     report.write(report_dir / "patch_index.json")
