@@ -12,6 +12,7 @@ stages take explicit paths and use the layout only for defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -27,6 +28,7 @@ from spectralearth.names import HEADS, PROTOCOLS
 PARAMS_ENV = "SPECTRALEARTH_PARAMS"
 DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
 ARCHIVE_ENV = "SPECTRALEARTH_ARCHIVE"
+REFERENCE_ENV = "SPECTRALEARTH_REFERENCE_STATS"
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -277,6 +279,40 @@ class PredictSettings:
 
 
 @dataclass(frozen=True)
+class ValidateSettings:
+    """The data-quality gates (``validate``; spectralearth.validation); every key optional.
+
+    ``reference_stats``: the drift warning's reference (a folder with ``mu.npy`` and
+    ``sigma.npy``, or a ``band_stats.json``), relative to params.yaml;
+    ``$SPECTRALEARTH_REFERENCE_STATS`` wins. None: the curated folder's own statistics of an
+    earlier run, if any.
+    """
+
+    reference_stats: Path | None = None
+    max_band_drift_sigma: float = 0.25  # warn when a band mean is further off (reference stds)
+    min_multitemporal_share: float = 0.1  # warn when fewer locations have more than one scene
+    data_docs: bool = True  # record validations in a GX project and build its Data Docs
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    self.max_band_drift_sigma >= 0 and not math.isnan(self.max_band_drift_sigma),
+                    f"max_band_drift_sigma: {self.max_band_drift_sigma} must be >= 0",
+                ),
+                (
+                    _share(self.min_multitemporal_share),
+                    f"min_multitemporal_share: {self.min_multitemporal_share} must lie in [0, 1]",
+                ),
+            ]
+        )
+        if self.reference_stats is not None and not isinstance(self.reference_stats, Path):
+            if not isinstance(self.reference_stats, str) or not self.reference_stats:
+                raise ParamsError(f"reference_stats: {self.reference_stats!r} is not a path")
+            object.__setattr__(self, "reference_stats", Path(self.reference_stats))
+
+
+@dataclass(frozen=True)
 class MlflowSettings:
     experiment: str
     registered_model: str
@@ -311,6 +347,7 @@ class Settings:
     evaluate: EvaluateSettings
     mlflow: MlflowSettings
     predict: PredictSettings = field(default_factory=PredictSettings)
+    validate: ValidateSettings = field(default_factory=ValidateSettings)
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -333,6 +370,16 @@ class Settings:
     def checkpoint_name(self) -> str:
         """The pipeline's own checkpoint folder name: ``<method>-<backbone>``."""
         return f"{self.pretrain.method}-{self.pretrain.backbone}"
+
+
+def _validate_section(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``reference_stats`` from the environment first, relative paths from params.yaml's folder."""
+    values = dict(values)
+    reference = os.environ.get(REFERENCE_ENV) or values.get("reference_stats")
+    if isinstance(reference, str) and reference:
+        path = Path(reference)
+        values["reference_stats"] = path if path.is_absolute() else base / path
+    return values
 
 
 def project_root() -> Path:
@@ -424,5 +471,8 @@ def _settings(params_file: Path, raw: dict, overrides: dict, profile, data_dir) 
         evaluate=_from_dict(EvaluateSettings, section("evaluate"), "evaluate"),
         mlflow=_from_dict(MlflowSettings, section("mlflow"), "mlflow"),
         predict=_from_dict(PredictSettings, section("predict"), "predict"),
+        validate=_from_dict(
+            ValidateSettings, _validate_section(section("validate"), base), "validate"
+        ),
         raw=raw,
     )

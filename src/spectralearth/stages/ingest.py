@@ -88,7 +88,8 @@ class Catalog(StageResult):
 def catalog(archive: Path, out: Path) -> Catalog:
     """Catalogue ``archive`` into ``out`` (GeoParquet) with STAC and figures beside it."""
     from spectralearth.catalog import build_catalog, ok_scenes
-    from spectralearth.plots import catalog_table_markdown, coverage_map, scene_quicklooks
+    from spectralearth.catalog_table import catalog_table_markdown
+    from spectralearth.plots import coverage_map, scene_quicklooks
     from spectralearth.stac import write_stac
 
     out = Path(out)

@@ -222,6 +222,9 @@ def _publish(
         run.get("loss_history") or [],
         staging.loss_curve,
         title=f"{settings.method} {settings.backbone}",
+        method=settings.method,
+        memory_bank_size=settings.memory_bank_size,
+        batch_size=settings.batch_size // max(1, settings.accumulate_grad_batches),
     )
     record = json.loads(staging.run.read_text())
     record.pop("bands", None)  # in_chans says it
