@@ -139,15 +139,23 @@ def curate(args) -> int:
     "validate",
     "run every data-quality gate (Great Expectations suites) on a curated folder",
     arg("--patches", metavar="CURATED_DIR", help="curated folder", default_from="layout.patches"),
-    arg("--report", help="index report JSON (the other reports and Data Docs go beside it)"),
+    arg(
+        "--report",
+        metavar="REPORT_DIR",
+        help="folder for the reports, the GX project and Data Docs (default: the pipeline's "
+        "validation folder for its own curated folder, else CURATED_DIR/validation)",
+    ),
 )
 def validate(args) -> int:
+    from spectralearth.stages.validate import default_report_dir
     from spectralearth.stages.validate import validate as run
 
     s = _settings(args)
-    result = run(
-        s, _path(args.patches, s.layout.patches), Path(args.report) if args.report else None
-    )
+    curated = _path(args.patches, s.layout.patches)
+    report = Path(args.report) if args.report else default_report_dir(s, curated)
+    if report.suffix == ".json":  # the older form named the index report: its folder
+        report = report.parent
+    result = run(s, curated, report)
     print(result.summary())
     return 0 if result.passed else 1
 

@@ -487,9 +487,9 @@ def test_expectations_override_folder_falls_back_to_the_repo_suites(tmp_path, mo
     "validate, message",
     [
         ({"max_drift": 1}, r"\[validate\]: unknown keys \['max_drift'\]"),
-        ({"max_band_drift_sigma": "0.25"}, "max_band_drift_sigma '0.25' is not a number"),
-        ({"min_multitemporal_share": 1.5}, r"min_multitemporal_share 1.5 is not in \[0, 1\]"),
-        ({"data_docs": "yes"}, "data_docs 'yes' is not true/false"),
+        ({"max_band_drift_sigma": "0.25"}, "max_band_drift_sigma: expected a number, got '0.25'"),
+        ({"min_multitemporal_share": 1.5}, r"min_multitemporal_share: 1.5 must lie in \[0, 1\]"),
+        ({"data_docs": "yes"}, "data_docs: expected true or false, got 'yes'"),
     ],
 )
 def test_bad_validate_section_is_refused_at_load(tmp_path, tiny_archive, validate, message):
