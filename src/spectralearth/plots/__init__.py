@@ -20,7 +20,6 @@ is imported inside the functions (Agg backend): ``import spectralearth.plots`` s
 """
 
 from spectralearth.catalog_table import catalog_table_markdown, short_datatake, short_scene
-from spectralearth.patches.summary import dataset_summary
 from spectralearth.plots.catalogue import MAX_LABELS, STATUS_STYLE, coverage_map, scene_quicklooks
 from spectralearth.plots.evaluation import class_spectra, confusion_matrix_plot, per_class_bars
 from spectralearth.plots.maps import class_map_png
@@ -35,7 +34,6 @@ __all__ = [
     "class_spectra",
     "confusion_matrix_plot",
     "coverage_map",
-    "dataset_summary",
     "locations_map",
     "loss_caption",
     "loss_curve",
