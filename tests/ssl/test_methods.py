@@ -120,7 +120,7 @@ def test_mae_adapter_before_masking_and_spectral_targets():
         return hook
 
     encoder.spectral_adapter.register_forward_hook(record("adapter"))
-    encoder.vit.blocks[0].register_forward_hook(record("tokens"))
+    encoder.vit_core.blocks[0].register_forward_hook(record("tokens"))
     from lightly.models.utils import random_token_mask
 
     idx_keep, idx_mask = random_token_mask((2, 17), mask_ratio=0.9)  # class + 4x4 tokens

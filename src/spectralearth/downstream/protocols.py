@@ -90,8 +90,9 @@ def encoder_stages(encoder: nn.Module) -> list[nn.Module]:
         stages.append(encoder.spectral_adapter)
     if hasattr(encoder, "resnet"):
         stages += [getattr(encoder.resnet, f"layer{i}") for i in range(1, 5)]
-    elif hasattr(encoder, "vit"):
-        stages += [encoder.vit.patch_embed, *encoder.vit.blocks, encoder.vit.norm]
+    elif hasattr(encoder, "vit_core"):
+        core = encoder.vit_core
+        stages += [core.patch_embed, *core.blocks, core.norm]
     else:
         stages += [m for m in encoder.children() if m not in stages]
     return stages

@@ -25,17 +25,18 @@ from torch import nn
 
 from ..config import PretrainSettings
 from ..data.augment import SpatialAugment
+from ..names import VIT_BACKBONES
 from .base import SSLModule, warmup_cosine
 
 
 def _vit_of(encoder: nn.Module) -> VisionTransformer:
-    vit = getattr(encoder, "vit", None)
+    vit = getattr(encoder, "vit_core", None)
     if not isinstance(vit, VisionTransformer):
         name = getattr(encoder, "model_name", type(encoder).__name__)
         raise ValueError(
-            f"MAE needs a Vision Transformer backbone (spec_vit_tiny, spec_vit_small, "
-            f"spec_vit_base or vit_small_p8); {name!r} is not one: masking drops tokens, "
-            "which a convolutional network has none of. Use --method moco or dino with it."
+            f"MAE needs a Vision Transformer backbone ({', '.join(VIT_BACKBONES)}); "
+            f"{name!r} is not one: masking drops tokens, which a convolutional network has "
+            "none of. Use --method moco or dino with it."
         )
     return vit
 
