@@ -88,7 +88,7 @@ class PretrainSettings:
     num_nodes: int = 1
     mask_ratio: float = 0.9  # MAE
     # The recipe: None = the method's default, which is the SpectralEarth reference's
-    # (see the table in spectralearth.ssl). A value here is a deliberate deviation.
+    # (each method's module docstring in spectralearth.ssl). A value is a deliberate deviation.
     crop_scale: tuple[float, float] | None = None  # random resized crop area range
     lr_schedule: str | None = None  # multistep | cosine_to_zero | cosine_over_run
     lr_milestones: tuple[float, ...] | None = None  # multistep: fractions of the run

@@ -358,6 +358,11 @@ def test_gradient_accumulation_splits_the_global_batch(tmp_path):
     assert micro_batch_size(tiny_settings(batch_size=256, accumulate_grad_batches=4), 8) == 8
     with pytest.raises(ValueError, match="does not split"):
         micro_batch_size(tiny_settings(batch_size=6, accumulate_grad_batches=4), 1)
+    # MoCo's BatchNorm head needs 2 samples per device: a clear refusal, before training
+    moco = tiny_settings(steps=2, batch_size=2, accumulate_grad_batches=2)
+    with pytest.raises(ValueError, match="BatchNorm projection head.*raise batch_size"):
+        pretrain(moco, shards_dir, stats, tmp_path / "moco", progress=False)
+    assert not (tmp_path / "moco").exists()
 
 
 # --- profiles -----------------------------------------------------------------------------
@@ -439,3 +444,7 @@ def test_cli_pretrain_method_backbone_data_out(tmp_path, capsys):
         client.get_run(run["mlflow_run_id"]).data.tags["git_commit"] == version.tags["git_commit"]
     )
     assert (out / "loss.png").is_file()
+    # collapse monitoring reached MLflow through the Lightning logger, every step
+    for metric in ("feature_std", "effective_rank"):
+        assert len(client.get_metric_history(run["mlflow_run_id"], metric)) == 2, metric
+    assert run["collapse"]["collapsed"] is False and run["format_version"] == 2

@@ -22,6 +22,8 @@ from spectralearth.ssl.moco import MoCo
 from spectralearth.ssl.train import FORMAT_VERSION, PretrainRun
 from tests.helpers import BANDS, make_shards, tiny_settings
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # --- shards ---------------------------------------------------------------------------
 
 

@@ -192,6 +192,18 @@ def _check_crop(settings: PretrainSettings, patch_size: int, shards_dir: Path) -
         )
 
 
+def _check_micro_batch(settings: PretrainSettings, module, micro_batch: int, world: int) -> None:
+    import torch
+
+    if micro_batch < 2 and any(isinstance(m, torch.nn.BatchNorm1d) for m in module.modules()):
+        raise ValueError(
+            f"pretrain: {settings.method} has a BatchNorm projection head, which needs at "
+            f"least 2 samples per device, but the global batch_size {settings.batch_size} "
+            f"over {world} device(s) x {settings.accumulate_grad_batches} accumulation "
+            "step(s) leaves 1: raise batch_size or lower accumulate_grad_batches."
+        )
+
+
 def _atomic_checkpoint_io():
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -242,8 +254,11 @@ def _method_from_keys(state_dict: dict) -> str | None:
 def _describe(identity: dict) -> str:
     method = identity.get("method") or "unknown-method"
     backbone = identity.get("backbone") or "(backbone not recorded)"
-    bands = identity.get("in_chans")
-    return f"{method} {backbone}" + (f" on {bands} bands" if bands else "")
+    return f"{method} {backbone}"
+
+
+def _bands(identity: dict) -> str:
+    return f" on {identity['in_chans']} bands" if identity.get("in_chans") else ""
 
 
 def check_resumable(path: Path, module) -> int:
@@ -294,21 +309,24 @@ def check_resumable(path: Path, module) -> int:
     else:
         resume_hint = "resume with the --method and --backbone of that run"
     raise CheckpointMismatchError(
-        f"cannot resume from {path}: it holds a {_describe(held)} run at step {step}, but "
-        f"this run asks for {_describe(asked)}{detail if differ else ''}. To continue that "
-        f"run, {resume_hint}; to train {_describe(asked)} instead, give another --out "
-        f"folder. Nothing was written to {path.parent.parent}."
+        f"cannot resume from {path}: it holds step {step} of a {_describe(held)} run"
+        f"{_bands(held)}, but this run asks for {_describe(asked)}{_bands(asked)}"
+        f"{detail if differ else ''}. To continue that run, {resume_hint}; to start a "
+        f"{_describe(asked)} run instead, give another --out folder. Nothing was written "
+        f"to {path.parent.parent}."
     )
 
 
-def _epoch_callback(dataset_loader):
+def _new_epoch_callback():
+    """A callback giving its ``loader`` (set once built) a new permutation and new
+    two-date pairs each epoch (both seeded by the epoch)."""
     import lightning.pytorch as pl
 
     class NewEpoch(pl.Callback):
-        """A new permutation and new two-date pairs each epoch (both seeded by epoch)."""
+        loader = None
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
-            dataset_loader().set_epoch(trainer.current_epoch)
+            self.loader.set_epoch(trainer.current_epoch)
 
     return NewEpoch()
 
@@ -483,31 +501,22 @@ def pretrain(
     _check_settings(settings)
     method_cls = get_method(settings.method)
 
-    data: dict = {}
-    trainer = _trainer(
-        settings,
-        out,
-        logger,
-        progress,
-        [_epoch_callback(lambda: data["loader"]), *(callbacks or [])],
-    )
+    new_epoch = _new_epoch_callback()
+    trainer = _trainer(settings, out, logger, progress, [new_epoch, *(callbacks or [])])
     world_size = int(trainer.num_devices) * int(trainer.num_nodes)
     micro_batch = micro_batch_size(settings, world_size)
 
     pl.seed_everything(settings.seed, workers=True)
-    dataset, data["loader"] = training_data(
-        settings,
-        shards_dir,
-        stats,
-        method_cls.two_views,
-        micro_batch,
-        trainer.global_rank,
+    dataset, loader = training_data(
+        settings, shards_dir, stats, method_cls.two_views, micro_batch, trainer.global_rank,
         world_size,
-    )
+    )  # fmt: skip
+    new_epoch.loader = loader
     _check_crop(settings, dataset.patch_size, shards_dir)
     encoder = create_model(settings.backbone, in_chans=dataset.n_bands)
     module = method_cls.from_settings(encoder, settings)
     module.normalize = BandNormalize(stats)
+    _check_micro_batch(settings, module, micro_batch, world_size)
 
     ckpt_path = None
     if resume:
@@ -519,7 +528,7 @@ def pretrain(
             print(f"pretrain: no checkpoint in {out.checkpoints} to resume from; starting afresh")
 
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=data["loader"], ckpt_path=ckpt_path)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
     run = _record(
