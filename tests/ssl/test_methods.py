@@ -129,6 +129,8 @@ def test_deviations_are_named_settings():
     assert _crop_scale(moco) == pytest.approx((0.2, 1.0))
     assert moco.hparams.lr_schedule == "cosine_to_zero" and moco.hparams.proj_hidden_dim == 64
     assert moco.hparams.weight_decay == 0.0
+    dino = _built("dino", lr_schedule="multistep", lr_milestones=[0.5])
+    assert dino.hparams.lr_schedule == "multistep" and tuple(dino.hparams.lr_milestones) == (0.5,)
     mae = _built("mae", adamw_betas=[0.9, 0.95], weight_decay=0.05)  # the MAE paper's
     opt = mae.configure_optimizers()["optimizer"]
     assert opt.defaults["betas"] == (0.9, 0.95) and opt.param_groups[0]["weight_decay"] == 0.05

@@ -177,7 +177,7 @@ class SSLModule(pl.LightningModule):
         """The optimizer with the method's ``lr_schedule`` (per step) and its warm-up."""
         hp = self.hparams
         total, warmup = self.schedule_lengths(hp.warmup_steps, hp.warmup_epochs)
-        milestones = tuple(hp.get("lr_milestones") or (0.6, 0.8))
+        milestones = tuple(hp.lr_milestones)
         schedule = hp.lr_schedule
 
         def factor(step: int) -> float:

@@ -63,6 +63,7 @@ class DINO(SSLModule):
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
         lr_schedule: str = names.COSINE_OVER_RUN,
+        lr_milestones: tuple[float, ...] = (0.6, 0.8),  # lr_schedule multistep only
         proj_hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         out_dim: int = 128,
@@ -120,6 +121,7 @@ class DINO(SSLModule):
             "weight_decay": settings.weight_decay,
             "crop_scale": settings.crop_scale,
             "lr_schedule": settings.lr_schedule,
+            "lr_milestones": settings.lr_milestones,
             "proj_hidden_dim": settings.head_hidden_dim,
             "betas": settings.adamw_betas,
         }

@@ -85,6 +85,7 @@ class MAE(SSLModule):
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
         lr_schedule: str = names.COSINE_TO_ZERO,
+        lr_milestones: tuple[float, ...] = (0.6, 0.8),  # lr_schedule multistep only
         mask_ratio: float = 0.9,
         decoder_dim: int = 512,
         decoder_depth: int = 1,
@@ -129,6 +130,7 @@ class MAE(SSLModule):
             "weight_decay": settings.weight_decay,
             "crop_scale": settings.crop_scale,
             "lr_schedule": settings.lr_schedule,
+            "lr_milestones": settings.lr_milestones,
             "betas": settings.adamw_betas,
         }
         return cls(
