@@ -365,6 +365,11 @@ def test_gradient_accumulation_splits_the_global_batch(tmp_path):
     with pytest.raises(ValueError, match="BatchNorm projection head.*raise batch_size"):
         pretrain(moco, shards_dir, stats, tmp_path / "moco", progress=False)
     assert not (tmp_path / "moco").exists()
+    # the paper profile's sync_batchnorm has no CPU kernel: refused before any process starts
+    cpu_ddp = tiny_settings(devices=2, strategy="ddp", batch_size=8, sync_batchnorm=True)
+    with pytest.raises(ValueError, match="sync_batchnorm needs GPUs.*profile 'test'"):
+        pretrain(cpu_ddp, shards_dir, stats, tmp_path / "sync", progress=False)
+    assert not (tmp_path / "sync").exists()
 
 
 # --- profiles -----------------------------------------------------------------------------

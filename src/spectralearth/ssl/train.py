@@ -505,6 +505,11 @@ def pretrain(
     trainer = _trainer(settings, out, logger, progress, [new_epoch, *(callbacks or [])])
     world_size = int(trainer.num_devices) * int(trainer.num_nodes)
     micro_batch = micro_batch_size(settings, world_size)
+    if settings.sync_batchnorm and world_size > 1 and trainer.strategy.root_device.type == "cpu":
+        raise ValueError(
+            f"pretrain: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+            f"set sync_batchnorm: false in profile {settings.profile!r} for a CPU run"
+        )
 
     pl.seed_everything(settings.seed, workers=True)
     dataset, loader = training_data(
