@@ -84,6 +84,7 @@ def test_every_loss_curve_has_a_caption(tmp_path, method, words):
 def test_every_public_name_stays_importable_from_the_package():
     import spectralearth.plots as plots
     from spectralearth.catalog_table import catalog_table_markdown
+
     old_names = {
         "STATUS_STYLE", "MAX_LABELS", "short_datatake", "short_scene", "coverage_map",
         "catalog_table_markdown", "rgb_quicklooks", "locations_map",

@@ -258,9 +258,9 @@ def pretrain(args) -> int:
         stats=Path(args.stats) if args.stats else None,
         resume=args.resume,
     )
-    from spectralearth.stages.pretrain import global_rank
+    from spectralearth.ssl.distributed import is_global_zero
 
-    if global_rank() == 0:
+    if is_global_zero():
         print(result.summary())
     return 0
 

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from spectralearth.layout import DataLayout
-from spectralearth.names import HEADS, PROTOCOLS
+from spectralearth.names import HEADS, LR_SCHEDULES, PROTOCOLS
 
 PARAMS_ENV = "SPECTRALEARTH_PARAMS"
 DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
@@ -200,6 +200,36 @@ class PretrainSettings:
     strategy: str = "auto"  # Lightning strategy ("auto" = DDP with several devices)
     num_nodes: int = 1
     mask_ratio: float = 0.9  # MAE
+    # The recipe: None = the method's default, which is the SpectralEarth reference's
+    # (each method's module docstring in spectralearth.ssl). A value is a deliberate deviation.
+    crop_scale: tuple[float, float] | None = None  # random resized crop area range
+    lr_schedule: str | None = None  # multistep | cosine_to_zero | cosine_over_run
+    lr_milestones: tuple[float, ...] | None = None  # multistep: fractions of the run
+    head_hidden_dim: int | None = None  # MoCo/DINO projection head width (reference 2048)
+    adamw_betas: tuple[float, float] | None = None  # DINO/MAE (reference: torch's 0.9, 0.999)
+    weight_decay_all_parameters: bool = False  # AdamW methods: True decays norms, biases and
+    #   tokens too, as the reference code does; False: lightly's get_weight_decay_parameters
+    sync_batchnorm: bool = False  # BatchNorm statistics over all devices (reference: on)
+    collapse_std_fraction: float = 0.1  # collapsed when feature std < this / sqrt(dim)
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists: settings are frozen and hashable, so keep tuples
+        for key in ("crop_scale", "lr_milestones", "adamw_betas"):
+            value = getattr(self, key)
+            if isinstance(value, list):
+                object.__setattr__(self, key, tuple(value))
+        if self.crop_scale is not None:
+            lo, hi = self.crop_scale
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(
+                    f"params.yaml [pretrain.profiles.{self.profile}]: crop_scale "
+                    f"{list(self.crop_scale)} must be two area fractions 0 < low <= high <= 1"
+                )
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"params.yaml [pretrain.profiles.{self.profile}]: lr_schedule "
+                f"{self.lr_schedule!r} is not one of {LR_SCHEDULES}"
+            )
 
     def __post_init__(self) -> None:
         from spectralearth.names import BACKBONES, METHODS

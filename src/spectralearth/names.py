@@ -17,6 +17,9 @@ from spectralearth.cards import CARDS, PAPER_DATASETS, DatasetCard, get_card
 
 MOCO, DINO, MAE = "moco", "dino", "mae"
 METHODS: tuple[str, ...] = (MOCO, DINO, MAE)
+# learning-rate schedules of pretraining (spectralearth.ssl.base.lr_factor)
+MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN = "multistep", "cosine_to_zero", "cosine_over_run"
+LR_SCHEDULES: tuple[str, ...] = (MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN)
 
 
 # --- backbones (config as data; spectralearth.models builds them from these) -----------
@@ -152,6 +155,7 @@ __all__ = [
     "DATASETS",
     "DINO",
     "HEADS",
+    "LR_SCHEDULES",
     "MAE",
     "METHODS",
     "MOCO",

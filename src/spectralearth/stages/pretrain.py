@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectralearth.config import PretrainSettings, TrackingSettings
@@ -48,6 +48,7 @@ class Pretraining(StageResult):
     band_stats_source: str
     mlflow_run_id: str | None
     model_versions: tuple[tuple[str, int], ...]  # (registered model, version)
+    collapse: dict = field(default_factory=dict)  # feature std, effective rank, collapsed
     usage: Usage | None = None
 
     @property
@@ -67,6 +68,7 @@ class Pretraining(StageResult):
             "device": self.device,
             "world_size": self.world_size,
             "band_stats": self.band_stats_source,
+            **{f"collapse/{k}": v for k, v in self.collapse.items() if v is not None},
             "loss_curve": Figure(self.loss_png, "training loss"),
             "mlflow_run_id": self.mlflow_run_id or "",
             **{f"registered/{name}": version for name, version in self.model_versions},
@@ -83,24 +85,6 @@ class Pretraining(StageResult):
         )
 
 
-def global_rank() -> int:
-    """This process's global rank under torchrun (0 without it), known before any trainer."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
-
-
-def _share_from_rank_zero(obj):
-    """``obj`` of rank 0 on every rank (a no-op without a process group)."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return obj
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def pretrain(
     settings: PretrainSettings,
     curated: Path,
@@ -115,10 +99,11 @@ def pretrain(
     """Pretrain ``settings.backbone`` with ``settings.method`` on ``curated``'s train split
     into ``out`` (``CheckpointLayout``); ``resume`` continues from ``out/checkpoints/last.ckpt``."""
     from spectralearth import tracking as mlf
+    from spectralearth.ssl.distributed import broadcast_from_zero, is_global_zero
     from spectralearth.stages.statistics import read_statistics
 
     curated, out = Path(curated), Path(out)
-    rank_zero = global_rank() == 0
+    rank_zero = is_global_zero()
     band_stats, stats_file = read_statistics(curated, stats)
     if rank_zero:
         mlf.check_store(tracking)
@@ -130,8 +115,7 @@ def pretrain(
     }
     layout = CheckpointLayout(out)
     staging = CheckpointLayout(out.parent / f".{out.name}.staging")
-    run_id = None
-    outcome: dict = {}
+    run_id, outcome, failure = None, {}, None
     with StageUsage() as usage:
         try:
             if rank_zero:
@@ -155,29 +139,35 @@ def pretrain(
                     run_id,
                     lineage,
                 )
-        except BaseException:
+        except BaseException as exc:
+            failure = exc
             if rank_zero and run_id is not None:
                 mlf.fail_run(tracking, run_id)
-            raise
         finally:
             if rank_zero:
                 shutil.rmtree(staging.root, ignore_errors=True)
-        outcome = _share_from_rank_zero(outcome)
+        # every rank waits for rank 0's outcome; a failure on rank 0 fails every rank
+        shared = broadcast_from_zero({"error": repr(failure) if failure else None, **outcome})
+    if failure is not None:
+        raise failure
+    if shared["error"]:
+        raise RuntimeError(f"pretraining failed on rank 0: {shared['error']}")
     return Pretraining(
         method=settings.method,
         backbone=settings.backbone,
         profile=settings.profile,
         checkpoint=out,
-        steps=int(run["steps"]),
-        final_loss=run.get("final_loss"),
-        seconds=float(run.get("seconds") or 0.0),
-        patches_per_second=run.get("patches_per_second"),
-        parameters=int(run.get("parameters") or 0),
-        device=str(run.get("device", "")),
-        world_size=int(run.get("world_size") or 1),
+        steps=int(run.steps),
+        final_loss=run.final_loss,
+        seconds=float(run.seconds or 0.0),
+        patches_per_second=run.patches_per_second,
+        parameters=int(run.parameters or 0),
+        device=str(run.device),
+        world_size=int(run.world_size or 1),
         band_stats_source=str(stats_file),
-        mlflow_run_id=outcome.get("run_id"),
-        model_versions=tuple(outcome.get("versions", ())),
+        mlflow_run_id=shared.get("run_id"),
+        model_versions=tuple(shared.get("versions", ())),
+        collapse=run.collapse.as_json(),
         usage=usage.result,
     )
 
@@ -219,7 +209,7 @@ def _publish(
     from spectralearth.plots import loss_curve
 
     loss_curve(
-        run.get("loss_history") or [],
+        list(run.loss_history),
         staging.loss_curve,
         title=f"{settings.method} {settings.backbone}",
         method=settings.method,
@@ -240,7 +230,9 @@ def _publish(
     )
     atomic_write_text(staging.run, json.dumps(record, indent=2) + "\n")
     params = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
-    metrics = {k: run.get(k) for k in ("final_loss", "seconds", "patches_per_second", "parameters")}
+    metrics = {
+        k: getattr(run, k) for k in ("final_loss", "seconds", "patches_per_second", "parameters")
+    }
     artifacts = [
         ("checkpoint", staging.weights),
         ("checkpoint", staging.run),
