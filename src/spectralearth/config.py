@@ -213,25 +213,6 @@ class PretrainSettings:
     collapse_std_fraction: float = 0.1  # collapsed when feature std < this / sqrt(dim)
 
     def __post_init__(self) -> None:
-        # YAML and JSON give lists: settings are frozen and hashable, so keep tuples
-        for key in ("crop_scale", "lr_milestones", "adamw_betas"):
-            value = getattr(self, key)
-            if isinstance(value, list):
-                object.__setattr__(self, key, tuple(value))
-        if self.crop_scale is not None:
-            lo, hi = self.crop_scale
-            if not 0.0 < lo <= hi <= 1.0:
-                raise ValueError(
-                    f"params.yaml [pretrain.profiles.{self.profile}]: crop_scale "
-                    f"{list(self.crop_scale)} must be two area fractions 0 < low <= high <= 1"
-                )
-        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"params.yaml [pretrain.profiles.{self.profile}]: lr_schedule "
-                f"{self.lr_schedule!r} is not one of {LR_SCHEDULES}"
-            )
-
-    def __post_init__(self) -> None:
         from spectralearth.names import BACKBONES, METHODS
 
         _check(
@@ -247,6 +228,20 @@ class PretrainSettings:
                 (self.lr > 0, f"lr: {self.lr} must be > 0"),
                 (self.num_workers >= 0, "num_workers must be >= 0"),
                 (0.0 < self.mask_ratio < 1.0, "mask_ratio must lie in (0, 1)"),
+                (
+                    self.crop_scale is None
+                    or 0.0 < self.crop_scale[0] <= self.crop_scale[-1] <= 1.0,
+                    f"crop_scale {list(self.crop_scale or ())} must be two area fractions "
+                    "0 < low <= high <= 1",
+                ),
+                (
+                    self.crop_scale is None or len(self.crop_scale) == 2,
+                    "crop_scale must be two numbers",
+                ),
+                (
+                    self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
+                    f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}",
+                ),
             ],
         )
 
