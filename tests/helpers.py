@@ -316,3 +316,9 @@ def manifest_module(entry: dict) -> nn.Module:
         dtype = torch.long if name == "num_batches_tracked" else torch.float32
         node.register_buffer(name, torch.zeros(shape, dtype=dtype))
     return root
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -265,6 +265,48 @@ def pretrain(args) -> int:
     return 0
 
 
+@command(
+    "import-weights",
+    "import a released SpectralEarth backbone (.pth/.pt/.safetensors) or a reference MoCo/DINO/"
+    "MAE Lightning .ckpt as a checkpoint folder, registered in MLflow",
+    arg("file", help="the weights file"),
+    arg(
+        "--backbone",
+        required=True,
+        choices=names.BACKBONES,
+        metavar="BACKBONE",
+        help=f"its architecture ({', '.join(names.ADAPTER_BACKBONES)}, ...)",
+    ),  # fmt: skip
+    arg(
+        "--part",
+        choices=("query", "momentum", "teacher", "student", "encoder"),
+        help="which encoder of a Lightning checkpoint (MoCo: query; DINO: teacher; MAE: encoder)",
+    ),
+    arg(
+        "--stats",
+        help="band statistics it was normalised with (band_stats.json, or a folder with "
+        "mu.npy/sigma.npy such as SpectralEarth's); recorded in run.json",
+    ),
+    arg("--out", required=True, metavar="OUT_DIR", help="checkpoint folder to write"),
+    arg("--force", action="store_true", help="replace OUT_DIR if it holds a checkpoint"),
+)
+def import_weights(args) -> int:
+    from spectralearth.stages.weights import import_weights as run
+
+    s = _settings(args)
+    result = run(
+        Path(args.file),
+        args.backbone,
+        Path(args.out),
+        s.tracking,
+        part=args.part,
+        band_stats=args.stats,
+        overwrite=args.force,
+    )
+    print(result.summary())
+    return 0
+
+
 # --- downstream -----------------------------------------------------------------------------
 
 

@@ -202,10 +202,12 @@ def register_checkpoint(
     method: str,
     backbone: str,
     lineage: dict,
+    alias: str = LATEST_ALIAS,
 ) -> dict[str, int]:
     """A new version of ``spectralearth-<backbone>-<method>`` and of the umbrella
-    ``tracking.registered_model`` (alias ``latest-pretrained``: the newest encoder of any
-    kind), tagged with ``lineage``; ends the run. Returns ``{model name: version}``."""
+    ``tracking.registered_model`` with ``alias`` (default ``latest-pretrained``: the newest
+    encoder pretrained here, of any kind), tagged with ``lineage``; ends the run. Returns
+    ``{model name: version}``."""
     import mlflow
 
     configure(tracking)
@@ -224,7 +226,7 @@ def register_checkpoint(
     ):
         _ensure_registered_model(client, name, description)
         version = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
-        client.set_registered_model_alias(name, LATEST_ALIAS, version.version)
+        client.set_registered_model_alias(name, alias, version.version)
         versions[name] = int(version.version)
     client.set_terminated(run_id, "FINISHED")
     return versions

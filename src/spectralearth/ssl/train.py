@@ -238,9 +238,11 @@ class CheckpointWriteError(RuntimeError):
 
 
 def last_checkpoint(out_dir: Path) -> Path | None:
-    """``OUT_DIR/checkpoints/last.ckpt`` when a run wrote one, else None."""
+    """``OUT_DIR/checkpoints/last.ckpt`` when a run wrote one, else None. Resolved: the
+    pretrain stage trains in a staging folder whose ``checkpoints`` links to the output
+    folder's own, and messages must name the file the user has."""
     path = Path(out_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
-    return path if path.exists() else None
+    return path.resolve() if path.exists() else None
 
 
 def _method_from_keys(state_dict: dict) -> str | None:
@@ -530,7 +532,8 @@ def pretrain(
             check_resumable(found, module)
             ckpt_path = str(found)
         elif trainer.is_global_zero:
-            print(f"pretrain: no checkpoint in {out.checkpoints} to resume from; starting afresh")
+            where = out.checkpoints.resolve() if out.checkpoints.exists() else out.checkpoints
+            print(f"pretrain: no checkpoint in {where} to resume from; starting afresh")
 
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
