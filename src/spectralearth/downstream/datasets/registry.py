@@ -104,7 +104,7 @@ def open_split(
     """The torch dataset of one split. ``stats=None`` normalises with train-split statistics.
 
     Every returned dataset has ``task``, ``classes``, ``num_classes`` (regression: outputs),
-    ``bands``, ``sensor``, ``stats`` and ``read_labels(i)`` (class indices, -1 = ignore;
+    ``bands``, ``stats`` and ``read_labels(i)`` (class indices, -1 = ignore;
     regression: the target values).
     """
     src = source if isinstance(source, DatasetSource) else resolve(source, downstream_dir)
@@ -135,7 +135,6 @@ def _open_layout(src: DatasetSource, split: str, stats: Mapping[str, Any] | None
         stats = band_stats(imgs)
     ds = SegmentationDataset(src.root, split, stats)
     ds.task = SEGMENTATION
-    ds.sensor = "EnMAP"  # built from curated EnMAP patches
     ds.stats = {"mean": list(stats["mean"]), "std": list(stats["std"])}
     ds.bands = len(ds.stats["mean"])
 
