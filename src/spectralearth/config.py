@@ -133,6 +133,7 @@ class RecipeSettings:
     frozen_batchnorm: str = "eval"  # BatchNorm of frozen encoder parts: eval | train
     first_n_from: str = "adapter"  # first-n counts from the adapter | encoder stages only
     cache_features: bool = True  # frozen + linear head: run the encoder once per image
+    resize_to: int | None = None  # px images are resized to where the loader resizes (HYPERVIEW)
     datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -151,8 +152,8 @@ class RecipeSettings:
             raise ValueError(
                 f"params.yaml [{where}]: crop_scale {self.crop_scale} must be 0 < lo <= hi <= 1"
             )
-        for positive in ("epochs", "batch_size"):
-            if int(getattr(self, positive)) < 1:
+        for positive in ("epochs", "batch_size", "resize_to"):
+            if getattr(self, positive) is not None and int(getattr(self, positive)) < 1:
                 raise ValueError(f"params.yaml [{where}]: {positive} must be >= 1")
         known = {f.name for f in dataclasses.fields(self)} - {"datasets"}
         for name, values in self.datasets.items():

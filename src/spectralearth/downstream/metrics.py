@@ -284,7 +284,7 @@ class RegressionMetrics(TaskMetrics):
             num_outputs,
             {
                 "per_target_mse": MeanSquaredError(num_outputs=num_outputs),
-                "per_target_r2": R2Score(num_outputs=num_outputs, multioutput="raw_values"),
+                "per_target_r2": R2Score(multioutput="raw_values"),
                 "normalized": _NormalizedMSE(baseline),
                 "ref_rmse": MeanSquaredError(squared=False),
                 "ref_loss": _BatchNormalizedMSE(baseline),

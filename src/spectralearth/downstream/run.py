@@ -257,11 +257,12 @@ def evaluate_model(
     source = resolve(dataset, downstream_dir, split_dir=split_dir)
     recipe_name = recipe or settings.recipe
     chosen = settings.recipe_for(source.name, recipe_name)
-    train_full = open_split(source, TRAIN_SPLIT, _dataset_stats(source, chosen))
+    size = {"resize_to": chosen.resize_to}
+    train_full = open_split(source, TRAIN_SPLIT, _dataset_stats(source, chosen), **size)
     stats = train_full.stats
-    test_ds = open_split(source, REPORT_SPLIT, stats)
+    test_ds = open_split(source, REPORT_SPLIT, stats, **size)
     try:
-        val_ds = open_split(source, "val", stats)
+        val_ds = open_split(source, "val", stats, **size)
         val_ds = val_ds if len(val_ds) else None
     except FileNotFoundError:
         val_ds = None

@@ -100,8 +100,11 @@ def open_split(
     split: str,
     stats: Mapping[str, Any] | None = None,
     downstream_dir: str | os.PathLike | None = None,
+    resize_to: int | None = None,
 ):
-    """The torch dataset of one split. ``stats=None`` normalises with train-split statistics.
+    """The torch dataset of one split. ``stats=None`` normalises with train-split statistics;
+    ``resize_to``: the size of datasets whose images are resized (HYPERVIEW; default its
+    card's 128 px), ignored by datasets of fixed-size patches.
 
     Every returned dataset has ``task``, ``classes``, ``num_classes`` (regression: outputs),
     ``bands``, ``stats`` and ``read_labels(i)`` (class indices, -1 = ignore;
@@ -111,7 +114,8 @@ def open_split(
     if src.kind == "potsdam":
         return _potsdam.PotsdamDataset(src.root, split, stats)
     if src.kind == "hyperview":
-        return _hyperview.HyperviewDataset(src.root, split, stats, src.split_dir)
+        size = resize_to or _hyperview.CARD.patch_size
+        return _hyperview.HyperviewDataset(src.root, split, stats, src.split_dir, size)
     if src.kind == "released":
         return ReleasedDataset(src.root, src.name, split, stats, src.split_dir)
     return _open_layout(src, split, stats)
