@@ -197,6 +197,7 @@ class EvaluateSettings:
     precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on a GPU
     num_workers: int = 0  # data-loading processes
     overridden: tuple[str, ...] | None = None  # set at construction (see the class doc)
+    resolved_for: str | None = None  # the recipe the unset overrides were filled from
 
     def __post_init__(self) -> None:
         # checked here so a typo in params.yaml fails at load, not after hours of pretraining
@@ -225,18 +226,21 @@ class EvaluateSettings:
                 f"params.yaml [evaluate]: devices {self.devices!r}: a downstream evaluation runs "
                 "on one device (run several evaluations side by side instead)"
             )
-        base = recipes[self.recipe]
-        # given at first construction, or changed since (dataclasses.replace(s, epochs=2))
-        given = set(self.overridden or ()) | {
-            k
-            for k in RECIPE_OVERRIDES
-            if getattr(self, k) is not None
-            and (self.overridden is None or getattr(self, k) != getattr(base, k))
-        }
-        object.__setattr__(self, "overridden", tuple(k for k in RECIPE_OVERRIDES if k in given))
+        # Given at first construction, or changed since (dataclasses.replace(s, epochs=2)):
+        # a value that is not the recipe's it was filled from.
+        filled_from = recipes.get(self.resolved_for) if self.overridden is not None else None
+        given = set(self.overridden or ())
         for key in RECIPE_OVERRIDES:
-            if getattr(self, key) is None:
+            value = getattr(self, key)
+            if value is not None and key not in given:
+                if filled_from is None or value != getattr(filled_from, key):
+                    given.add(key)
+        object.__setattr__(self, "overridden", tuple(k for k in RECIPE_OVERRIDES if k in given))
+        base = recipes[self.recipe]
+        for key in RECIPE_OVERRIDES:
+            if key not in given:
                 object.__setattr__(self, key, getattr(base, key))
+        object.__setattr__(self, "resolved_for", self.recipe)
 
     def recipe_for(self, dataset: str | None = None, recipe: str | None = None) -> RecipeSettings:
         """The recipe (``recipe`` or :attr:`recipe`) for ``dataset``, with this section's

@@ -84,3 +84,21 @@ def test_the_same_numbers_as_the_hand_written_loops(tree, one_torch_thread, case
         for metric, value in expected.items():
             if isinstance(value, float):
                 assert _close(got[metric], value), (split, metric, got[metric], value)
+
+
+def test_an_evaluation_reports_its_own_peak_memory_not_an_earlier_one(tree, one_torch_thread):
+    """#13: ``peak_mem_mb`` was the process's lifetime peak, so a small evaluation after a big
+    stage carried the big stage's peak."""
+    import numpy as np
+
+    from spectralearth.memory import lifetime_peak_rss_mb
+
+    big = np.ones(700 * 1024 * 1024 // 8)  # 700 MB, touched
+    del big
+    lifetime = lifetime_peak_rss_mb()
+    src = resolve(tree / "enmap_cdl")
+    train = open_split(src, "train")
+    res = evaluate_encoder(TinyEncoder(), train, train, 14, replace(SETTINGS, epochs=1))
+    assert 0 < res["peak_mem_mb"] < lifetime - 500, (res["peak_mem_mb"], lifetime)
+    if not torch.cuda.is_available():
+        assert res["peak_gpu_mem_mb"] != res["peak_gpu_mem_mb"]  # NaN on the CPU
