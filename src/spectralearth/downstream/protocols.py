@@ -388,8 +388,8 @@ def _evaluate_cached(
     from spectralearth.downstream.tasks import FeatureHead, check_targets
     from spectralearth.models.heads import DownstreamModel, make_head, pooling_for
 
-    pool = pooling_for(encoder)
-    pooled = task != SEGMENTATION and pool == "token"
+    pool = pooling_for(encoder) if task != SEGMENTATION else "mean"  # pool: pooled tasks only
+    pooled = pool == "token"
     bs = recipe.batch_size
     t0 = time.perf_counter()
     was_training = encoder.training
@@ -454,8 +454,8 @@ def _evaluate_end_to_end(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = prepare_encoder(copy.deepcopy(encoder), head_kind).to(device)
-        pool = pooling_for(model)
-        pooled = task != SEGMENTATION and pool == "token"
+        pool = pooling_for(model) if task != SEGMENTATION else "mean"
+        pooled = pool == "token"
         # Fixed per-channel standardisation of the initial features (as on the cached path)
         model.eval()
         with torch.no_grad(), runtime.autocast():
