@@ -232,7 +232,8 @@ def fit_and_test(
     temporary folder, removed afterwards); early stopping on the same quantity where the
     recipe asks; the last epoch without a val split. Returns the test metrics with
     ``best_epoch``, ``val`` (the selected epoch's validation results, when there is a val
-    split) and ``train_seconds`` / ``test_seconds``.
+    split; with its loss per epoch under ``val_loss`` and the selection metric's under
+    ``val_<metric>``) and ``train_seconds`` / ``test_seconds``.
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -276,6 +277,9 @@ def fit_and_test(
     result.update(best_epoch=best_epoch, train_seconds=train_seconds, test_seconds=test_seconds)
     if checkpoint is not None and best_epoch in module.val_history:
         result["val"] = module.val_history[best_epoch]
+        epochs = sorted(module.val_history)
+        result["val_loss"] = [module.val_history[e]["loss"] for e in epochs]
+        result[f"val_{metric}"] = [module.val_history[e][metric] for e in epochs]
     return result
 
 
