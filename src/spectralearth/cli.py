@@ -431,6 +431,12 @@ def build_datasets(args) -> int:
         "upconv: upsampling conv head on ViT tokens; paper: fcn or upconv by backbone",
         default_from="evaluate.head",
     ),
+    arg(
+        "--recipe",
+        help="how the head trains: an entry of evaluate.recipes (cpu: fast, the default of "
+        "`make run`; paper: the SpectralEarth reference's downstream protocol)",
+        default_from="evaluate.recipe",
+    ),
     arg("--baseline", choices=(names.RANDOM_FOREST,), help="the per-pixel random forest instead"),
     arg(
         "--backbone",
@@ -457,7 +463,7 @@ def evaluate(args) -> int:
     from spectralearth.stages.evaluate import EvaluationRequest, benchmark_results, default_requests
     from spectralearth.stages.evaluate import evaluate as run
 
-    s = _settings(args, evaluate={"epochs": args.epochs, "head": args.head})
+    s = _settings(args, evaluate={"epochs": args.epochs, "head": args.head, "recipe": args.recipe})
     results = ResultsLayout(_path(args.out, s.layout.results.root))
     one_off = any(
         v is not None

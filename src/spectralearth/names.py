@@ -122,7 +122,9 @@ def backbone_for_reference(reference: str) -> BackboneConfig:
 # --- downstream protocols, heads, baselines -------------------------------------------
 
 PROTOCOLS: tuple[str, ...] = ("frozen", "adapter", "first-n", "full")
-HEADS: tuple[str, ...] = ("linear", "fcn", "upconv", "paper")
+# linear: 1x1 conv / linear probe; fcn, upconv: dense segmentation heads; mlp: the reference
+# regression head; paper: the SpectralEarth paper's head for the encoder and task
+HEADS: tuple[str, ...] = ("linear", "fcn", "upconv", "mlp", "paper")
 NO_PROTOCOL = "none"  # what trains besides the head: nothing, for a model without an encoder
 NO_HEAD = "none"
 
@@ -144,7 +146,8 @@ def heads_for(model: str) -> tuple[str, ...]:
 
 SYNTH_TASK = "synth_landcover"  # built from the synthetic archive's class maps
 POTSDAM = "enmap_potsdam"
-DATASETS: tuple[str, ...] = (SYNTH_TASK, *PAPER_DATASETS, POTSDAM)
+HYPERVIEW = "hyperview"  # the reference code's tenth task: soil-parameter regression
+DATASETS: tuple[str, ...] = (SYNTH_TASK, *PAPER_DATASETS, POTSDAM, HYPERVIEW)
 
 __all__ = [
     "ADAPTER_BACKBONES",
@@ -156,6 +159,7 @@ __all__ = [
     "DINO",
     "HEADS",
     "LR_SCHEDULES",
+    "HYPERVIEW",
     "MAE",
     "METHODS",
     "MOCO",

@@ -11,7 +11,7 @@ MLflow run. Changing the head or the label fraction never overwrites another one
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +41,7 @@ class EvaluationRequest:
     backbone: str | None = None  # the architecture of random init (default: the pipeline's)
     first_n: int | None = None
     split_dir: str | None = None
+    recipe: str | None = None  # an entry of evaluate.recipes (default: evaluate.recipe)
 
     @property
     def baseline(self) -> str | None:
@@ -183,8 +184,17 @@ def evaluate(
     model = RANDOM_MODEL if baseline else resolve_model(request.model, layout, tracking)
     who = checkpoint_name(model, request)
     fractions = tuple(sorted(set(request.label_fractions)))
+    recipe = request.recipe or settings.recipe
     keys = tuple(
-        EvaluationKey(who, request.dataset, request.protocol, request.head, f) for f in fractions
+        EvaluationKey(
+            who,
+            request.dataset,
+            request.protocol,
+            request.head,
+            f,
+            "none" if baseline == names.RANDOM_FOREST else recipe,
+        )
+        for f in fractions
     )
     top = keys[-1]
     parent = None
@@ -193,35 +203,30 @@ def evaluate(
         if run_file.is_file():
             parent = json.loads(run_file.read_text()).get("mlflow_run_id")
     mlf.check_store(tracking)
+    forest = baseline == names.RANDOM_FOREST
     with StageUsage() as usage:
-        rows = evaluate_model(
+        outcome = evaluate_model(
             model,
             request.dataset,
-            replace(
-                settings, head=request.head if request.head != names.NO_HEAD else settings.head
-            ),
-            None if baseline == names.RANDOM_FOREST else request.protocol,
-            head=None if baseline == names.RANDOM_FOREST else request.head,
-            baseline="rf" if baseline == names.RANDOM_FOREST else None,
+            settings,
+            None if forest else request.protocol,
+            head=None if forest else request.head,
+            recipe=recipe,
+            baseline=names.RANDOM_FOREST if forest else None,
             backbone=request.backbone or default_backbone,
             label_fractions=fractions,
             seeds=request.seeds or None,
             first_n=request.first_n,
             downstream_dir=layout.downstream,
             split_dir=request.split_dir,
-            save_model_dir=None if baseline == names.RANDOM_FOREST else results.trained_model(top),
+            save_model_dir=None if forest else results.trained_model(top),
         )
-    if baseline == names.RANDOM_FOREST:  # one name for the forest, no protocol, no head
-        rows["model"], rows["protocol"], rows["head"] = (
-            names.RANDOM_FOREST,
-            names.NO_PROTOCOL,
-            names.NO_HEAD,
-        )
+    rows = outcome.rows
     csvs = []
     for key in keys:
         part = rows[rows["label_fraction"] == key.label_fraction]
         csvs.append(write_evaluations(part, results.csv(key)))
-    figures = _figures(rows, results, top)
+    figures = _figures(outcome, results, top)
     trained = results.trained_model(top)
     trained = trained if (trained / "head.json").is_file() else None
     artifacts = [png for _, png in figures]
@@ -239,25 +244,26 @@ def evaluate(
             "protocol": top.protocol,
             "head": top.head,
             "label_fractions": ",".join(f"{f:g}" for f in fractions),
+            "recipe": top.recipe,
         },
         artifacts=artifacts,
     )
     return Evaluation(keys, tuple(csvs), rows, trained, tuple(figures), run_id, usage.result)
 
 
-def _figures(rows: pd.DataFrame, results: ResultsLayout, key: EvaluationKey):
+def _figures(outcome, results: ResultsLayout, key: EvaluationKey):
     """Confusion matrix (summed over seeds) and per-class IoU or F1 (mean over seeds) at the
-    largest label fraction."""
+    largest label fraction (``outcome``: downstream.run.EvaluationOutcome)."""
     import numpy as np
 
     from spectralearth.plots import confusion_matrix_plot, per_class_bars
 
-    details = rows.attrs.get("details") or {}
+    details = outcome.details or {}
     if not details:
         return []
     top = max(k[2] for k in details)
     found = [r for k, r in details.items() if k[2] == top]
-    classes = list(rows.attrs.get("classes") or [])
+    classes = list(outcome.classes or [])
     figures = []
     if all("confusion_matrix" in r for r in found):
         cm = np.sum([np.asarray(r["confusion_matrix"]) for r in found], axis=0)
