@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from spectralearth.enmap.product import open_product
+from spectralearth.enmap.l2a import open_product
 from spectralearth.synth import write_archive
 
 SIZE, BANDS = 1200, 224

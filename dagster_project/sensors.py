@@ -20,13 +20,9 @@ from dagster_project.partitions import (
 )
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
-from spectralearth.enmap.product import (
-    ProductError,
-    find_scenes,
-    newest_processings,
-    open_scene,
-    scene_name,
-)
+from spectralearth.enmap.archive import find_scenes, newest_processings, scene_name
+from spectralearth.enmap.scene import ProductError
+from spectralearth.enmap.view import open_view
 
 ingest_job = dg.define_asset_job(
     "ingest_new_scenes", selection=dg.AssetSelection.assets("scene_catalog")
@@ -57,7 +53,7 @@ def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthS
         if rejected.get(name) == stamp:
             continue  # already reported, unchanged since
         try:
-            open_scene(entry)
+            open_view(entry, missing_masks=s.curate.missing_masks)  # the catalogue's check
         except ProductError as exc:
             context.log.warning(f"not registering {exc}")
             rejected[name] = stamp

@@ -7,7 +7,7 @@ from dagster_project.metadata import png_markdown
 from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
 from spectralearth import pipeline
-from spectralearth.enmap.product import find_product_path
+from spectralearth.enmap.archive import find_product_path
 
 
 @dg.asset(

@@ -59,7 +59,7 @@ def cmd_catalog(args) -> int:
 
 def cmd_curate(args) -> int:
     from spectralearth import pipeline
-    from spectralearth.enmap.product import find_scenes, newest_processings
+    from spectralearth.enmap.archive import find_scenes, newest_processings
 
     s = _settings(args, curate={"patch_size": args.patch_size})
     archive = Path(args.archive) if args.archive else s.paths.archive

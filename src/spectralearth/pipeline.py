@@ -37,7 +37,9 @@ def catalog(settings: Settings, archive: Path | None = None, out: Path | None = 
     from spectralearth.stac import write_stac
 
     out = out or settings.paths.catalog
-    result = build_catalog(archive or settings.paths.archive, out)
+    result = build_catalog(
+        archive or settings.paths.archive, out, missing_masks=settings.curate.missing_masks
+    )
     write_stac(result.catalog, out.parent / "stac")
     coverage_map(result.catalog, out.parent / "coverage.png")
     scene_quicklooks(result.catalog, out.parent / "quicklooks.png")
@@ -94,7 +96,7 @@ def curate_archive(
     settings: Settings, products: list[Path], patches_root: Path | None = None, log=print
 ) -> dict:
     """Curate every product (sorted), then build the index and the shards."""
-    from spectralearth.enmap.product import ProductError
+    from spectralearth.enmap.scene import ProductError
     from spectralearth.patches.curate import scene_key_for
 
     root = patches_root or settings.paths.patches
@@ -517,7 +519,7 @@ def predict(
 ) -> dict:
     """Map ``scene`` (a path, or a scene name in the archive) with a trained model (a path,
     a folder name under ``<results>/heads``, or None for :func:`default_model`)."""
-    from spectralearth.enmap.product import find_product_path
+    from spectralearth.enmap.archive import find_product_path
     from spectralearth.predict import predict_scene
 
     folder = _model_folder(settings, model) if model else default_model(settings)
@@ -547,7 +549,7 @@ def map_scene(settings: Settings, scene: str) -> dict:
     """The scene map of one product of the archive (Dagster asset ``scene_maps``, one
     partition; `spectralearth maps`): :func:`predict` with the default model to
     :func:`map_path`, and a PNG quicklook beside it. Returns predict's info + ``quicklook``."""
-    from spectralearth.enmap.product import find_product_path
+    from spectralearth.enmap.archive import find_product_path
     from spectralearth.plots import class_map_png
 
     product = find_product_path(settings.paths.archive, scene)

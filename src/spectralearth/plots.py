@@ -32,7 +32,7 @@ _OTHER_STYLE = {"facecolor": "#ff7f0e", "edgecolor": "#a64f00", "alpha": 0.3, "l
 
 
 def _name_match(scene: str):
-    from spectralearth.enmap.product import PRODUCT_NAME_RE
+    from spectralearth.enmap.l2a import PRODUCT_NAME_RE
 
     return PRODUCT_NAME_RE.match(scene)
 
@@ -549,7 +549,8 @@ def scene_quicklooks(catalog: pd.DataFrame, out_png: Path, n: int = 12, size: in
     import rasterio
 
     from spectralearth.bands import RGB_NM, nearest_band
-    from spectralearth.enmap.product import NODATA, open_scene
+    from spectralearth.enmap.archive import open_scene
+    from spectralearth.enmap.scene import NODATA
 
     ok = catalog[catalog["status"] == "ok"] if "status" in catalog.columns else catalog
     if "start_time" in ok.columns:

@@ -14,13 +14,9 @@ from scipy import ndimage
 from shapely.geometry import Point, Polygon
 
 from spectralearth.bands import enmap_nominal, nearest_band, select_view
-from spectralearth.enmap.product import (
-    NODATA,
-    PRODUCT_NAME_RE,
-    QL_LAYERS,
-    find_products,
-    open_product,
-)
+from spectralearth.enmap.archive import find_products
+from spectralearth.enmap.l2a import PRODUCT_NAME_RE, open_product
+from spectralearth.enmap.scene import NODATA, QL_LAYERS
 from spectralearth.synth import (
     LANDCOVER_CLASSES,
     class_ids,

@@ -29,7 +29,8 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from spectralearth.enmap.product import NODATA, PRODUCT_NAME_RE
+from spectralearth.enmap.l2a import PRODUCT_NAME_RE
+from spectralearth.enmap.scene import NODATA
 from spectralearth.io import atomic_path, atomic_write_text
 from spectralearth.synth.metadata import ProductInfo, metadata_with_sizes
 from spectralearth.synth.scene import (

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from spectralearth.bands import enmap_nominal
-from spectralearth.enmap.product import NODATA, QL_LAYERS
+from spectralearth.enmap.scene import NODATA, QL_LAYERS
 from spectralearth.synth.spectra import LANDCOVER_CLASSES, load_library
 
 SCALE = 10000  # stored value = reflectance x SCALE (GainOfBand 0.0001)
