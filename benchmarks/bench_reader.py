@@ -30,7 +30,9 @@ SIZE, BANDS = 1200, 224
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        product = write_archive(Path(tmp) / "archive", scenes=1, size=64, seed=0)[0]
+        product = write_archive(
+            Path(tmp) / "archive", Path(tmp) / "labels", scenes=1, size=64, seed=0
+        )[0]
         image = next(product.glob("*-SPECTRAL_IMAGE.TIF"))
         with rasterio.open(image) as src:
             profile = src.profile

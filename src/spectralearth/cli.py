@@ -29,10 +29,9 @@ def cmd_synth_archive(args) -> int:
 
     s = _settings(args, synth={"scenes": args.scenes, "size": args.size, "seed": args.seed})
     out = Path(args.out) if args.out else s.paths.archive
-    paths = pipeline.synth_archive(s, out=out, progress=not args.quiet)
-    print(
-        f"wrote {len(paths)} synthetic EnMAP L2A products to {out} (labels in {out.parent / 'labels'})"
-    )
+    labels = Path(args.labels) if args.labels else s.paths.labels
+    paths = pipeline.synth_archive(s, out=out, progress=not args.quiet, labels=labels)
+    print(f"wrote {len(paths)} synthetic EnMAP L2A products to {out} (labels in {labels})")
     return 0
 
 
@@ -390,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write the synthetic EnMAP L2A archive (the embedded default)",
     )
     p.add_argument("--out", help="archive folder" + shown(d and d.paths.archive))
+    p.add_argument("--labels", help="class maps folder" + shown(d and d.paths.labels))
     p.add_argument("--scenes", type=int, help="products to write" + shown(d and d.synth.scenes))
     p.add_argument("--size", type=int, help="scene size in px" + shown(d and d.synth.size))
     p.add_argument(

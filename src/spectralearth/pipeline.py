@@ -12,13 +12,19 @@ from spectralearth.config import Settings
 
 
 def synth_archive(
-    settings: Settings, out: Path | None = None, progress: bool = False
+    settings: Settings,
+    out: Path | None = None,
+    progress: bool = False,
+    labels: Path | None = None,
 ) -> list[Path]:
+    """The synthetic archive in ``out`` and its class maps in ``labels`` (defaults: the
+    settings' archive and labels folders; nothing is written anywhere else)."""
     from spectralearth.synth import write_archive
 
     s = settings.synth
     return write_archive(
         out or settings.paths.archive,
+        labels or settings.paths.labels,
         scenes=s.scenes,
         size=s.size,
         seed=s.seed,

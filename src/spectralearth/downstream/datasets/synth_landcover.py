@@ -49,7 +49,6 @@ SPLITS = ("train", "val", "test")
 IGNORE_INDEX = -1
 SENSOR_DIR = "enmap"
 LABEL_DIR = "landcover"
-CLASSMAP_SUFFIX = "-CLASSMAP.TIF"
 INDEX_COLUMNS = (
     "patch_id",
     "location_id",
@@ -134,6 +133,8 @@ def build_synth_landcover(
     Returns counts for the UI: patches per split, labelled pixels per class (overall and
     per split), unlabelled pixels, and how many images were hard-linked vs copied.
     """
+    from spectralearth.synth import classmap_path
+
     index_path, patches_root = Path(index_path), Path(patches_root)
     labels_dir, out_dir = Path(labels_dir), Path(out_dir)
     classes = _read_classes(labels_dir)
@@ -155,7 +156,7 @@ def build_synth_landcover(
             size = int(row.patch_size)
             r0, c0 = int(row.row_off), int(row.col_off)
             if row.product not in classmaps:
-                cm_path = labels_dir / f"{row.product}{CLASSMAP_SUFFIX}"
+                cm_path = classmap_path(labels_dir, row.product)
                 if not cm_path.is_file():
                     raise FileNotFoundError(f"{cm_path}: no class map for product {row.product}")
                 classmaps[row.product] = rasterio.open(cm_path)
