@@ -86,14 +86,14 @@ class Grid:
         return min(xs), min(ys), max(xs), max(ys)
 
     def describe(self) -> str:
-        """E.g. ``512 x 512 px of 30 x 30 m, origin (366000, 5810010), EPSG:32633``."""
+        """E.g. ``512 x 512 px of 30 x 30 m, origin (366000.0, 5810010.0), EPSG:32633``."""
         w, h = self.pixel_size
         t = self.transform
         rotated = ", rotated" if (t.b or t.d) else ""
         crs = self.crs.to_string() if self.crs is not None else "no CRS"
         return (
             f"{self.width} x {self.height} px of {w:g} x {h:g} m{rotated}, "
-            f"origin ({t.c:.6g}, {t.f:.6g}), {crs}"
+            f"origin ({t.c:.1f}, {t.f:.1f}), {crs}"
         )
 
     def matches(self, other: Grid) -> bool:

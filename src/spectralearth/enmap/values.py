@@ -214,10 +214,9 @@ def decide_scaling(
                 "GainOfBand or a reflectance scale factor)",
             )
     phys = np.rint(phys)
-    in_range = (phys >= INT16_VALID_MIN) & (phys <= INT16_VALID_MAX)
     p99 = None
-    if in_range.any():
-        p99 = float(np.percentile(phys[in_range], 99))
+    if len(phys):  # out-of-range values count: they say the scale is wrong
+        p99 = float(np.percentile(phys, 99))
         lo, hi = PLAUSIBLE_P99
         if not lo <= p99 <= hi:
             raise ProductError(
@@ -227,7 +226,7 @@ def decide_scaling(
                 "(reflectance 1 % .. 150 %); declare the scale or convert the image",
             )
     identity_int16 = dtype == np.int16 and bool(np.all(gain == 1) and np.all(offset == 0))
-    if not identity_int16 and not in_range.all():  # count exactly: a rare, non-official case
+    if not identity_int16:  # count exactly (the subsample can miss a pixel): not official
         _, _, report.out_of_range = to_int16(sample, gain, offset, nodata)
     if report.nonfinite:
         report.notes.append(f"{report.nonfinite} NaN/inf values in the sample read as nodata")
