@@ -54,7 +54,7 @@ from rasterio.windows import Window
 
 from spectralearth.enmap.checks import check_wavelengths
 from spectralearth.enmap.scene import NODATA, QL_LAYERS, Grid, ProductError
-from spectralearth.enmap.values import ValueScaling, decide_scaling, read_sample
+from spectralearth.enmap.values import SampleReport, ValueScaling, decide_scaling, read_sample
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 ENVI_SUFFIXES = frozenset({".bsq", ".bil", ".bip", ".img", ".dat", ""})
@@ -584,8 +584,10 @@ def open_generic(path: str | Path) -> GenericScene:
 
     Raises :class:`ProductError` naming the file (``exc.product`` is the file name) when it
     is missing, empty, truncated or unreadable, has no CRS, has no wavelength information,
-    lists a different number of wavelengths than bands, or has non-finite/non-positive or
-    index-unit wavelengths.
+    lists a different number of wavelengths than bands, has non-finite, non-positive,
+    duplicate or index-unit wavelengths, or values that cannot be reflectance x 10000 (see
+    :mod:`spectralearth.enmap.values`). Georeferencing (north-up 30 m) and the 202-band
+    match are the view's checks (:func:`spectralearth.enmap.view.open_view`).
     """
     path = Path(path)
     name = path.name
@@ -704,9 +706,11 @@ def open_generic(path: str | Path) -> GenericScene:
     )
 
 
-def _notes(scaling: ValueScaling, report) -> list[str]:
-    notes = ["no quality layers (a generic image): cloud, snow, haze, shadow and cirrus "
-             "filters do not apply"]  # fmt: skip
+def _notes(scaling: ValueScaling, report: SampleReport) -> list[str]:
+    notes = [
+        "no quality layers (a generic image): cloud, snow, haze, shadow and cirrus filters "
+        "do not apply"
+    ]
     if scaling.dtype != "int16" or not scaling.identity:
         notes.append(f"image {scaling.dtype}: {scaling.source}")
     return notes + report.notes
