@@ -23,7 +23,9 @@ the declared nodata and out-of-range values are counted (``nonfinite``, ``out_of
 
 The open-time sample (:func:`read_sample`) is the whole image when it is at most
 ``SAMPLE_SIDE`` px on each side, otherwise ``SAMPLE_GRID`` x ``SAMPLE_GRID`` windows of
-``SAMPLE_WINDOW`` px spread evenly over the image.
+``SAMPLE_WINDOW`` px spread evenly over the image (full-width strips for striped files).
+Bands with no valid value in it are flagged bad: exact for small images, a heuristic for
+large ones.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from spectralearth.enmap.scene import NODATA, ProductError
 
 SAMPLE_SIDE = 256
 SAMPLE_GRID, SAMPLE_WINDOW = 3, 64  # larger images: 3 x 3 windows of 64 x 64 px
+SAMPLE_STRIP_ROWS = 4  # larger striped images: 3 full-width strips of 4 rows
 # 99th percentile of valid values below this (unit not declared): 0..1 reflectance.
 UNIT_REFLECTANCE_P99 = 2.0
 # 99th percentile of valid reflectance x 10000 a scene can have: 1 % (the darkest water
@@ -128,12 +131,19 @@ def read_sample(src) -> np.ndarray:
     """The whole image when small, else SAMPLE_GRID x SAMPLE_GRID windows side by side.
 
     Windows of SAMPLE_WINDOW pixels are spread evenly over the image and concatenated along
-    the column axis -> [bands, rows, n_windows * cols]. Far cheaper than a decimated read,
+    the column axis -> [bands, rows, n_windows * cols]. A striped image (DLR's uncompressed
+    GeoTIFFs) gives SAMPLE_GRID full-width strips of SAMPLE_STRIP_ROWS rows instead, since
+    any window there reads whole rows. Far cheaper than a decimated read,
     which makes GDAL visit every block of every band (~1 min for a 1024 px x 224 band
     tiled float32 image here).
     """
     if src.width <= SAMPLE_SIDE and src.height <= SAMPLE_SIDE:
         return src.read()
+    if src.block_shapes[0][1] >= src.width:  # striped: a window costs its full-width strips
+        rows = min(src.height, SAMPLE_STRIP_ROWS)
+        starts = np.linspace(0, src.height - rows, SAMPLE_GRID).round().astype(int)
+        parts = [src.read(window=Window(0, int(r), src.width, rows)) for r in starts]
+        return np.concatenate(parts, axis=2)
     wh, ww = min(src.height, SAMPLE_WINDOW), min(src.width, SAMPLE_WINDOW)
     rows = np.linspace(0, src.height - wh, SAMPLE_GRID).round().astype(int)
     cols = np.linspace(0, src.width - ww, SAMPLE_GRID).round().astype(int)
