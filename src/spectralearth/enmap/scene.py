@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from affine import Affine
@@ -144,6 +144,7 @@ class Scene(Protocol):
     source: str  # "enmap_l2a" or "generic"
     meta: SceneMetadata
     grid: Grid
+    scaling: Any  # a spectralearth.enmap.values.ValueScaling: how read() converts values
     image_path: str | Path
     ql_paths: dict[str, str | Path]
     quality_layers: tuple[str, ...]
