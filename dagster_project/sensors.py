@@ -19,13 +19,9 @@ from dagster_project.partitions import (
     scenes_partitions,
 )
 from dagster_project.resources import SpectralearthSettings
-from spectralearth.enmap.product import (
-    ProductError,
-    find_scenes,
-    newest_processings,
-    open_scene,
-    scene_name,
-)
+from spectralearth.enmap.archive import find_scenes, newest_processings, scene_name
+from spectralearth.enmap.scene import ProductError
+from spectralearth.enmap.view import open_view
 from spectralearth.stages.evaluate import default_requests
 from spectralearth.stages.maps import default_model
 
@@ -58,7 +54,7 @@ def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthS
         if rejected.get(name) == stamp:
             continue  # already reported, unchanged since
         try:
-            open_scene(entry)
+            open_view(entry, missing_masks=s.curate.missing_masks)
         except ProductError as exc:
             context.log.warning(f"not registering {exc}")
             rejected[name] = stamp

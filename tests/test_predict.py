@@ -14,7 +14,8 @@ from torch import nn
 
 from spectralearth.bands import select_view
 from spectralearth.config import EvaluateSettings
-from spectralearth.enmap.product import NODATA, ProductError, find_scenes, open_scene
+from spectralearth.enmap.archive import find_scenes, open_scene
+from spectralearth.enmap.scene import NODATA, ProductError
 from spectralearth.models import create_model
 from spectralearth.models.heads import SegmentationModel, load_model, save_model
 from spectralearth.predict import NODATA_CLASS, predict_scene, sliding_window_probs

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def _name_match(scene: str):
-    from spectralearth.enmap.product import PRODUCT_NAME_RE
+    from spectralearth.enmap.l2a import PRODUCT_NAME_RE
 
     return PRODUCT_NAME_RE.match(scene)
 

@@ -104,7 +104,8 @@ def catalog(args) -> int:
     from spectralearth.stages.ingest import catalog as run
 
     s = _settings(args)
-    print(run(_path(args.archive, s.layout.archive), _path(args.out, s.layout.catalog)).summary())
+    archive, out = _path(args.archive, s.layout.archive), _path(args.out, s.layout.catalog)
+    print(run(archive, out, missing_masks=s.curate.missing_masks).summary())
     return 0
 
 
@@ -118,13 +119,20 @@ def catalog(args) -> int:
     arg("--out", metavar="CURATED_DIR", help="curated folder", default_from="layout.patches"),
     arg("--catalog", help="curate only the ok products of this catalogue"),
     arg("--patch-size", type=int, help="patch size in px", default_from="curate.patch_size"),
+    arg(
+        "--missing-masks",
+        choices=("refuse", "ignore"),
+        help="a product without some QL_* layer: refuse it, or curate it with those filters "
+        "off (logged)",
+        default_from="curate.missing_masks",
+    ),
 )
 def curate(args) -> int:
-    from spectralearth.enmap.product import find_scenes, newest_processings
+    from spectralearth.enmap.archive import find_scenes, newest_processings
     from spectralearth.stages.curate import curate_archive
     from spectralearth.stages.ingest import ok_products
 
-    s = _settings(args, curate={"patch_size": args.patch_size})
+    s = _settings(args, curate={"patch_size": args.patch_size, "missing_masks": args.missing_masks})
     archive = _path(args.archive, s.layout.archive)
     if args.catalog:
         products = ok_products(Path(args.catalog))
@@ -539,7 +547,7 @@ def evaluate(args) -> int:
     ),
 )
 def predict(args) -> int:
-    from spectralearth.enmap.product import find_product_path
+    from spectralearth.enmap.archive import find_product_path
     from spectralearth.stages.maps import model_folder
     from spectralearth.stages.maps import predict as run
 

@@ -146,6 +146,9 @@ class CurateSettings:
     max_cirrus_frac: float
     val_frac: float
     test_frac: float
+    # an L2A product lacking QL layers: "refuse" it, or "ignore" (curate it with those
+    # layers' filters off, logged and recorded in its scene report)
+    missing_masks: str = "refuse"
 
     def __post_init__(self) -> None:
         shares = [

@@ -161,7 +161,7 @@ def sliding_window_probs(
 
 
 def _scene_error(name: str, reason: str):
-    from spectralearth.enmap.product import ProductError
+    from spectralearth.enmap.scene import ProductError
 
     return ProductError(name, reason)
 
@@ -185,7 +185,7 @@ def predict_scene(
     forward pass; None: 8 on the CPU, 32 on a GPU) say where and how the model runs (params
     ``predict.device``, ``predict.batch_size``). A scene that cannot be read or matched to
     the 202-band view raises
-    :class:`~spectralearth.enmap.product.ProductError` naming it. Returns counts per class,
+    :class:`~spectralearth.enmap.scene.ProductError` naming it. Returns counts per class,
     masked pixels and timings.
     """
     import time
@@ -193,8 +193,9 @@ def predict_scene(
     import rasterio
     from rasterio.windows import Window
 
-    from spectralearth.bands import BandMatchError, select_view
-    from spectralearth.enmap.product import NODATA, open_scene, scene_name
+    from spectralearth.enmap.archive import scene_name
+    from spectralearth.enmap.scene import NODATA
+    from spectralearth.enmap.view import open_view
     from spectralearth.io import atomic_path
     from spectralearth.models.heads import SEGMENTATION, load_model
 
@@ -215,33 +216,28 @@ def predict_scene(
     name = scene_name(scene) if scene.exists() else scene.name
     if not scene.exists():
         raise _scene_error(name, f"no such scene: {scene}")
-    product = open_scene(scene)
-    try:
-        view = select_view(product.meta.wavelengths)
-    except BandMatchError as exc:
-        raise _scene_error(name, f"bands cannot be matched to the 202-band view: {exc}") from exc
-    if len(view) != int(info["in_chans"]):
+    # the catalogue's and curation's validation; a mask off the image grid is refused here
+    view = open_view(scene, require_time=False)
+    if len(view.bands) != int(info["in_chans"]):
         raise _scene_error(
-            name, f"the scene view has {len(view)} bands, the model takes {info['in_chans']}"
+            name, f"the scene view has {len(view.bands)} bands, the model takes {info['in_chans']}"
         )
     mean = np.asarray(info["band_stats"]["mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(info["band_stats"]["std"], dtype=np.float32)[:, None, None]
-    if len(mean) != len(view):
-        raise ValueError(f"{model}: band statistics have {len(mean)} bands, not {len(view)}")
+    if len(mean) != len(view.bands):
+        raise ValueError(f"{model}: band statistics have {len(mean)} bands, not {len(view.bands)}")
+    profile = {"crs": view.grid.crs, "transform": view.grid.transform}
+    height, width = view.grid.height, view.grid.width
     try:
-        with rasterio.open(product.image_path) as src:
-            profile = {"crs": src.crs, "transform": src.transform}
-            height, width = src.height, src.width
         masked = np.zeros((height, width), dtype=bool)
         for layer in mask_layers:
-            if layer in product.ql_paths:
-                masked |= product.read_mask(layer)
+            masked |= view.mask(layer)  # all False for a layer the scene does not carry
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _scene_error(name, f"cannot be read: {exc}") from exc
 
     def read_strip(row: int, rows: int) -> np.ndarray:
         try:
-            raw = product.read(Window(0, row, width, rows), bands=view)
+            raw = view.read(Window(0, row, width, rows))
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise _scene_error(name, f"cannot be read at rows {row}..{row + rows}: {exc}") from exc
         nodata = np.any(raw == NODATA, axis=0)

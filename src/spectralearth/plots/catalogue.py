@@ -198,7 +198,8 @@ def scene_quicklooks(catalog: pd.DataFrame, out_png: Path, n: int = 12, size: in
     import rasterio
 
     from spectralearth.bands import RGB_NM, nearest_band
-    from spectralearth.enmap.product import NODATA, open_scene
+    from spectralearth.enmap.archive import open_scene
+    from spectralearth.enmap.scene import NODATA
 
     ok = catalog[catalog["status"] == "ok"] if "status" in catalog.columns else catalog
     if "start_time" in ok.columns:

@@ -114,7 +114,7 @@ def map_scene(
     (the Dagster asset ``scene_maps``, one partition; ``spectralearth maps``)."""
     from dataclasses import replace
 
-    from spectralearth.enmap.product import find_product_path
+    from spectralearth.enmap.archive import find_product_path
     from spectralearth.plots import class_map_png
 
     result = predict(model, find_product_path(archive, scene), out, settings)
