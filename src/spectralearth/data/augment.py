@@ -56,7 +56,3 @@ class SpatialAugment(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(x.shape)}")
         return self.ops(x)
-
-
-def make_augment(crop_size: int, **kwargs) -> SpatialAugment:
-    return SpatialAugment(crop_size, **kwargs)
