@@ -282,6 +282,23 @@ class MlflowSettings:
     registered_model: str
     # None: the local SQLite store <data_dir>/mlflow/mlflow.db; env MLFLOW_TRACKING_URI wins
     tracking_uri: str | None = None
+    # CPU, memory, disk, network (and GPU with nvidia-ml-py) sampled during pretraining,
+    # logged as system/* metrics of the run every this many seconds; 0 = off
+    system_metrics_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    self.system_metrics_interval >= 0,
+                    f"system_metrics_interval: {self.system_metrics_interval} s must be >= 0",
+                ),
+                (
+                    self.tracking_uri is None or self.tracking_uri.strip() != "",
+                    "tracking_uri: empty; use null for the local store",
+                ),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -293,6 +310,7 @@ class TrackingSettings:
     artifacts: Path | None
     experiment: str
     registered_model: str
+    system_metrics_interval: float = 0.0  # seconds between samples during pretraining; 0 = off
 
     @property
     def local_db(self) -> Path | None:
@@ -328,6 +346,7 @@ class Settings:
             artifacts=artifacts,
             experiment=self.mlflow.experiment,
             registered_model=self.mlflow.registered_model,
+            system_metrics_interval=self.mlflow.system_metrics_interval,
         )
 
     def checkpoint_name(self) -> str:

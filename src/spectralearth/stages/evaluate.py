@@ -23,6 +23,9 @@ from spectralearth.profiling import StageUsage, Usage
 from spectralearth.stages.result import Figure, Markdown, StageResult, usage_metadata
 
 RANDOM_MODEL = "random"  # what downstream.run builds from random init
+REGISTRY_CACHE = (
+    "downloads"  # <data_dir>/mlflow/downloads/<model id>/<checkpoint>: registered models
+)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,9 @@ def resolve_model(spec: str, layout: DataLayout, tracking: TrackingSettings) -> 
     ):
         from spectralearth import tracking as mlf
 
-        return str(mlf.registered_checkpoint(tracking, registered))
+        # downloaded from the artifact store (local or a server's) once per LoggedModel
+        cache = layout.mlflow_dir / REGISTRY_CACHE
+        return str(mlf.registered_checkpoint(tracking, spec, cache).path)
     raise ModelNotFoundError(
         f"model {spec!r}: not 'random', a checkpoint path, a folder in {layout.models} or the "
         f"registered model {tracking.registered_model!r} (NAME, NAME@ALIAS, NAME/VERSION)"
@@ -172,7 +177,9 @@ def evaluate(
 ) -> Evaluation:
     """Run ``request``; write its rows, trained model and figures under ``results`` and log an
     MLflow run (linked to the checkpoint's pretraining run when it has one)."""
+    from spectralearth import experiments
     from spectralearth import tracking as mlf
+    from spectralearth.downstream.datasets.registry import resolve as resolve_dataset
     from spectralearth.downstream.run import evaluate_model, write_evaluations
 
     baseline = request.baseline
@@ -187,11 +194,11 @@ def evaluate(
         EvaluationKey(who, request.dataset, request.protocol, request.head, f) for f in fractions
     )
     top = keys[-1]
-    parent = None
+    pretraining: dict = {}
     if not baseline:
         run_file = CheckpointLayout(Path(model) if Path(model).is_dir() else Path(model).parent).run
         if run_file.is_file():
-            parent = json.loads(run_file.read_text()).get("mlflow_run_id")
+            pretraining = json.loads(run_file.read_text())
     mlf.check_store(tracking)
     with StageUsage() as usage:
         rows = evaluate_model(
@@ -222,6 +229,9 @@ def evaluate(
         part = rows[rows["label_fraction"] == key.label_fraction]
         csvs.append(write_evaluations(part, results.csv(key)))
     figures = _figures(rows, results, top)
+    experiments.write_confusion(rows, results, top)  # the data of the DVC confusion plot
+    if pretraining:
+        experiments.record_pretraining(results, who, pretraining)
     trained = results.trained_model(top)
     trained = trained if (trained / "head.json").is_file() else None
     artifacts = [png for _, png in figures]
@@ -230,7 +240,7 @@ def evaluate(
     run_id = mlf.log_evaluation(
         tracking,
         rows[rows["split"] == "test"],
-        parent,
+        pretraining.get("mlflow_run_id"),
         csvs[-1],
         run_name=f"evaluate-{top.stem}",
         tags={
@@ -241,6 +251,10 @@ def evaluate(
             "label_fractions": ",".join(f"{f:g}" for f in fractions),
         },
         artifacts=artifacts,
+        model_id=pretraining.get("mlflow_model_id"),
+        dataset_dir=resolve_dataset(
+            request.dataset, layout.downstream, split_dir=request.split_dir
+        ).root,
     )
     return Evaluation(keys, tuple(csvs), rows, trained, tuple(figures), run_id, usage.result)
 
@@ -283,6 +297,7 @@ class BenchmarkResults(StageResult):
     csv: Path = Path()
     report: Path = Path()
     all_rows: Path = Path()
+    metrics: Path = Path()  # metrics.json: what `dvc metrics show` and `dvc exp show` list
 
     def metadata(self) -> dict:
         return {
@@ -291,6 +306,7 @@ class BenchmarkResults(StageResult):
             "report": Markdown(self.markdown),
             "table": self.csv,
             "all_rows": self.all_rows,
+            "metrics": self.metrics,
         }
 
     def summary(self) -> str:
@@ -303,6 +319,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
     ``report.md`` (baselines side by side)."""
     from spectralearth.downstream.report import report_markdown, summarize
     from spectralearth.downstream.run import EVALUATION_COLUMNS, write_evaluations
+    from spectralearth.experiments import write_experiment_files
     from spectralearth.io import atomic_path, atomic_write_text
 
     files = results.evaluation_csvs()
@@ -318,6 +335,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
         table.to_csv(tmp, index=False)
     markdown = report_markdown(table)
     atomic_write_text(results.report, markdown)
+    dvc_files = write_experiment_files(results, table)  # dvc.yaml metrics: and plots:
     return BenchmarkResults(
         evaluations=len(files),
         rows=rows,
@@ -326,6 +344,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
         csv=results.benchmark,
         report=results.report,
         all_rows=results.all_rows,
+        metrics=dvc_files.metrics,
     )
 
 
