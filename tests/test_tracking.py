@@ -309,3 +309,23 @@ def test_dvc_md5_matches_dvc_for_a_folder(tmp_path):
     tree.digest()
     assert tracking.dvc_md5(folder) == tree.hash_info.value
     assert tracking.dvc_md5(folder / "y.txt") == dvc_file_md5(str(folder / "y.txt"))
+
+
+def test_a_checkpoint_from_another_store_is_evaluated_without_a_model_link(tmp_path, monkeypatch):
+    """Its run.json names a LoggedModel this store does not have: the metrics are logged, the
+    id is kept as a tag, nothing fails."""
+    import mlflow
+    import pandas as pd
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = load_settings(write_params(tmp_path / "p"))
+    rows = pd.DataFrame(
+        {"model": ["ckpt"], "dataset": ["d"], "metric": ["macro_f1"], "value": [0.5]}
+    )
+    csv = tmp_path / "rows.csv"
+    rows.to_csv(csv, index=False)
+    run_id = tracking.log_evaluation(settings.tracking, rows, None, csv, model_id="m-0123abcd")
+    run = mlflow.MlflowClient(settings.tracking.uri).get_run(run_id)
+    assert run.data.metrics == {"ckpt/d/macro_f1": 0.5}
+    assert run.data.tags["model_id_elsewhere"] == "m-0123abcd" and "model_id" not in run.data.tags
+    assert run.inputs.model_inputs == []

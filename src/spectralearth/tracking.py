@@ -635,6 +635,16 @@ def registered_checkpoint(
 # --- evaluation -----------------------------------------------------------------------------
 
 
+def _logged_model_exists(client, model_id: str) -> bool:
+    import mlflow
+
+    try:
+        client.get_logged_model(model_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
 def log_evaluation(
     tracking: TrackingSettings,
     rows,
@@ -660,6 +670,9 @@ def log_evaluation(
     tags = {"stage": "evaluate", **(tags or {})}
     if parent_run_id:
         tags["pretrain_run_id"] = parent_run_id
+    if model_id and not _logged_model_exists(client, model_id):
+        tags["model_id_elsewhere"] = model_id  # trained against another store
+        model_id = None
     if model_id:
         tags["model_id"] = model_id
     run = client.create_run(exp_id, run_name=run_name, tags=tags)

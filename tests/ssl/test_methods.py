@@ -272,7 +272,7 @@ def test_cli_pretrain_method_backbone_data_out(tmp_path, capsys):
     from spectralearth.tracking import configure
 
     settings = load_settings(params)
-    configure(settings.paths, settings.mlflow)
+    configure(settings.tracking)
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias(
         "spectralearth-spec-vit-tiny-mae", "latest-pretrained"

@@ -23,9 +23,8 @@ from spectralearth.profiling import StageUsage, Usage
 from spectralearth.stages.result import Figure, Markdown, StageResult, usage_metadata
 
 RANDOM_MODEL = "random"  # what downstream.run builds from random init
-REGISTRY_CACHE = (
-    "downloads"  # <data_dir>/mlflow/downloads/<model id>/<checkpoint>: registered models
-)
+# registered models are downloaded to <data_dir>/mlflow/downloads/<model id>/<checkpoint>
+REGISTRY_CACHE = "downloads"
 
 
 @dataclass(frozen=True)
