@@ -54,13 +54,15 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")  # noqa: E501
+                raise AssertionError(
+                    f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}"
+                )  # noqa: E501
             time.sleep(1)
         yield url, artifacts
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -123,7 +125,9 @@ def test_pretrain_then_evaluate_the_registered_model_through_a_server(server, tm
     assert run.returncode == 0, run.stderr[-3000:]
     copy = layout.mlflow_dir / "downloads" / record["mlflow_model_id"] / checkpoint.name
     assert (copy / "model.safetensors").read_bytes() == weights
-    assert (results / "evaluations" / checkpoint.name / "enmap_cdl" / "frozen" / "linear" / "lf1.csv").is_file()  # noqa: E501
+    assert (
+        results / "evaluations" / checkpoint.name / "enmap_cdl" / "frozen" / "linear" / "lf1.csv"
+    ).is_file()  # noqa: E501
     assert not (layout.mlflow_dir / "mlflow.db").exists()
 
     evaluation = client.search_runs(
@@ -131,5 +135,7 @@ def test_pretrain_then_evaluate_the_registered_model_through_a_server(server, tm
         filter_string="tags.stage = 'evaluate'",
     )
     assert len(evaluation) == 1
-    assert [m.model_id for m in evaluation[0].inputs.model_inputs] == [record["mlflow_model_id"]]
-    assert evaluation[0].data.tags["pretrain_run_id"] == record["mlflow_run_id"]
+    run = client.get_run(evaluation[0].info.run_id)  # search results leave model inputs out
+    assert [m.model_id for m in run.inputs.model_inputs] == [record["mlflow_model_id"]]
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["enmap_cdl"]
+    assert run.data.tags["pretrain_run_id"] == record["mlflow_run_id"]
