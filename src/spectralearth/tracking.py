@@ -552,6 +552,13 @@ def version_model_id(version) -> str | None:
     return None
 
 
+def _plain(name: str | None) -> str | None:
+    """``name`` if it is safe as one folder name (tags come from whoever wrote the store)."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        return None
+    return name
+
+
 @dataclass(frozen=True)
 class RegisteredCheckpoint:
     """A registered version downloaded into a local checkpoint folder."""
@@ -592,10 +599,15 @@ def registered_checkpoint(
             f"({exc.message.splitlines()[0]})"
         ) from None
     model_id = version_model_id(version)
-    key = model_id or f"{name}-v{version.version}-{(version.run_id or 'norun')[:12]}"
-    folder = version.tags.get("checkpoint") or (
+    key = _plain(model_id) or _plain(f"{name}-v{version.version}-{(version.run_id or '')[:12]}")
+    folder = _plain(version.tags.get("checkpoint")) or _plain(
         f"{version.tags.get('method', 'encoder')}-{version.tags.get('backbone', 'model')}"
     )
+    if key is None or folder is None:
+        raise RegisteredModelError(
+            f"registered model {spec!r} (version {version.version}): its id or checkpoint tag "
+            f"is not a plain folder name ({key!r}, {version.tags.get('checkpoint')!r})"
+        )
     target = CheckpointLayout(Path(cache) / key / folder)
     if not (target.weights.is_file() and target.run.is_file()):
         staging = Path(cache) / key / f".{folder}.download"
