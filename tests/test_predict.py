@@ -198,7 +198,7 @@ def test_evaluation_saves_the_model_it_scored(tmp_path_factory):
         root / "lists", root / "data", "--per-split", "6", "--size", "32", "--datasets", "enmap_cdl"
     )
     saved = root / "heads" / "random-enmap_cdl-frozen"
-    rows = evaluate_model(
+    outcome = evaluate_model(
         "random",
         root / "data" / "enmap_cdl",
         replace(SETTINGS, epochs=2),
@@ -215,6 +215,7 @@ def test_evaluation_saves_the_model_it_scored(tmp_path_factory):
         for i in range(len(test)):
             x, y = test[i]
             metrics.update(model(x[None]), y[None])
+    rows = outcome.rows
     want = rows[(rows["split"] == "test") & (rows["metric"] == "overall_accuracy")]["value"]
     assert metrics.compute()["overall_accuracy"] == pytest.approx(float(want.iloc[0]), abs=1e-6)
 

@@ -106,6 +106,9 @@ def _from_dict(cls: type, values: dict[str, Any], where: str):
         return cls(**typed)
     except ParamsError as exc:
         raise ParamsError(f"[{where}] {exc}") from None
+    except ValueError as exc:  # a check that names its section itself ("params.yaml [x]: ...")
+        text = str(exc).removeprefix("params.yaml ")
+        raise ParamsError(text if text.startswith("[") else f"[{where}] {text}") from None
 
 
 def _check(rules: list[tuple[bool, str]]) -> None:
@@ -495,6 +498,23 @@ class MlflowSettings:
     registered_model: str
     # None: the local SQLite store <data_dir>/mlflow/mlflow.db; env MLFLOW_TRACKING_URI wins
     tracking_uri: str | None = None
+    # CPU, memory, disk, network (and GPU with nvidia-ml-py) sampled during pretraining,
+    # logged as system/* metrics of the run every this many seconds; 0 = off
+    system_metrics_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    self.system_metrics_interval >= 0,
+                    f"system_metrics_interval: {self.system_metrics_interval} s must be >= 0",
+                ),
+                (
+                    self.tracking_uri is None or self.tracking_uri.strip() != "",
+                    "tracking_uri: empty; use null for the local store",
+                ),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -506,6 +526,7 @@ class TrackingSettings:
     artifacts: Path | None
     experiment: str
     registered_model: str
+    system_metrics_interval: float = 0.0  # seconds between samples during pretraining; 0 = off
 
     @property
     def local_db(self) -> Path | None:
@@ -542,6 +563,7 @@ class Settings:
             artifacts=artifacts,
             experiment=self.mlflow.experiment,
             registered_model=self.mlflow.registered_model,
+            system_metrics_interval=self.mlflow.system_metrics_interval,
         )
 
     def checkpoint_name(self) -> str:

@@ -180,13 +180,12 @@ def test_cli_evaluate_with_the_paper_head(cdl, tmp_path, one_torch_thread):
     common = ["--params", str(params), "evaluate", "--dataset", str(cdl), "--model", "random"]
     assert main([*common, "--backbone", "spec_resnet18", "--head", "paper", "--epochs", "1"]) == 0
     results = tmp_path / "p" / "data" / "results"
-    df = pd.read_csv(results / "evaluate-enmap_cdl-frozen-paper.csv")
+    where = ("random_init", "enmap_cdl", "cpu", "frozen")
+    df = pd.read_csv(results.joinpath("evaluations", *where, "paper", "lf1.csv"))
     assert set(df["head"]) == {"fcn"} and set(df["protocol"]) == {"frozen"}
-    head = json.loads(
-        (results / "heads" / "random_init-enmap_cdl-frozen-paper" / "head.json").read_text()
-    )
+    head = json.loads(results.joinpath("heads", *where, "paper", "lf1", "head.json").read_text())
     assert head["head"] == "fcn" and head["dilated"] is True
-    assert not (results / "evaluate-enmap_cdl-frozen.csv").exists()
+    assert not results.joinpath("evaluations", *where, "linear").exists()
 
 
 @pytest.mark.parametrize("key, value", [("head", "unet"), ("protocol", "linear-probe")])

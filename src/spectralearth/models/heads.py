@@ -315,19 +315,6 @@ def save_model(model: DownstreamModel, folder: str | os.PathLike, info: dict[str
     return folder
 
 
-def _match_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Map a saved Spec-ViT's timm-core prefix onto the model's where they differ (``vit.``
-    in folders saved before the reference key layout, ``vit_core.`` after)."""
-    if set(state) == expected:
-        return state
-    prefixes = ("encoder.vit.", "encoder.vit_core.")
-    target = next((p for p in prefixes if any(k.startswith(p) for k in expected)), None)
-    if target is None:
-        return state
-    other = prefixes[1 - prefixes.index(target)]
-    return {(target + k[len(other) :] if k.startswith(other) else k): v for k, v in state.items()}
-
-
 def load_model(path: str | os.PathLike) -> tuple[DownstreamModel, dict[str, Any]]:
     """A folder written by :func:`save_model` (or its ``model.safetensors``) -> ``(model in
     eval mode, head.json contents)``. A pretrained encoder without a trained head is refused
@@ -367,5 +354,7 @@ def load_model(path: str | os.PathLike) -> tuple[DownstreamModel, dict[str, Any]
     pool = info.get("pool", MEAN)  # folders saved before pooling was recorded: the mean
     model = DownstreamModel(encoder, head, torch.zeros(c), torch.ones(c), info["task"], pool)
     state = load_file(str(folder / WEIGHTS_FILE))
-    model.load_state_dict(_match_keys(state, set(model.state_dict())), strict=True)
+    # folders saved before the reference key layout (``encoder.vit.*``) are migrated by the
+    # encoder's own load hook (spectralearth.models.vit.migrate_legacy_keys), with a log line
+    model.load_state_dict(state, strict=True)
     return model.eval(), info

@@ -23,6 +23,8 @@ from spectralearth.profiling import StageUsage, Usage
 from spectralearth.stages.result import Figure, Markdown, StageResult, usage_metadata
 
 RANDOM_MODEL = "random"  # what downstream.run builds from random init
+# registered models are downloaded to <data_dir>/mlflow/downloads/<model id>/<checkpoint>
+REGISTRY_CACHE = "downloads"
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,9 @@ def resolve_model(spec: str, layout: DataLayout, tracking: TrackingSettings) -> 
     ):
         from spectralearth import tracking as mlf
 
-        return str(mlf.registered_checkpoint(tracking, registered))
+        # downloaded from the artifact store (local or a server's) once per LoggedModel
+        cache = layout.mlflow_dir / REGISTRY_CACHE
+        return str(mlf.registered_checkpoint(tracking, spec, cache).path)
     raise ModelNotFoundError(
         f"model {spec!r}: not 'random', a checkpoint path, a folder in {layout.models} or the "
         f"registered model {tracking.registered_model!r} (NAME, NAME@ALIAS, NAME/VERSION)"
@@ -173,7 +177,9 @@ def evaluate(
 ) -> Evaluation:
     """Run ``request``; write its rows, trained model and figures under ``results`` and log an
     MLflow run (linked to the checkpoint's pretraining run when it has one)."""
+    from spectralearth import experiments
     from spectralearth import tracking as mlf
+    from spectralearth.downstream.datasets.registry import resolve as resolve_dataset
     from spectralearth.downstream.run import evaluate_model, write_evaluations
 
     baseline = request.baseline
@@ -197,11 +203,11 @@ def evaluate(
         for f in fractions
     )
     top = keys[-1]
-    parent = None
+    pretraining: dict = {}
     if not baseline:
         run_file = CheckpointLayout(Path(model) if Path(model).is_dir() else Path(model).parent).run
         if run_file.is_file():
-            parent = json.loads(run_file.read_text()).get("mlflow_run_id")
+            pretraining = json.loads(run_file.read_text())
     mlf.check_store(tracking)
     forest = baseline == names.RANDOM_FOREST
     with StageUsage() as usage:
@@ -227,6 +233,9 @@ def evaluate(
         part = rows[rows["label_fraction"] == key.label_fraction]
         csvs.append(write_evaluations(part, results.csv(key)))
     figures = _figures(outcome, results, top)
+    experiments.write_confusion(outcome, results, top)  # the data of the DVC confusion plot
+    if pretraining:
+        experiments.record_pretraining(results, who, pretraining)
     trained = results.trained_model(top)
     trained = trained if (trained / "head.json").is_file() else None
     artifacts = [png for _, png in figures]
@@ -235,7 +244,7 @@ def evaluate(
     run_id = mlf.log_evaluation(
         tracking,
         rows[rows["split"] == "test"],
-        parent,
+        pretraining.get("mlflow_run_id"),
         csvs[-1],
         run_name=f"evaluate-{top.stem}",
         tags={
@@ -247,6 +256,10 @@ def evaluate(
             "recipe": top.recipe,
         },
         artifacts=artifacts,
+        model_id=pretraining.get("mlflow_model_id"),
+        dataset_dir=resolve_dataset(
+            request.dataset, layout.downstream, split_dir=request.split_dir
+        ).root,
     )
     return Evaluation(keys, tuple(csvs), rows, trained, tuple(figures), run_id, usage.result)
 
@@ -289,6 +302,7 @@ class BenchmarkResults(StageResult):
     csv: Path = Path()
     report: Path = Path()
     all_rows: Path = Path()
+    metrics: Path = Path()  # metrics.json: what `dvc metrics show` and `dvc exp show` list
 
     def metadata(self) -> dict:
         return {
@@ -297,6 +311,7 @@ class BenchmarkResults(StageResult):
             "report": Markdown(self.markdown),
             "table": self.csv,
             "all_rows": self.all_rows,
+            "metrics": self.metrics,
         }
 
     def summary(self) -> str:
@@ -309,6 +324,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
     ``report.md`` (baselines side by side)."""
     from spectralearth.downstream.report import report_markdown, summarize
     from spectralearth.downstream.run import EVALUATION_COLUMNS, write_evaluations
+    from spectralearth.experiments import write_experiment_files
     from spectralearth.io import atomic_path, atomic_write_text
 
     files = results.evaluation_csvs()
@@ -324,6 +340,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
         table.to_csv(tmp, index=False)
     markdown = report_markdown(table)
     atomic_write_text(results.report, markdown)
+    dvc_files = write_experiment_files(results, table)  # dvc.yaml metrics: and plots:
     return BenchmarkResults(
         evaluations=len(files),
         rows=rows,
@@ -332,6 +349,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
         csv=results.benchmark,
         report=results.report,
         all_rows=results.all_rows,
+        metrics=dvc_files.metrics,
     )
 
 

@@ -50,6 +50,7 @@ class Pretraining(StageResult):
     model_versions: tuple[tuple[str, int], ...]  # (registered model, version)
     collapse: dict = field(default_factory=dict)  # feature std, effective rank, collapsed
     usage: Usage | None = None
+    mlflow_model_id: str | None = None  # the encoder's LoggedModel (models:/<id>)
 
     @property
     def loss_png(self) -> Path:
@@ -71,6 +72,7 @@ class Pretraining(StageResult):
             **{f"collapse/{k}": v for k, v in self.collapse.items() if v is not None},
             "loss_curve": Figure(self.loss_png, "training loss"),
             "mlflow_run_id": self.mlflow_run_id or "",
+            "mlflow_model_id": self.mlflow_model_id or "",
             **{f"registered/{name}": version for name, version in self.model_versions},
             "checkpoint": self.checkpoint,
             **usage_metadata(self.usage),
@@ -115,7 +117,8 @@ def pretrain(
     }
     layout = CheckpointLayout(out)
     staging = CheckpointLayout(out.parent / f".{out.name}.staging")
-    run_id, outcome, failure = None, {}, None
+    run_id = model_id = failure = None
+    outcome: dict = {}
     with StageUsage() as usage:
         try:
             if rank_zero:
@@ -126,7 +129,12 @@ def pretrain(
                     run_name=f"pretrain-{settings.method}-{settings.backbone}",
                     tags={"stage": "pretrain", "profile": settings.profile, **lineage},
                 )
-            run = _train(settings, curated, band_stats, staging, tracking, run_id, resume, progress)
+                # the LoggedModel exists (pending) while it trains; run.json names it
+                model_id = mlf.new_encoder_model(tracking, run_id, lineage)
+            with mlf.system_metrics(tracking, run_id):
+                run = _train(
+                    settings, curated, band_stats, staging, tracking, run_id, resume, progress
+                )
             if rank_zero:
                 outcome = _publish(
                     settings,
@@ -137,12 +145,14 @@ def pretrain(
                     layout,
                     tracking,
                     run_id,
+                    model_id,
                     lineage,
+                    curated,
                 )
         except BaseException as exc:
             failure = exc
             if rank_zero and run_id is not None:
-                mlf.fail_run(tracking, run_id)
+                mlf.fail_run(tracking, run_id, model_id)
         finally:
             if rank_zero:
                 shutil.rmtree(staging.root, ignore_errors=True)
@@ -169,6 +179,7 @@ def pretrain(
         model_versions=tuple(shared.get("versions", ())),
         collapse=run.collapse.as_json(),
         usage=usage.result,
+        mlflow_model_id=outcome.get("model_id"),
     )
 
 
@@ -201,8 +212,9 @@ def _train(settings, curated, band_stats, staging, tracking, run_id, resume, pro
 
 
 def _publish(
-    settings, run, band_stats, stats_file, staging, layout, tracking, run_id, lineage
-) -> dict:
+    settings, run, band_stats, stats_file, staging, layout, tracking, run_id, model_id, lineage,
+    curated,
+) -> dict:  # fmt: skip
     """Rank 0: record what the checkpoint needs, log and register it, then swap it in."""
     from spectralearth import tracking as mlf
     from spectralearth.io import atomic_write_text, fsync_dirs
@@ -227,22 +239,29 @@ def _publish(
         },
         source={"kind": "trained", **lineage},
         mlflow_run_id=run_id,
+        mlflow_model_id=model_id,
     )
     atomic_write_text(staging.run, json.dumps(record, indent=2) + "\n")
     params = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
     metrics = {
         k: getattr(run, k) for k in ("final_loss", "seconds", "patches_per_second", "parameters")
     }
-    artifacts = [
-        ("checkpoint", staging.weights),
-        ("checkpoint", staging.run),
-        ("figures", staging.loss_curve),
-    ]
-    source = mlf.log_pretraining(tracking, run_id, params, metrics, artifacts)
-    versions = mlf.register_checkpoint(
-        tracking, run_id, source, settings.method, settings.backbone, lineage
+    # the weights and run.json travel in the LoggedModel (register_checkpoint), not twice
+    artifacts = [("figures", staging.loss_curve)]
+    mlf.log_pretraining(tracking, run_id, params, metrics, artifacts, curated=curated)
+    registration = mlf.register_checkpoint(
+        tracking,
+        run_id,
+        model_id,
+        staging.root,
+        settings.method,
+        settings.backbone,
+        lineage,
+        checkpoint_name=layout.name,
     )
+    versions = registration.versions
     record["model_versions"] = versions
+    record["mlflow_model_uri"] = registration.model_uri
     atomic_write_text(staging.run, json.dumps(record, indent=2) + "\n")
     # swap in: weights and figure first, run.json (what makes the folder a checkpoint) last
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -254,4 +273,4 @@ def _publish(
         if src.is_file():
             os.replace(src, dst)
     fsync_dirs([layout.root])
-    return {"run_id": run_id, "versions": sorted(versions.items())}
+    return {"run_id": run_id, "model_id": model_id, "versions": sorted(versions.items())}

@@ -60,7 +60,7 @@ def import_weights(
     mlf.check_store(tracking)
     staging = out.parent / f".{out.name}.import-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    run_id = None
+    run_id = model_id = None
     try:
         imported = read_and_write(
             source, backbone, staging, part=part, band_stats=band_stats, overwrite=True
@@ -77,24 +77,47 @@ def import_weights(
             run_name=f"import-{imported.method}-{backbone}",
             tags={"stage": "import", **lineage},
         )
-        uri = mlf.log_pretraining(
+        model_id = mlf.new_encoder_model(tracking, run_id, lineage)
+        _record(layout, mlflow_run_id=run_id, mlflow_model_id=model_id)
+        mlf.log_pretraining(
             tracking,
             run_id,
             params={"backbone": backbone, "part": imported.part or "", "format": imported.format},
             metrics={"parameters": imported.parameters},
-            artifacts=[("checkpoint", layout.weights), ("checkpoint", layout.run)],
+            artifacts=[],
         )
-        versions = mlf.register_checkpoint(
-            tracking, run_id, uri, imported.method, backbone, lineage, alias=IMPORTED_ALIAS
+        registration = mlf.register_checkpoint(
+            tracking,
+            run_id,
+            model_id,
+            staging,
+            imported.method,
+            backbone,
+            lineage,
+            checkpoint_name=out.name,
+            alias=IMPORTED_ALIAS,
         )
+        versions = registration.versions
+        _record(layout, model_versions=versions, mlflow_model_uri=registration.model_uri)
         if out.exists():  # --force: the old folder goes only once the new one is registered
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, out)
     except BaseException:
         if run_id is not None:
-            mlf.fail_run(tracking, run_id)
+            mlf.fail_run(tracking, run_id, model_id)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ImportedWeights(imported, out, run_id, tuple(sorted(versions.items())))
+
+
+def _record(layout: CheckpointLayout, **fields) -> None:
+    """Add ``fields`` to the checkpoint's run.json (written atomically)."""
+    import json
+
+    from spectralearth.io import atomic_write_text
+
+    record = json.loads(layout.run.read_text())
+    record.update(fields)
+    atomic_write_text(layout.run, json.dumps(record, indent=2) + "\n")
