@@ -102,7 +102,7 @@ if "pretrained_checkpoint" in partitioned:  # one partition per method x backbon
     _materialize(instance, ["pretrained_checkpoint"], partition_key=key)
 
 run_json = json.loads(next(Path(settings.layout.models).glob("*/run.json")).read_text())
-client = mlflow.MlflowClient(settings.tracking.uri)
+client = mlflow.MlflowClient(tracking_uri=settings.tracking.uri, registry_uri=settings.tracking.uri)
 run = client.get_run(run_json["mlflow_run_id"])
 facts = {
     "assets": sorted(k.to_user_string() for a in defs.assets for k in a.keys),

@@ -109,7 +109,7 @@ def test_pretrain_then_evaluate_the_registered_model_through_a_server(server, tm
     stored = {p.name for p in server_artifacts.rglob("*") if p.is_file()}
     assert {"model.safetensors", "run.json", "MLmodel"} <= stored
 
-    client = mlflow.MlflowClient(url)
+    client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
     version = client.get_model_version_by_alias("spectralearth-encoder", "latest-pretrained")
     assert version.source == f"models:/{record['mlflow_model_id']}"
     download = client.get_model_version_download_uri(version.name, version.version)
