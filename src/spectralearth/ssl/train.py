@@ -39,16 +39,43 @@ def micro_batch_size(settings: PretrainSettings, world_size: int) -> int:
     return settings.batch_size // parts
 
 
+def _training_data(data: Path, stats: dict, settings: PretrainSettings, two_views: bool):
+    """The train split of ``data`` (a curated folder, an indexed released tree, or legacy
+    shards: ``open_training_source``), checked against the index and the statistics, one
+    random date (or a two-date pair) per location and epoch, raw int16. Statistics that
+    record another index version than the data's are refused (``check_stats``); statistics
+    without one (SpectralEarth's published values) are used as given."""
+    from ..data.dataset import PatchDataset
+
+    dataset = PatchDataset(
+        data,
+        split="train",
+        stats=stats,
+        two_dates=two_views,
+        per_location=True,  # one random date per location per epoch
+        seed=settings.seed,
+        normalize=False,  # int16 through the loader; BandNormalize runs on the device
+    )
+    if len(dataset) == 0:
+        raise ValueError(f"no training data: the 'train' split of {data} is empty")
+    version = getattr(dataset.source, "version", None)
+    if version and stats.get("index_version") not in (None, version):
+        from ..patches.stats import check_stats
+
+        check_stats(dataset.source.root, stats)  # raises, naming the command that fixes it
+    return dataset
+
+
 def _loader(dataset, settings: PretrainSettings, batch_size: int, rank: int, world_size: int):
-    """Shuffled batches of ``batch_size`` for this device, read straight from the memory-mapped
-    shards by ``num_workers`` threads (``ShardBatchLoader``: a shard batch is a memory copy,
-    cheaper than shipping it from worker processes; benchmarks/bench_loader.py). Each rank
-    takes its own slice of the same per-epoch permutation."""
-    from ..data.shards import ShardBatchLoader
+    """Shuffled batches of ``batch_size`` for this device, read straight from the store by
+    ``num_workers`` threads (``PatchBatchLoader``: a batch is a file read into the batch
+    array, cheaper than shipping it from worker processes; benchmarks/bench_loader.py). Each
+    rank takes its own slice of the same per-epoch permutation."""
+    from ..data.dataset import PatchBatchLoader
 
     world_size = max(1, int(world_size))
     n = len(dataset)
-    return ShardBatchLoader(
+    return PatchBatchLoader(
         dataset,
         batch_size,
         num_workers=settings.num_workers,
@@ -140,7 +167,7 @@ def pretrain(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from safetensors.torch import save_file
 
-    from ..data.shards import BandNormalize, ShardPatches
+    from ..data.dataset import BandNormalize
     from ..models import create_model
 
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
@@ -148,19 +175,7 @@ def pretrain(
     method_cls = get_method(settings.method)
     pl.seed_everything(settings.seed, workers=True)
 
-    dataset = ShardPatches(
-        shards_dir,
-        split="train",
-        stats=stats,
-        two_dates=method_cls.two_views,
-        per_location=True,  # one random date per location per epoch
-        seed=settings.seed,
-        normalize=False,  # int16 through the loader; BandNormalize runs on the device
-    )
-    if len(dataset) == 0:
-        raise ValueError(
-            f"no training data: the 'train' split of {shards_dir / 'manifest.parquet'} is empty"
-        )
+    dataset = _training_data(shards_dir, stats, settings, method_cls.two_views)
     n_bands = dataset.n_bands
     if settings.crop_size > dataset.patch_size:
         raise ValueError(
