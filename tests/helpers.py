@@ -210,3 +210,13 @@ class TinyEncoder(nn.Module):
 
     def forward_features(self, x):
         return self.stage2(torch.relu(self.stage1(self.spectral_adapter(x))))
+
+
+# --- a fake released SpectralEarth tree (tests/data/release/make_release.py) -------------
+
+MAKE_RELEASE = REPO / "tests" / "data" / "release" / "make_release.py"
+
+
+def make_release(out: Path, *extra: str) -> dict[str, np.ndarray]:
+    """Write the fake released tree; return {relative path: pixels} of its readable files."""
+    return runpy.run_path(str(MAKE_RELEASE))["main"]([str(out), *extra])
