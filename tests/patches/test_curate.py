@@ -297,9 +297,7 @@ def test_a_scene_smaller_than_the_patch_size_is_rejected_with_its_size(tiny_arch
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_curate_of_scenes_smaller_than_the_patch_size_exits_1_saying_so(
-    tiny_archive, tmp_path
-):
+def test_cli_curate_of_scenes_smaller_than_the_patch_size_exits_1_saying_so(tiny_archive, tmp_path):
     import subprocess
     import sys
 

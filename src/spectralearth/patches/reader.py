@@ -237,6 +237,17 @@ def open_store(root: str | os.PathLike, *, workers: int = 4) -> PatchStore:
     return PatchStore(root, index, version, check)
 
 
+def check_patches(root: str | os.PathLike) -> StoreCheck | None:
+    """:func:`open_store`'s checks for a reader that reads the files itself (the downstream
+    builders): raises as it does where ``<root>/index.parquet`` is in the store's format;
+    None, checking nothing, for an index written without it (a hand-made table)."""
+    root = Path(root)
+    path = root / INDEX_FILE
+    if not path.is_file() or not index_attrs(pd.read_parquet(path, columns=[])):
+        return None
+    return open_store(root).check
+
+
 def verify_files(
     root: Path, index: pd.DataFrame, *, workers: int = 4, cache: VerifiedFiles | None = None
 ) -> StoreCheck:

@@ -154,10 +154,17 @@ def write_patch(
             if block.offset >= 0 and size < block.offset + block.nbytes:
                 raise OSError(errno.EIO, f"{size} bytes, short of its pixel block")
     except (rasterio.errors.RasterioError, OSError) as exc:
-        code = getattr(exc, "errno", None) or (
-            errno.ENOSPC if "space" in str(exc).lower() else errno.EIO
-        )
-        raise PatchWriteError(code, f"cannot write patch {path}: {exc}") from exc
+        code = getattr(exc, "errno", None) or errno.EIO
+        why = str(exc)
+        try:  # GDAL says "Write failed"; say why when it is a full disk
+            fs = os.statvfs(Path(path).parent)
+            free = fs.f_bavail * fs.f_frsize
+        except OSError:
+            free = None
+        if code == errno.ENOSPC or (free is not None and free < data.nbytes):
+            code = errno.ENOSPC
+            why += f" (the disk is full: {free} bytes free, a patch needs {data.nbytes})"
+        raise PatchWriteError(code, f"cannot write patch {path}: {why}") from exc
     return StoredPatch(int(size), block.offset, pixels_crc32(data))
 
 
