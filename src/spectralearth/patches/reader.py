@@ -205,7 +205,7 @@ class PatchStore:
         """Patch ``row`` into ``out`` (C-contiguous int16 [bands, P, P]) with one copy."""
         path, offset = self._paths[row], int(self._offsets[row])
         if offset >= 0:
-            _pread_block(path, offset, out)
+            read_block(path, offset, out)
         else:
             out[...] = _rasterio_pixels(path, self.shape)
 
@@ -336,7 +336,9 @@ def _one_value(index: pd.DataFrame, column: str, root: Path) -> int:
     return int(values[0])
 
 
-def _pread_block(path: str, offset: int, out: np.ndarray) -> None:
+def read_block(path: str, offset: int, out: np.ndarray) -> None:
+    """``out.nbytes`` bytes of ``path`` at ``offset`` straight into ``out`` (one pread; a
+    short file raises naming it)."""
     buf = memoryview(out).cast("B")
     got = 0
     fd = os.open(path, os.O_RDONLY)
@@ -371,7 +373,7 @@ def file_crc32(path: str, offset: int, shape: tuple[int, int, int]) -> int:
     """CRC-32 of a patch file's pixels (:func:`~spectralearth.patches.store.pixels_crc32`)."""
     out = np.empty(shape, dtype=np.int16)
     if offset >= 0:
-        _pread_block(path, offset, out)
+        read_block(path, offset, out)
     else:
         out[...] = _rasterio_pixels(path, shape)
     return pixels_crc32(out)
