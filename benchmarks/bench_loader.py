@@ -5,7 +5,8 @@ The same 128 random 202 x 128 x 128 int16 patches are written three ways:
 
 - the store: release-layout GeoTIFFs as curation writes them (``write_patch``: one
   contiguous pixel block), indexed with ``index_release``; read by ``PatchBatchLoader``
-  with 2 threads (what pretraining uses: one ``pread`` per patch into the batch);
+  with 2 threads (what pretraining uses: each file's block memory-mapped at its offset and
+  copied into the batch);
 - the published loader's way: a DataLoader with 2 worker processes, one rasterio open and
   read per patch, over the same files;
 - the shard-era loader: one ``.npy`` shard memory-mapped (``ShardSource``), read by the same
@@ -116,7 +117,7 @@ def main() -> None:
     print(f"load average: {os.getloadavg()[0]:.2f} (1 min)")
     print(f"GeoTIFF per patch, rasterio, {WORKERS} processes: {t:.0f} patches/s")
     print(f"shard loader (.npy memory map), {WORKERS} threads: {h:.0f} patches/s")
-    print(f"single-copy store (pread of the block), {WORKERS} threads: {s:.0f} patches/s")
+    print(f"single-copy store (memory-mapped blocks), {WORKERS} threads: {s:.0f} patches/s")
     print(f"ratio store/geotiff: {s / t:.2f}x (goal >= 5x)")
     print(f"ratio store/shards:  {s / h:.2f}x (goal >= 0.8x)")
 

@@ -1,5 +1,6 @@
-"""Raw training-read speed of one patch, one thread: the store's pixel-block read vs a
-rasterio open of the same GeoTIFF vs the shard-era ``.npy`` memory map.
+"""Raw training-read speed of one patch, one thread: the store's pixel-block reads (the block
+memory-mapped and kept, as the loader does; a new map per read; a ``pread``) vs a rasterio
+open of the same GeoTIFF vs the shard-era ``.npy`` memory map.
 
 Writes N random 202 x 128 x 128 patches as curation writes them (``write_patch``) and as one
 ``.npy`` shard, then reads them in a random order (as a shuffling loader would) into one
@@ -20,6 +21,8 @@ from affine import Affine
 
 from spectralearth.patches.reader import read_block
 from spectralearth.patches.store import pixel_block, write_patch
+
+SHAPE = (202, 128, 128)
 
 N, BANDS, SIZE, PASSES = 64, 202, 128, 3
 
@@ -44,7 +47,24 @@ def main() -> None:
                 with rasterio.open(tmp / f"p{i}.tif") as src:
                     out[...] = src.read()
 
-        def read_store():
+        maps = {}
+
+        def read_store():  # what PatchStore does: the block's map kept for the next read
+            for i in order:
+                block = maps.get(i)
+                if block is None:
+                    block = maps[i] = np.memmap(
+                        tmp / f"p{i}.tif", dtype="<i2", mode="r", offset=offsets[i], shape=SHAPE
+                    )
+                out[...] = block
+
+        def read_store_new_map():  # a store larger than the kept maps: a map per read
+            for i in order:
+                out[...] = np.memmap(
+                    tmp / f"p{i}.tif", dtype="<i2", mode="r", offset=offsets[i], shape=SHAPE
+                )
+
+        def read_store_pread():
             for i in order:
                 read_block(str(tmp / f"p{i}.tif"), offsets[i], out)
 
@@ -54,7 +74,13 @@ def main() -> None:
                 out[...] = arr[i]
 
         rates = {}
-        for name, fn in (("geotiff", read_tifs), ("store", read_store), ("shard", read_shard)):
+        for name, fn in (
+            ("geotiff", read_tifs),
+            ("store", read_store),
+            ("store, new map per read", read_store_new_map),
+            ("store, pread", read_store_pread),
+            ("shard", read_shard),
+        ):
             fn()  # warm the page cache
             t0 = time.perf_counter()
             for _ in range(PASSES):
@@ -62,7 +88,7 @@ def main() -> None:
             rates[name] = PASSES * N / (time.perf_counter() - t0)
     print(f"load average: {os.getloadavg()[0]:.2f} (1 min)")
     for name, rate in rates.items():
-        print(f"{name:8s} {rate:7.0f} patches/s")
+        print(f"{name:24s} {rate:7.0f} patches/s")
     print(f"ratio store/geotiff: {rates['store'] / rates['geotiff']:.2f}x")
     print(f"ratio store/shard:   {rates['store'] / rates['shard']:.2f}x")
 

@@ -227,6 +227,7 @@ def test_one_patch_overwritten_in_place_is_refused_before_statistics_and_trainin
 
 def test_a_truncated_patch_or_shard_is_named_not_an_mmap_error(three, tmp_path):
     params, products, out = three
+    store = open_store(out)  # opened before: a reader already training
     row = read_index(out).iloc[-1]
     victim = out / row["path"]
     with open(victim, "r+b") as fh:
@@ -235,6 +236,9 @@ def test_a_truncated_patch_or_shard_is_named_not_an_mmap_error(three, tmp_path):
         open_store(out)
     assert str(victim) in str(err.value) and "truncated" in str(err.value)
     assert row["product"] in str(err.value)
+    i = int(np.flatnonzero(store.index["path"] == row["path"])[0])
+    with pytest.raises(StoreIntegrityError, match=rf"{victim}: .* the file is truncated"):
+        store.read(i)  # an error naming the file, not SIGBUS from a map past its end
 
     shards_dir = make_shards(tmp_path / "legacy")[0]  # a shard-era folder
     shard = sorted(shards_dir.glob("*.npy"))[0]

@@ -21,16 +21,21 @@ within :data:`RACY_SECONDS` of when they were recorded are not kept (a write in 
 timestamp tick would not change the mtime), as git does for its index.
 
 Pixels: a patch laid out as one contiguous band-sequential block (what curation writes) is
-read with one ``pread`` straight into the caller's buffer; any other GeoTIFF (compressed,
-tiled, pixel-interleaved, big-endian) through rasterio. ``pread`` rather than ``mmap``: a
-store of half a million files would exceed the kernel's map count, and the copy is the same.
+memory-mapped at its offset and copied straight into the caller's buffer; the maps of the
+last ``MAX_MAPS`` files read are kept (a store of half a million files would exceed the
+kernel's map count), so a patch read again costs a memory copy, as a shard read did. Any
+other GeoTIFF (compressed, tiled, pixel-interleaved, big-endian) is read through rasterio.
+A file truncated *while* mapped would end the reader with SIGBUS, as a shard did: sizes are
+checked when each map is made.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +55,8 @@ from spectralearth.patches.store import (
 )
 
 CACHE_FILE = "verified-patches.sqlite"
+# Pixel blocks kept memory-mapped per reader (well under the kernel's default 65,530 maps)
+MAX_MAPS = 8192
 RACY_SECONDS = 0.5
 # Columns a reader needs (others, e.g. band means and footprints, stay on disk)
 READ_COLUMNS = (
@@ -188,12 +195,42 @@ class PatchStore:
         size = _one_value(self.index, "patch_size", self.root)
         self.shape = (bands, size, size)
         self.nbytes = bands * size * size * 2
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._maps_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getstate__(self) -> dict:
-        return self.__dict__.copy()  # plain data: workers reopen files per read
+        state = self.__dict__.copy()
+        state["_maps"], state["_maps_lock"] = OrderedDict(), None  # reopened per process
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._maps_lock = threading.Lock()
+
+    def _block(self, row: int) -> np.ndarray:
+        """The memory map of patch ``row``'s pixel block (kept for the next read, up to
+        ``MAX_MAPS`` files; the least recently used map is closed beyond that)."""
+        with self._maps_lock:
+            block = self._maps.get(row)
+            if block is not None:
+                self._maps.move_to_end(row)
+                return block
+        path, offset = self._paths[row], int(self._offsets[row])
+        size = os.stat(path).st_size
+        if size < offset + self.nbytes:  # a map past the end would kill the reader (SIGBUS)
+            raise StoreIntegrityError(
+                f"{path}: {size} bytes, its pixel block ends at {offset + self.nbytes}: the "
+                "file is truncated; curate its scene again or restore it"
+            )
+        block = np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=self.shape)
+        with self._maps_lock:
+            self._maps[row] = block
+            while len(self._maps) > MAX_MAPS:
+                self._maps.popitem(last=False)  # unmapped once no reader holds it
+        return block
 
     def read(self, row: int) -> np.ndarray:
         """Patch ``row`` (position in :attr:`index`) as int16 [bands, P, P]."""
@@ -203,11 +240,10 @@ class PatchStore:
 
     def read_into(self, row: int, out: np.ndarray) -> None:
         """Patch ``row`` into ``out`` (C-contiguous int16 [bands, P, P]) with one copy."""
-        path, offset = self._paths[row], int(self._offsets[row])
-        if offset >= 0:
-            read_block(path, offset, out)
+        if self._offsets[row] >= 0:
+            out[...] = self._block(row)
         else:
-            out[...] = _rasterio_pixels(path, self.shape)
+            out[...] = _rasterio_pixels(self._paths[row], self.shape)
 
     def rows_of(self, split: str) -> pd.DataFrame:
         return self.index[self.index["split"] == split]

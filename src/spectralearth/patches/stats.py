@@ -29,13 +29,16 @@ def recompute_command(root: str | os.PathLike) -> str:
 
 
 def compute_band_stats(
-    patches_root: str | os.PathLike, out: str | os.PathLike, split: str = "train"
+    patches_root: str | os.PathLike, out: str | os.PathLike | None = None, split: str = "train"
 ) -> dict:
     """Per-band mean and std (reflectance x 10000) over the pixels of one split (all patches
-    when the split is empty, said in ``split``: "all"); written to ``out`` (atomic)."""
+    when the split is empty, said in ``split``: "all"); written to ``out`` (atomic; default
+    ``CuratedLayout(patches_root).stats``, ``<root>/band_stats.json``)."""
+    from spectralearth.layout import CuratedLayout
     from spectralearth.patches.reader import open_store
 
     root = Path(patches_root)
+    out = Path(out) if out is not None else CuratedLayout(root).stats
     store = open_store(root)
     rows = np.flatnonzero((store.index["split"] == split).to_numpy())
     chosen = split

@@ -400,7 +400,8 @@ def _stopped_message(root: Path, scenes: list[str]) -> str:
     return (
         f"{root}: a curation stopped while replacing the patches of scene {listed}: its files "
         "may not match the index. Curate that scene again (`spectralearth curate`, or its "
-        "Dagster partition), then rebuild the index"
+        "Dagster partition), then rebuild the index (a product no longer in the archive: "
+        "remove its scenes/<scene>.* files first)"
     )
 
 
@@ -422,7 +423,9 @@ def build_shards(patches_root: str | Path) -> pd.DataFrame:
     return manifest
 
 
-def compute_band_stats(patches_root: str | Path, out: str | Path, split: str = "train") -> dict:
+def compute_band_stats(
+    patches_root: str | Path, out: str | Path | None = None, split: str = "train"
+) -> dict:
     """Compatibility name: see :func:`spectralearth.patches.stats.compute_band_stats`."""
     from spectralearth.patches.stats import compute_band_stats as _compute
 
