@@ -107,3 +107,6 @@ def test_a_tree_without_the_layout_is_named(tmp_path):
     (tmp_path / "enmap" / "abc" / "x.tif").write_bytes(b"")
     with pytest.raises(ReleaseIndexError, match=r"enmap/abc/x.tif: not named"):
         index_release(tmp_path)
+    (tmp_path / "scenes").mkdir()  # a curated folder: its index is curation's
+    with pytest.raises(ReleaseIndexError, match="is a curated folder"):
+        index_release(tmp_path)

@@ -102,6 +102,11 @@ def index_release(
             f"{root} is not a released SpectralEarth tree: no {sensor} folder "
             "(expected enmap/<location:07d>/<scene:05d>.tif)"
         )
+    if (root / "scenes").is_dir():
+        raise ReleaseIndexError(
+            f"{root} is a curated folder (it has scenes/): its index is built by curation "
+            "(`spectralearth curate`), not by index-release"
+        )
     files, unreadable = _layout(root, sensor)
     if not files and not unreadable:
         raise FileNotFoundError(f"no enmap/<location:07d>/<scene:05d>.tif file under {root}")
