@@ -74,3 +74,17 @@ def test_each_path_form_finds_its_source(tree, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         open_training_source(tmp_path / "nothing")
     assert "index.parquet" in str(err.value) and "manifest.parquet" in str(err.value)
+
+
+def test_a_store_too_large_to_keep_mapped_reads_each_block_with_pread(tree, monkeypatch):
+    import spectralearth.patches.reader as reader
+
+    root, pixels = tree
+    mapped = reader.open_store(root)
+    monkeypatch.setattr(reader, "MAX_MAPS", 2)
+    store = reader.open_store(root)
+    assert mapped.mapped and not store.mapped
+    for i, path in enumerate(store.index["path"]):
+        assert np.array_equal(store.read(i), pixels[path])
+        assert np.array_equal(store.read(i), mapped.read(i))
+    assert not store._maps  # nothing mapped

@@ -21,12 +21,13 @@ within :data:`RACY_SECONDS` of when they were recorded are not kept (a write in 
 timestamp tick would not change the mtime), as git does for its index.
 
 Pixels: a patch laid out as one contiguous band-sequential block (what curation writes) is
-memory-mapped at its offset and copied straight into the caller's buffer; the maps of the
-last ``MAX_MAPS`` files read are kept (a store of half a million files would exceed the
-kernel's map count), so a patch read again costs a memory copy, as a shard read did. Any
-other GeoTIFF (compressed, tiled, pixel-interleaved, big-endian) is read through rasterio.
-A file truncated *while* mapped would end the reader with SIGBUS, as a shard did: sizes are
-checked when each map is made.
+copied straight into the caller's buffer from the file's page cache. In a store of up to
+``MAX_MAPS`` patches each block is memory-mapped once and the map kept, so a patch read again
+costs a memory copy, as a shard read did; a larger store (more files than the kernel would
+map: half a million at the paper's scale) is read with one ``pread`` per block, which beats a
+new map per read (benchmarks/RESULTS.md). Any other GeoTIFF (compressed, tiled,
+pixel-interleaved, big-endian) is read through rasterio. A file truncated *while* mapped
+would end the reader with SIGBUS, as a shard did: sizes are checked when each map is made.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ from spectralearth.patches.store import (
 )
 
 CACHE_FILE = "verified-patches.sqlite"
-# Pixel blocks kept memory-mapped per reader (well under the kernel's default 65,530 maps)
-MAX_MAPS = 8192
+# Stores of up to this many patches keep every file's pixel block memory-mapped (well under
+# the kernel's default 65,530 maps); larger ones read each block with one pread
+MAX_MAPS = 16384
 RACY_SECONDS = 0.5
 # Columns a reader needs (others, e.g. band means and footprints, stay on disk)
 READ_COLUMNS = (
@@ -197,6 +199,7 @@ class PatchStore:
         self.nbytes = bands * size * size * 2
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self._maps_lock = threading.Lock()
+        self.mapped = len(self.index) <= MAX_MAPS
 
     def __len__(self) -> int:
         return len(self.index)
@@ -211,8 +214,7 @@ class PatchStore:
         self._maps_lock = threading.Lock()
 
     def _block(self, row: int) -> np.ndarray:
-        """The memory map of patch ``row``'s pixel block (kept for the next read, up to
-        ``MAX_MAPS`` files; the least recently used map is closed beyond that)."""
+        """The memory map of patch ``row``'s pixel block, kept for the next read."""
         with self._maps_lock:
             block = self._maps.get(row)
             if block is not None:
@@ -240,8 +242,10 @@ class PatchStore:
 
     def read_into(self, row: int, out: np.ndarray) -> None:
         """Patch ``row`` into ``out`` (C-contiguous int16 [bands, P, P]) with one copy."""
-        if self._offsets[row] >= 0:
+        if self._offsets[row] >= 0 and self.mapped:
             out[...] = self._block(row)
+        elif self._offsets[row] >= 0:
+            read_block(self._paths[row], int(self._offsets[row]), out)
         else:
             out[...] = _rasterio_pixels(self._paths[row], self.shape)
 
