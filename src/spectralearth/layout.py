@@ -28,12 +28,12 @@ from spectralearth.names import NO_HEAD, NO_PROTOCOL
 class CuratedLayout:
     """A curated patches folder (written by ``spectralearth curate``)::
 
-    <root>/enmap/<location:07d>/<scene:05d>.tif   release-layout patches
-    <root>/index.parquet                          patch index (GeoParquet, splits)
-    <root>/shards/<scene>.npy, manifest.parquet   training shards
-    <root>/scenes/<scene>.{parquet,json}          per-scene fragments and reports
-    <root>/registry.sqlite                        location and scene ids
-    <root>/band_stats.json                        per-band mean/std of the train split
+        <root>/enmap/<location:07d>/<scene:05d>.tif   release-layout patches
+        <root>/index.parquet                          patch index (GeoParquet, splits)
+        <root>/shards/<scene>.npy, manifest.parquet   training shards
+        <root>/scenes/<scene>.{parquet,json}          per-scene fragments and reports
+        <root>/registry.sqlite                        location and scene ids
+        <root>/band_stats.json                        per-band mean/std of the train split
     """
 
     root: Path
@@ -165,10 +165,10 @@ class EvaluationKey:
 class ResultsLayout:
     """An evaluation results folder::
 
-    <root>/evaluations/<checkpoint>/<dataset>/<protocol>/<head>/lf<fraction>.csv
-    <root>/heads/<checkpoint>/<dataset>/<protocol>/<head>/lf<fraction>/   trained model
-    <root>/figures/<stem>-{confusion,per-class}.png
-    <root>/evaluations.csv, benchmark.csv, report.md                      gathered
+        <root>/evaluations/<checkpoint>/<dataset>/<protocol>/<head>/lf<fraction>.csv
+        <root>/heads/<checkpoint>/<dataset>/<protocol>/<head>/lf<fraction>/   trained model
+        <root>/figures/<stem>-{confusion,per-class}.png
+        <root>/evaluations.csv, benchmark.csv, report.md                      gathered
     """
 
     root: Path
