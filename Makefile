@@ -88,4 +88,4 @@ lock:
 	  /tmp/spectralearth-lock/bin/python -m pip freeze --exclude-editable | grep -v '^spectralearth'; } > requirements.lock
 
 clean-data:
-	rm -rf data/archive data/labels data/catalog data/patches data/stats data/models data/results data/validation data/downstream
+	rm -rf data/archive data/labels data/catalog data/patches data/models data/results data/validation data/downstream data/summary data/maps

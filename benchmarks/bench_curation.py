@@ -44,7 +44,7 @@ def main() -> None:
     settings = load_settings(overrides={"curate": off}).curate
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        product = write_archive(tmp / "archive", scenes=1, size=SIZE, seed=1)[0]
+        product = write_archive(tmp / "archive", tmp / "labels", scenes=1, size=SIZE, seed=1)[0]
         image = next(product.glob("*-SPECTRAL_IMAGE.TIF"))
 
         def plain():

@@ -55,7 +55,7 @@ def _run(products: list[Path], root: Path) -> dict:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        products = write_archive(tmp / "archive", scenes=SCENES, size=SIZE, seed=11)
+        products = write_archive(tmp / "archive", tmp / "labels", scenes=SCENES, size=SIZE, seed=11)
         small = _run(products[:10], tmp / "p10")
         full = _run(products, tmp / "p50")
     for label, r in (("10 scenes", small), (f"{SCENES} scenes", full)):

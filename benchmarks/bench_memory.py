@@ -32,7 +32,7 @@ def _curate_peak_mb(archive: Path, out: Path) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        products = write_archive(tmp / "all", scenes=SCENES, size=SIZE, seed=3)
+        products = write_archive(tmp / "all", tmp / "labels", scenes=SCENES, size=SIZE, seed=3)
         one = tmp / "one"
         one.mkdir()
         (one / products[0].name).symlink_to(products[0])

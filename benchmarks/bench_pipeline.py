@@ -19,28 +19,40 @@ BUDGET_S = 15 * 60
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SPECTRALEARTH_DATA_DIR"] = str(Path(tmp) / "data")
-        from spectralearth import pipeline
         from spectralearth.config import load_settings
+        from spectralearth.stages import curate, downstream, evaluate, ingest, pretrain, validate
 
         s = load_settings()
+        layout = s.layout
         times = {}
 
-        def stage(name, fn, *args):
+        def stage(name, fn, *args, **kwargs):
             t0 = time.perf_counter()
-            out = fn(*args)
+            out = fn(*args, **kwargs)
             times[name] = time.perf_counter() - t0
-            print(f"{name:12s} {times[name]:7.1f} s", flush=True)
+            usage = getattr(out, "usage", None)
+            peak = f"   peak RSS {usage.peak_rss_mb:.0f} MB" if usage is not None else ""
+            print(f"{name:12s} {times[name]:7.1f} s{peak}", flush=True)
             return out
 
-        stage("synth", pipeline.synth_archive, s)
-        stage("catalog", pipeline.catalog, s)
-        products = pipeline.scenes_to_curate(s)
-        stage("curate", pipeline.curate_archive, s, products, None, lambda *_: None)
-        stage("validate", pipeline.validate, s)
-        stage("stats", pipeline.band_statistics, s)
-        stage("pretrain", pipeline.pretrain, s)
-        stage("downstream", pipeline.downstream_dataset, s)
-        stage("evaluate", pipeline.evaluate, s)
+        stage("synth", ingest.synth_archive, s.synth, layout.archive, layout.labels)
+        stage("catalog", ingest.catalog, layout.archive, layout.catalog)
+        products = ingest.ok_products(layout.catalog)
+        stage("curate", curate.curate_archive, products, layout.patches, s.curate, lambda *_: None)
+        stage("validate", validate.validate, s, layout.patches)
+        out = layout.checkpoint(s.checkpoint_name()).root
+        stage("pretrain", pretrain.pretrain, s.pretrain, layout.patches, out, s.tracking,
+              progress=False)  # fmt: skip
+        stage("downstream", downstream.downstream_dataset, layout.patches, layout.labels,
+              layout.downstream / s.evaluate.task)  # fmt: skip
+
+        def evaluate_all():
+            for request in evaluate.default_requests(s):
+                evaluate.evaluate(request, s.evaluate, layout, layout.results, s.tracking,
+                                  default_backbone=s.pretrain.backbone)  # fmt: skip
+            return evaluate.benchmark_results(layout.results)
+
+        stage("evaluate", evaluate_all)
         total = sum(times.values())
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"total        {total:7.1f} s   peak RSS {rss:.0f} MB")

@@ -53,7 +53,10 @@ def _scene_patches_expectations(
 ) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_scene
 
-    report = validate_scene(settings.load(), context.partition_key)
+    s = settings.load()
+    report = validate_scene(s.layout.patches, context.partition_key, s.layout.validation, s)
+    if not report.success:  # the run log names the expectation, the rows and the fix
+        context.log.error(report.summary())
     return dg.AssetCheckResult(
         passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=_metadata([report])
     )
@@ -79,10 +82,15 @@ with warnings.catch_warnings():
     blocking=True,
     description="expectations/patch_index.json + params.yaml filter thresholds",
 )
-def patch_index_expectations(settings: SpectralearthSettings) -> dg.AssetCheckResult:
+def patch_index_expectations(
+    context: dg.AssetCheckExecutionContext, settings: SpectralearthSettings
+) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_index
 
-    report = validate_index(settings.load())
+    s = settings.load()
+    report = validate_index(s.layout.patches, s.layout.validation, s)
+    if not report.success:
+        context.log.error(report.summary())
     return dg.AssetCheckResult(
         passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=_metadata([report])
     )
@@ -97,7 +105,8 @@ def patch_index_expectations(settings: SpectralearthSettings) -> dg.AssetCheckRe
 def patch_index_warnings(settings: SpectralearthSettings) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_warnings
 
-    reports = validate_warnings(settings.load())
+    s = settings.load()
+    reports = validate_warnings(s.layout.patches, s.layout.validation, s)
     return dg.AssetCheckResult(
         passed=all(r.success for r in reports),
         severity=dg.AssetCheckSeverity.WARN,

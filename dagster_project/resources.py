@@ -1,4 +1,4 @@
-"""Resources: the project's settings (params.yaml + data paths), one per deployment."""
+"""Resources: the project's settings (params.yaml + data folder), one per deployment."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ class SpectralearthSettings(dg.ConfigurableResource):
 
     def load(self, **overrides: dict) -> Settings:
         """The settings; ``overrides`` maps a params section to keys to replace (e.g. a
-        partition's ``pretrain={"method": ..., "backbone": ...}``)."""
-        import os
-
-        if self.data_dir:
-            os.environ["SPECTRALEARTH_DATA_DIR"] = self.data_dir
-        return load_settings(self.params_file, overrides=overrides, profile=self.pretrain_profile)
+        partition's ``pretrain={"method": ..., "backbone": ...}``). No side effect: the data
+        folder is passed to the loader, never through the process environment."""
+        return load_settings(
+            self.params_file,
+            overrides=overrides,
+            profile=self.pretrain_profile,
+            data_dir=self.data_dir,
+        )

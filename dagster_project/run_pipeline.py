@@ -3,7 +3,7 @@ materialization in $DAGSTER_HOME so the Dagster UI shows it afterwards.
 
 Partitioned curation runs one partition per product, like the UI's backfill would; the
 evaluation runs its default partitions (the pipeline's checkpoint and the baselines on the
-task under the default protocol, ``spectralearth.pipeline.default_evaluations``), then the
+task under the default protocol and head, ``spectralearth.stages.evaluate.default_requests``), then the
 results table, then one class map per scene.
 """
 
@@ -20,8 +20,8 @@ from dagster_project.partitions import (
     pretrain_partition,
     scenes_partitions,
 )
-from spectralearth import pipeline
 from spectralearth.config import load_settings
+from spectralearth.stages.evaluate import default_requests
 
 
 def _materialize(instance, selection, partition_key=None) -> None:
@@ -86,12 +86,12 @@ def main() -> int:
     print(f"[dagster] pretrained_checkpoint {pretrain_key}", flush=True)
     _materialize(instance, ["pretrained_checkpoint"], partition_key=pretrain_key)
     # one run per default evaluation (checkpoint x dataset:protocol)
-    evaluations = pipeline.default_evaluations(settings)
+    evaluations = default_requests(settings)
     known = set(instance.get_dynamic_partitions(checkpoints_partitions.name))
-    if new := sorted({c for c, _, _ in evaluations} - known):
+    if new := sorted({r.model for r in evaluations} - known):
         instance.add_dynamic_partitions(checkpoints_partitions.name, new)
-    for i, (checkpoint, dataset, protocol) in enumerate(evaluations, 1):
-        key = evaluation_partition(checkpoint, dataset, protocol)
+    for i, r in enumerate(evaluations, 1):
+        key = evaluation_partition(r.model, r.dataset, r.protocol, r.head)
         print(f"[dagster] downstream_evaluation {i}/{len(evaluations)}: {key}", flush=True)
         _materialize(instance, ["downstream_evaluation"], partition_key=key)
     rest = sorted(k.to_user_string() for k in unpartitioned if k in after)

@@ -19,14 +19,11 @@ from dagster_project.partitions import (
     scenes_partitions,
 )
 from dagster_project.resources import SpectralearthSettings
-from spectralearth import pipeline
-from spectralearth.enmap.product import (
-    ProductError,
-    find_scenes,
-    newest_processings,
-    open_scene,
-    scene_name,
-)
+from spectralearth.enmap.archive import find_scenes, newest_processings, scene_name
+from spectralearth.enmap.scene import ProductError
+from spectralearth.enmap.view import open_view
+from spectralearth.stages.evaluate import default_requests
+from spectralearth.stages.maps import default_model
 
 ingest_job = dg.define_asset_job(
     "ingest_new_scenes", selection=dg.AssetSelection.assets("scene_catalog")
@@ -44,12 +41,12 @@ curate_job = dg.define_asset_job(
 )
 def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthSettings):
     s = settings.load()
-    if not s.paths.archive.is_dir():
-        return dg.SkipReason(f"archive folder {s.paths.archive} does not exist")
+    if not s.layout.archive.is_dir():
+        return dg.SkipReason(f"archive folder {s.layout.archive} does not exist")
     cursor = json.loads(context.cursor) if context.cursor else {"rejected": {}}
     known = set(context.instance.get_dynamic_partitions(scenes_partitions.name))
     new, rejected = [], dict(cursor["rejected"])
-    for entry in newest_processings(find_scenes(s.paths.archive)):
+    for entry in newest_processings(find_scenes(s.layout.archive)):
         name = scene_name(entry)
         if name in known:
             continue
@@ -57,7 +54,7 @@ def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthS
         if rejected.get(name) == stamp:
             continue  # already reported, unchanged since
         try:
-            open_scene(entry)
+            open_view(entry, missing_masks=s.curate.missing_masks)
         except ProductError as exc:
             context.log.warning(f"not registering {exc}")
             rejected[name] = stamp
@@ -67,7 +64,7 @@ def archive_sensor(context: dg.SensorEvaluationContext, settings: SpectralearthS
     new_cursor = json.dumps({"rejected": rejected}, sort_keys=True)
     if not new:
         return dg.SensorResult(
-            skip_reason=dg.SkipReason(f"no new products in {s.paths.archive}"), cursor=new_cursor
+            skip_reason=dg.SkipReason(f"no new products in {s.layout.archive}"), cursor=new_cursor
         )
     runs = [dg.RunRequest(job_name=ingest_job.name, run_key="catalog:" + ",".join(new))]
     runs += [
@@ -116,8 +113,9 @@ def evaluation_sensor(context: dg.SensorEvaluationContext, settings: Spectralear
     runs = []
     upstream = max(_last(instance, "pretrained_checkpoint"), _last(instance, "downstream_dataset"))
     known = set(instance.get_dynamic_partitions(checkpoints_partitions.name))
-    for checkpoint, dataset, protocol in pipeline.default_evaluations(s):
-        key = evaluation_partition(checkpoint, dataset, protocol)
+    for request in default_requests(s):
+        checkpoint = request.model
+        key = evaluation_partition(checkpoint, request.dataset, request.protocol, request.head)
         if upstream and checkpoint in known:
             if _last(instance, "downstream_evaluation", str(key)) < upstream:
                 runs.append(
@@ -130,7 +128,7 @@ def evaluation_sensor(context: dg.SensorEvaluationContext, settings: Spectralear
     evaluated = _last(instance, "downstream_evaluation")
     if not runs and evaluated > _last(instance, "benchmark_results"):
         runs.append(dg.RunRequest(job_name=results_job.name, run_key=f"results:{int(evaluated)}"))
-    if (pipeline.default_model(s) / "head.json").is_file():
+    if (default_model(s) / "head.json").is_file():
         for scene in instance.get_dynamic_partitions(scenes_partitions.name):
             if not _last(instance, "scene_maps", scene):
                 runs.append(

@@ -31,7 +31,9 @@ def tiny_archive(tmp_path_factory) -> Path:
     from spectralearth.synth import write_archive
 
     root = tmp_path_factory.mktemp("tiny") / "data"
-    write_archive(root / "archive", scenes=6, size=128, seed=7, revisit_fraction=0.5)
+    write_archive(
+        root / "archive", root / "labels", scenes=6, size=128, seed=7, revisit_fraction=0.5
+    )
     return root / "archive"
 
 

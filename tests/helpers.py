@@ -212,6 +212,118 @@ class TinyEncoder(nn.Module):
         return self.stage2(torch.relu(self.stage1(self.spectral_adapter(x))))
 
 
+# --- the import graph of the library (what a DVC stage's command depends on) ---------------
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a ``spectralearth.*`` module or package (None if there is none)."""
+    base = REPO / "src" / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ``spectralearth`` module ``path`` imports, at module level or inside functions
+    (``from spectralearth.x import y`` counts ``spectralearth.x`` and, if it is a module,
+    ``spectralearth.x.y``; relative imports are resolved)."""
+    import ast
+
+    rel = path.relative_to(REPO / "src").with_suffix("")
+    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    if rel.name == "__init__":
+        package = list(rel.parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("spectralearth")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            if not name.startswith("spectralearth"):
+                continue
+            found.add(name)
+            for alias in node.names:
+                if module_file(f"{name}.{alias.name}") is not None:
+                    found.add(f"{name}.{alias.name}")
+    # a package's __init__ runs whenever one of its modules is imported
+    parents = {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)}
+    return found | parents
+
+
+def import_closure(modules: set[str]) -> set[Path]:
+    """The source files of ``modules`` and of everything they import, transitively."""
+    todo, files = list(modules), set()
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in files:
+            continue
+        files.add(path)
+        todo.extend(imported_modules(path))
+    return files
+
+
+# --- the reference code's state dict manifests (../shared/data/.../checkpoints) ----------
+
+REFERENCE_CHECKPOINTS = ("spectralearth_reference", "checkpoints")
+
+
+def reference_manifests() -> dict:
+    """``{"backbones": {name: {key: shape}}, "lightning_modules": {...}}`` (skips if absent)."""
+    import json
+
+    path = shared(*REFERENCE_CHECKPOINTS, "reference_state_dict_manifests.json")
+    return json.loads(path.read_text())
+
+
+def fill_manifest(entry: dict, seed: int = 0, dense_limit: int = 40_000_000) -> dict:
+    """A state dict of ``entry``'s keys and shapes, every tensor random and different from
+    the others. Entries of more than ``dense_limit`` elements get one random value per
+    tensor, broadcast (no memory: the 1 B-parameter ViT-g and the Lightning modules)."""
+    g = torch.Generator().manual_seed(seed)
+    dense = sum(int(np.prod(s)) for s in entry.values()) <= dense_limit
+    values = torch.randn(len(entry), generator=g, dtype=torch.float64).float()
+    out = {}
+    for i, (key, shape) in enumerate(entry.items()):
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(1000 + i)
+        elif dense or not shape:
+            out[key] = torch.randn(shape, generator=g) if shape else values[i].clone()
+        else:
+            out[key] = values[i].expand(shape)
+    return out
+
+
+class _Holder(nn.Module):
+    pass
+
+
+def manifest_module(entry: dict) -> nn.Module:
+    """A module whose state dict has exactly ``entry``'s keys and shapes (zeros), for a strict
+    ``load_state_dict`` check of a state dict against the reference's layout."""
+    root = _Holder()
+    for key, shape in entry.items():
+        *path, name = key.split(".")
+        node = root
+        for part in path:
+            if not hasattr(node, part):
+                node.add_module(part, _Holder())
+            node = getattr(node, part)
+        dtype = torch.long if name == "num_batches_tracked" else torch.float32
+        node.register_buffer(name, torch.zeros(shape, dtype=dtype))
+    return root
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # --- a fake released SpectralEarth tree (tests/data/release/make_release.py) -------------
 
 MAKE_RELEASE = REPO / "tests" / "data" / "release" / "make_release.py"

@@ -58,13 +58,13 @@ def test_archive_folder_from_params_and_environment(tmp_path, monkeypatch):
     from spectralearth.config import load_settings
 
     params = write_params(tmp_path)
-    assert load_settings(params).paths.archive == tmp_path / "data" / "archive"
+    assert load_settings(params).layout.archive == tmp_path / "data" / "archive"
     raw = yaml.safe_load(params.read_text())
     raw["archive_dir"] = "/srv/enmap/l2a"
     params.write_text(yaml.safe_dump(raw))
-    assert str(load_settings(params).paths.archive) == "/srv/enmap/l2a"
+    assert str(load_settings(params).layout.archive) == "/srv/enmap/l2a"
     monkeypatch.setenv("SPECTRALEARTH_ARCHIVE", str(tmp_path / "mine"))
-    assert load_settings(params).paths.archive == tmp_path / "mine"
+    assert load_settings(params).layout.archive == tmp_path / "mine"
 
 
 def test_dagster_definitions_validate(tmp_path):

@@ -14,7 +14,8 @@ from torch import nn
 
 from spectralearth.bands import select_view
 from spectralearth.config import EvaluateSettings
-from spectralearth.enmap.product import NODATA, ProductError, find_scenes, open_scene
+from spectralearth.enmap.archive import find_scenes, open_scene
+from spectralearth.enmap.scene import NODATA, ProductError
 from spectralearth.models import create_model
 from spectralearth.models.heads import SegmentationModel, load_model, save_model
 from spectralearth.predict import NODATA_CLASS, predict_scene, sliding_window_probs
@@ -146,19 +147,21 @@ def test_cli_maps_writes_the_asset_maps_of_every_ok_scene(
     tiny_archive, constant_model, tmp_path, capsys
 ):
     """`spectralearth maps` (the DVC stage `maps`) maps the ok scenes of the catalogue to the
-    paths of the Dagster asset scene_maps (pipeline.map_scene), with params' predict model."""
+    paths of the Dagster asset scene_maps (stages.maps.map_scene), with params' predict model."""
+    import geopandas as gpd
     import yaml
 
-    from spectralearth import pipeline
     from spectralearth.cli import main
     from spectralearth.config import load_settings
+    from spectralearth.stages.ingest import catalog as catalog_stage
     from tests.helpers import tiny_params
 
     params = tiny_params(tmp_path / "data", predict={"model": str(constant_model)})
     params["archive_dir"] = str(tiny_archive)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     s = load_settings(tmp_path / "params.yaml")
-    catalog = pipeline.catalog(s).catalog
+    catalog_stage(s.layout.archive, s.layout.catalog)
+    catalog = gpd.read_parquet(s.layout.catalog)
     catalog.loc[catalog.index[2:], "status"] = "rejected"  # only ok products get a map
     catalog.to_parquet(tmp_path / "catalog.parquet")
     ok = sorted(catalog.loc[catalog["status"] == "ok", "scene"])
@@ -169,8 +172,8 @@ def test_cli_maps_writes_the_asset_maps_of_every_ok_scene(
     maps = tmp_path / "data" / "maps"
     assert sorted(f.stem for f in maps.glob("*.tif")) == ok
     assert sorted(f.stem for f in maps.glob("*.png")) == ok
-    assert all(pipeline.map_path(s, name).exists() for name in ok)
-    with rasterio.open(pipeline.map_path(s, ok[0])) as m:
+    assert all(s.layout.scene_map(name).exists() for name in ok)
+    with rasterio.open(s.layout.scene_map(ok[0])) as m:
         assert json.loads(m.tags()["classes"])["1"] == "forest"
         assert set(np.unique(m.read(1))) <= {1, NODATA_CLASS}
     catalog["status"] = "rejected"  # nothing to map is an error, not an empty success
@@ -221,3 +224,35 @@ def test_predict_on_a_zipped_product(tiny_archive, constant_model, tmp_path):
     zipped = shutil.make_archive(str(tmp_path / scene.name), "zip", scene.parent, scene.name)
     info = predict_scene(constant_model, zipped, tmp_path / "z.tif", tile=64, overlap=16)
     assert info["scene"] == scene.name and info["tile"] == 64
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_tiles_batched_across_strips_give_the_same_probabilities(batch_size):
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(5, 70, 45)).astype(np.float32)
+    model = PixelModel()
+    reads = []
+
+    def read_strip(r, n):
+        reads.append((r, n))
+        return image[:, r : r + n]
+
+    probs = sliding_window_probs(model, read_strip, 70, 45, 4, tile=16, overlap=4,
+                                 batch_size=batch_size)  # fmt: skip
+    with torch.no_grad():
+        whole = torch.softmax(model(torch.from_numpy(image)[None]), 1)[0].numpy()
+    np.testing.assert_allclose(probs, whole, atol=1e-5)
+    assert [r for r, _ in reads] == sorted({r for r, _ in reads})  # each strip read once
+
+
+def test_device_choice():
+    from spectralearth.predict import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="'cuda:1' asked for, but no CUDA device"):
+            resolve_device("cuda:1")
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sliding_window_probs(PixelModel(), lambda r, n: None, 4, 4, 4, tile=4, overlap=0,
+                             batch_size=0)  # fmt: skip

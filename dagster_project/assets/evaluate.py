@@ -1,35 +1,34 @@
-"""Evaluate: the downstream dataset, one evaluation per checkpoint x dataset x protocol, the
-gathered results table, and class maps of the scenes."""
+"""Evaluate: the downstream dataset, one evaluation per checkpoint x dataset x protocol x
+head, the gathered results table, and class maps of the scenes."""
 
 import dagster as dg
 
 from dagster_project.assets.curate import patch_index
 from dagster_project.assets.ingest import scene_catalog
 from dagster_project.assets.pretrain import pretrained_checkpoint
-from dagster_project.metadata import png_markdown
+from dagster_project.metadata import materialized
 from dagster_project.partitions import (
     evaluations_partitions,
     scenes_partitions,
     split_evaluation_key,
 )
 from dagster_project.resources import SpectralearthSettings
-from spectralearth import pipeline
+from spectralearth import names
+from spectralearth.stages import downstream, evaluate, maps
 
 
 @dg.asset(
     group_name="evaluate",
     deps=[patch_index],
-    description="Synthetic land-cover segmentation task in the released-data layout.",
+    description="Synthetic land-cover segmentation task in the released-data layout; scenes "
+    "without a class map are left out and counted.",
 )
 def downstream_dataset(settings: SpectralearthSettings) -> dg.MaterializeResult:
     s = settings.load()
-    info = pipeline.downstream_dataset(s)
-    flat = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
-    if info.get("class_spectra_png"):
-        flat["class_spectra"] = dg.MetadataValue.md(
-            png_markdown(info["class_spectra_png"], "mean spectrum per class")
-        )
-    return dg.MaterializeResult(metadata=flat)
+    result = downstream.downstream_dataset(
+        s.layout.patches, s.layout.labels, s.layout.downstream / s.evaluate.task
+    )
+    return materialized(result)
 
 
 @dg.asset(
@@ -40,8 +39,9 @@ def downstream_dataset(settings: SpectralearthSettings) -> dg.MaterializeResult:
         dg.AssetDep(pretrained_checkpoint, partition_mapping=dg.AllPartitionMapping()),
         downstream_dataset,
     ],
-    description="One checkpoint (or baseline) on one dataset under one protocol: test metrics "
-    "(mean over seeds), confusion matrix, per-class IoU, the trained model for scene maps.",
+    description="One checkpoint (or baseline) on one dataset under one protocol and head: "
+    "test metrics (mean over seeds) per label fraction, confusion matrix, per-class scores, "
+    "the trained model for scene maps.",
 )
 def downstream_evaluation(
     context: dg.AssetExecutionContext, settings: SpectralearthSettings
@@ -49,31 +49,35 @@ def downstream_evaluation(
     s = settings.load()
     key = context.partition_key.keys_by_dimension
     checkpoint = key["checkpoint"]
-    dataset, protocol = split_evaluation_key(key["evaluation"])
-    if checkpoint == pipeline.RANDOM_FOREST and protocol != pipeline.RF_PROTOCOL:
-        reason = f"the random forest has no protocol: see {dataset}:{pipeline.RF_PROTOCOL}"
-        context.log.info(reason)
+    dataset, protocol, head = split_evaluation_key(key["evaluation"])
+    forest = checkpoint == names.RANDOM_FOREST
+    if forest != (protocol == names.NO_PROTOCOL) or (protocol == names.NO_PROTOCOL) != (
+        head == names.NO_HEAD
+    ):
+        reason = (
+            f"{checkpoint} runs under {dataset}:{names.NO_PROTOCOL}:{names.NO_HEAD} only"
+            if forest
+            else f"{checkpoint} needs a protocol and a head (see {dataset}:frozen:linear)"
+        )
+        context.log.info(f"skipped: {reason}")
         return dg.MaterializeResult(metadata={"skipped": reason})
-    info = pipeline.evaluate_one(s, checkpoint, dataset, protocol)
-    rows = info["rows"]
-    test = rows[rows["split"] == "test"]
-    means = test.groupby("metric")["value"].mean()
-    figures = info["figures"]
-    metadata = {
-        **{f"test/{m}": float(v) for m, v in means.items()},
-        "seeds": int(test["seed"].nunique()),
-        "head": ", ".join(sorted(set(test["head"].astype(str)))) if len(test) else "",
-        "seconds": float(test.groupby("seed")["seconds"].first().mean()),
-        "peak_mem_mb": float(test["peak_mem_mb"].max()),
-        "rows": dg.MetadataValue.path(str(info["csv"])),
-        "mlflow_run_id": info["run_id"],
-    }
-    if info["model"] is not None:
-        metadata["trained_model"] = dg.MetadataValue.path(str(info["model"]))
-    titles = {"confusion": "confusion matrix", "per_class": "per-class scores"}
-    for name, path in figures.items():
-        metadata[name] = dg.MetadataValue.md(png_markdown(path, titles[name]))
-    return dg.MaterializeResult(metadata=metadata)
+    request = evaluate.EvaluationRequest(
+        model=checkpoint,
+        dataset=dataset,
+        protocol=protocol,
+        head=head,
+        label_fractions=s.evaluate.label_fractions,
+        seeds=s.evaluate.seeds,
+    )
+    result = evaluate.evaluate(
+        request,
+        s.evaluate,
+        s.layout,
+        s.layout.results,
+        s.tracking,
+        default_backbone=s.pretrain.backbone,
+    )
+    return materialized(result)
 
 
 @dg.asset(
@@ -83,17 +87,7 @@ def downstream_evaluation(
     "side, mean ± std over seeds; wall time and peak memory per protocol.",
 )
 def benchmark_results(settings: SpectralearthSettings) -> dg.MaterializeResult:
-    s = settings.load()
-    info = pipeline.benchmark_results(s)
-    return dg.MaterializeResult(
-        metadata={
-            "evaluations": info["evaluations"],
-            "rows": len(info["rows"]),
-            "report": dg.MetadataValue.md(info["markdown"]),
-            "table": dg.MetadataValue.path(str(info["csv"])),
-            "all_rows": dg.MetadataValue.path(str(s.paths.results / "evaluations.csv")),
-        }
-    )
+    return materialized(evaluate.benchmark_results(settings.load().layout.results))
 
 
 @dg.asset(
@@ -107,17 +101,8 @@ def scene_maps(
     context: dg.AssetExecutionContext, settings: SpectralearthSettings
 ) -> dg.MaterializeResult:
     s = settings.load()
-    info = pipeline.map_scene(s, context.partition_key)
-    total = info["height"] * info["width"]
-    quicklook = info["quicklook"]
-    return dg.MaterializeResult(
-        metadata={
-            "map": dg.MetadataValue.path(info["out"]),
-            "quicklook": dg.MetadataValue.md(png_markdown(quicklook, "class map")),
-            "model": str(pipeline.default_model(s)),
-            "tiles": info["tiles"],
-            "masked_share": info["masked_pixels"] / total,
-            **{f"share/{k}": v / total for k, v in info["class_pixels"].items()},
-            "seconds": float(info["seconds"]),
-        }
+    scene = context.partition_key
+    result = maps.map_scene(
+        scene, s.layout.archive, s.layout.scene_map(scene), maps.default_model(s), s.predict
     )
+    return materialized(result)

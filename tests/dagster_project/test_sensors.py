@@ -19,8 +19,9 @@ from dagster_project.partitions import (
     scenes_partitions,
 )
 from dagster_project.resources import SpectralearthSettings
-from spectralearth import pipeline
 from spectralearth.config import load_settings
+from spectralearth.stages.evaluate import default_requests
+from spectralearth.stages.maps import default_model
 from tests.helpers import write_params
 
 
@@ -54,8 +55,8 @@ def _materialize(instance, asset: str, partition: str | None = None) -> None:
 
 def test_new_checkpoint_evaluates_once_then_results_then_nothing(env):
     instance, resources, settings = env
-    evaluations = pipeline.default_evaluations(settings)
-    checkpoints = sorted({c for c, _, _ in evaluations})
+    evaluations = [(r.model, r.dataset, r.protocol, r.head) for r in default_requests(settings)]
+    checkpoints = sorted({c for c, *_ in evaluations})
     assert len(evaluations) >= 2  # the pipeline's checkpoint and a baseline
 
     # nothing pretrained yet: nothing to do
@@ -108,7 +109,7 @@ def test_scenes_without_a_map_are_mapped_once_the_default_model_exists(env):
     # no trained model yet: no map runs
     assert isinstance(_tick(instance, resources), dg.SkipReason)
 
-    model = pipeline.default_model(settings)
+    model = default_model(settings)
     model.mkdir(parents=True)
     (model / "head.json").write_text("{}")
     maps = _runs(_tick(instance, resources))

@@ -70,41 +70,43 @@ def test_markdown_puts_baselines_last_side_by_side(rows):
 
 
 def test_benchmark_results_gathers_every_partition(rows, tmp_path):
-    from spectralearth import pipeline
-    from spectralearth.config import load_settings
-    from tests.helpers import write_params
+    from spectralearth.layout import EvaluationKey, ResultsLayout
+    from spectralearth.stages.evaluate import benchmark_results, results_table
 
-    s = load_settings(write_params(tmp_path))
+    results = ResultsLayout(tmp_path / "results")
     for (model, protocol), part in rows.groupby(["model", "protocol"]):
-        key = "frozen" if protocol == "rf" else protocol
-        write_evaluations(
-            part, s.paths.results / "evaluations" / model / "synth_landcover" / f"{key}.csv"
+        head = "none" if protocol == "rf" else "linear"
+        key = EvaluationKey(
+            model, "synth_landcover", "none" if protocol == "rf" else protocol, head
         )
-    info = pipeline.benchmark_results(s)
-    assert info["evaluations"] == 4 and len(info["rows"]) == len(rows)
-    assert len(pd.read_csv(s.paths.results / "evaluations.csv")) == len(rows)
-    bench = pd.read_csv(s.paths.results / "benchmark.csv")
+        write_evaluations(part, results.csv(key))
+    info = benchmark_results(results)
+    assert info.evaluations == 4 and len(info.rows) == len(rows)
+    assert len(pd.read_csv(results.all_rows)) == len(rows)
+    bench = pd.read_csv(results.benchmark)
     assert {"mean", "std", "n_seeds", "seconds", "peak_mem_mb", "seconds_vs_frozen"} <= set(bench)
-    report = (s.paths.results / "report.md").read_text()
+    report = results.report.read_text()
     assert "## Cost per protocol (P6)" in report and "| 4.00 |" in report
-    assert "random_forest" in pipeline.results_table(s)
+    assert "random_forest" in results_table(results)
 
 
-def test_default_evaluations_and_rf_key(tmp_path):
-    from spectralearth import pipeline
+def test_default_requests_give_the_forest_one_name_and_no_protocol(tmp_path):
     from spectralearth.config import load_settings
+    from spectralearth.stages.evaluate import EvaluationRequest, default_requests, evaluate
     from tests.helpers import write_params
 
     s = load_settings(
         write_params(tmp_path, evaluate={"baselines": ["random_init", "random_forest"]})
     )
-    assert pipeline.default_evaluations(s) == [
-        ("moco-spec_resnet18", "synth_landcover", "frozen"),
-        ("random_init", "synth_landcover", "frozen"),
-        ("random_forest", "synth_landcover", "frozen"),
+    got = [(r.model, r.dataset, r.protocol, r.head) for r in default_requests(s)]
+    assert got == [
+        ("moco-spec_resnet18", "synth_landcover", "frozen", "linear"),
+        ("random_init", "synth_landcover", "frozen", "linear"),
+        ("random_forest", "synth_landcover", "none", "none"),
     ]
+    wrong = EvaluationRequest("random_forest", "synth_landcover", "full", "linear")
     with pytest.raises(ValueError, match="has no protocol"):
-        pipeline.evaluate_one(s, "random_forest", "synth_landcover", "full")
+        evaluate(wrong, s.evaluate, s.layout, s.layout.results, s.tracking, default_backbone="x")
 
 
 def test_heads_are_told_apart_and_old_rows_count_as_linear(rows):

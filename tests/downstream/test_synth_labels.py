@@ -25,7 +25,8 @@ from tests.helpers import write_params
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """3 scenes of 64 px curated into 16 px patches (a few seconds)."""
-    from spectralearth import pipeline
+    from spectralearth.stages.curate import curate_archive
+    from spectralearth.stages.ingest import catalog, ok_products, synth_archive
 
     folder = tmp_path_factory.mktemp("synth_labels")
     params = write_params(
@@ -34,9 +35,9 @@ def project(tmp_path_factory) -> Path:
         curate={"patch_size": 16, "max_cloud_frac": 0.2, "max_snow_frac": 1.0},
     )
     s = load_settings(params)
-    pipeline.synth_archive(s)
-    pipeline.catalog(s)
-    pipeline.curate_archive(s, pipeline.scenes_to_curate(s), log=lambda *_: None)
+    synth_archive(s.synth, s.layout.archive, s.layout.labels)
+    catalog(s.layout.archive, s.layout.catalog)
+    curate_archive(ok_products(s.layout.catalog), s.layout.patches, s.curate, log=lambda *_: None)
     return params
 
 
@@ -69,7 +70,7 @@ def test_all_nine_are_built_and_load(built, project):
 
 def test_crop_and_tree_codes_follow_the_generator_classes(built, project):
     s = load_settings(project)
-    grounds = product_grounds(s.paths.labels, s.synth)
+    grounds = product_grounds(s.layout.labels, s.synth)
     for g in grounds:
         from spectralearth.synth.scene import CLASS_ID
 
@@ -103,7 +104,7 @@ def test_families_are_distinct_spectral_clusters():
 def test_other_archive_settings_are_refused(project):
     s = load_settings(project)
     with pytest.raises(ValueError, match="settings"):
-        product_grounds(s.paths.labels, replace(s.synth, seed=s.synth.seed + 1))
+        product_grounds(s.layout.labels, replace(s.synth, seed=s.synth.seed + 1))
 
 
 def test_sources_are_in_their_products_crs(built, project):

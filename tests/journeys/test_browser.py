@@ -86,7 +86,7 @@ curated, assets = int(sys.argv[1]), sys.argv[2:]
 instance = dg.DagsterInstance.get()
 _materialize(instance, ["scene_catalog"])
 settings = load_settings()
-tracking.configure(settings.paths, settings.mlflow)
+tracking.configure(settings.tracking)
 print("@stores", flush=True)
 scenes = sorted(instance.get_dynamic_partitions(scenes_partitions.name))
 for key in scenes[:curated]:
@@ -101,8 +101,8 @@ if "pretrained_checkpoint" in partitioned:  # one partition per method x backbon
     key = pretrain_partition(settings.pretrain.method, settings.pretrain.backbone)
     _materialize(instance, ["pretrained_checkpoint"], partition_key=key)
 
-run_json = json.loads(next(Path(settings.paths.data_dir, "models").glob("*/run.json")).read_text())
-client = mlflow.MlflowClient(settings.paths.mlflow_uri)
+run_json = json.loads(next(Path(settings.layout.models).glob("*/run.json")).read_text())
+client = mlflow.MlflowClient(settings.tracking.uri)
 run = client.get_run(run_json["mlflow_run_id"])
 facts = {
     "assets": sorted(k.to_user_string() for a in defs.assets for k in a.keys),

@@ -1,25 +1,46 @@
-"""dvc.yaml read as data (no `dvc repro`; test_end_to_end runs the stages): each stage runs a
-`spectralearth` command that exists, names params keys that exist, and depends only on data
-another stage (or data.dvc) produces; the maps stage writes where the Dagster asset does."""
+"""dvc.yaml read as data (test_end_to_end and the DVC journey run the stages): each stage runs
+a `spectralearth` command that exists, names params keys that exist, takes its data paths
+from params.yaml, depends only on data another stage (or data.dvc) produces, and lists every
+source file its command imports (derived from the import graph: a missing one fails)."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from spectralearth.cli import build_parser
+from spectralearth.cli import COMMANDS, build_parser
 from spectralearth.config import load_settings
-from tests.helpers import REPO
+from tests.helpers import REPO, import_closure
 
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+RAW = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 TRACKED = [o["path"] for o in yaml.safe_load((REPO / "data.dvc").read_text())["outs"]]
+TEMPLATE = re.compile(r"\$\{([a-z_.]+)\}")
+
+
+def _param(key: str):
+    node = PARAMS
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _resolve(text: str) -> str:
+    return TEMPLATE.sub(lambda m: str(_param(m.group(1))), text)
 
 
 def _outs(stage: dict) -> list[str]:
-    return [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+    return [_resolve(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get("outs", [])]
+
+
+STAGES = {name: stage for name, stage in RAW.items()}
 
 
 def test_the_stages_in_pipeline_order():
@@ -28,7 +49,6 @@ def test_the_stages_in_pipeline_order():
         "curate",
         "summary",
         "validate",
-        "stats",
         "pretrain",
         "downstream",
         "evaluate",
@@ -39,16 +59,22 @@ def test_the_stages_in_pipeline_order():
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_runs_an_existing_cli_command_with_existing_params(name):
     stage = STAGES[name]
-    argv = shlex.split(stage["cmd"])
+    argv = shlex.split(_resolve(stage["cmd"]))
     assert argv[0] == "spectralearth"
     args = build_parser().parse_args(argv[1:])  # exits (fails the test) on a bad option
-    assert args.func.__name__ == "cmd_" + argv[1].replace("-", "_")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert args.func.__name__ == argv[1].replace("-", "_")
     for key in stage.get("params", []):
-        node = params
-        for part in key.split("."):
-            assert isinstance(node, dict) and part in node, f"{name}: params key {key}"
-            node = node[part]
+        _param(key)  # KeyError names a key params.yaml lacks
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_data_paths_come_from_params_not_literals(name):
+    stage = STAGES[name]
+    texts = [stage["cmd"], *stage.get("deps", []), *[str(o) for o in stage.get("outs", [])]]
+    for text in texts:
+        for word in text.split():
+            assert not word.startswith(("data/", "data_dir")), f"{name}: literal path {word}"
+    assert all(o.startswith("${data_dir}/") for o in map(str, stage["outs"]))
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -58,30 +84,50 @@ def test_stage_deps_are_produced_upstream_or_are_sources(name):
         if other == name:
             break
         produced |= set(_outs(stage))
-    for dep in STAGES[name].get("deps", []):
-        if dep.startswith("data/"):
+    for dep in map(_resolve, STAGES[name].get("deps", [])):
+        if dep.startswith(str(PARAMS["data_dir"]) + "/"):
             assert dep in produced, f"{name}: {dep} is no earlier stage's output"
         else:
             assert (REPO / dep).exists(), f"{name}: {dep} does not exist"
 
 
-def test_maps_stage_maps_the_catalogue_with_the_evaluated_models_to_the_asset_paths(
-    monkeypatch,
-):
+def _handler_imports(command: str) -> set[str]:
+    """The spectralearth modules the handler of ``spectralearth <command>`` imports, plus
+    what cli.py itself imports at module level."""
+    handler = next(c.handler for c in COMMANDS if c.name == command)
+    found = {"spectralearth.names", "spectralearth.config"}
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(handler)))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spectralearth"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_source_file_the_command_imports_is_a_dependency(name):
+    argv = shlex.split(_resolve(STAGES[name]["cmd"]))
+    deps = [REPO / d for d in map(_resolve, STAGES[name]["deps"])]
+    needed = import_closure(_handler_imports(argv[1]))
+    needed |= (
+        {REPO / "src/spectralearth/resources"}
+        if (REPO / "src/spectralearth/bands.py") in needed
+        else set()
+    )
+
+    def covered(path: Path) -> bool:
+        return any(path == d or d in path.parents for d in deps)
+
+    missing = sorted(str(p.relative_to(REPO)) for p in needed if not covered(p))
+    assert not missing, f"dvc.yaml stage {name} misses source deps: {missing}"
+
+
+def test_the_maps_stage_writes_where_the_dagster_asset_does(monkeypatch):
     for var in ("SPECTRALEARTH_DATA_DIR", "SPECTRALEARTH_ARCHIVE", "SPECTRALEARTH_PARAMS"):
         monkeypatch.delenv(var, raising=False)  # the paths dvc.yaml assumes: params.yaml's
-    maps = STAGES["maps"]
-    assert set(maps["deps"]) >= {"data/archive", *_outs(STAGES["catalog"])}
-    assert set(_outs(STAGES["evaluate"])) <= set(maps["deps"])  # the trained models
-    assert maps["params"] == ["predict"]
     settings = load_settings(REPO / "params.yaml")
-    assert Path(settings.paths.data_dir).resolve() == (REPO / "data").resolve()
-    # the Dagster asset scene_maps writes pipeline.map_path: <data>/maps/<scene>.tif (+ .png)
-    from spectralearth import pipeline
-
-    assert _outs(maps) == ["data/maps"]
-    assert pipeline.map_path(settings, "s").parent.resolve() == (REPO / "data" / "maps").resolve()
-    argv = shlex.split(maps["cmd"])
-    catalog = argv[argv.index("--catalog") + 1]
-    assert catalog.startswith(_outs(STAGES["catalog"])[0] + "/")
-    assert (REPO / catalog).resolve() == settings.paths.catalog.resolve()
+    maps = STAGES["maps"]
+    assert set(map(_resolve, maps["deps"])) >= {*TRACKED[:1], *_outs(STAGES["catalog"])}
+    assert set(_outs(STAGES["evaluate"])) <= set(map(_resolve, maps["deps"]))
+    (out,) = _outs(maps)
+    assert (REPO / out).resolve() == settings.layout.maps.resolve()
+    assert settings.layout.scene_map("s").parent.resolve() == (REPO / out).resolve()

@@ -96,12 +96,18 @@ def test_dagster_then_dvc_then_param_change(project):
     assert set(evals["metric"]) >= {"overall_accuracy", "macro_f1"}
     assert evals["value"].between(0, 1).all()
     run = json.loads((ckpt / "run.json").read_text())
-    assert (ckpt / "model.safetensors").exists() and run["model_version"] >= 1
+    assert (ckpt / "model.safetensors").exists() and run["model_versions"][
+        "spectralearth-encoder"
+    ] >= 1
+    assert run["band_stats"]["source"] == str(root / "data" / "patches" / "band_stats.json")
     # the evaluation partitions, the gathered table, trained models and one map per scene
     results = root / "data" / "results"
     report = (results / "report.md").read_text()
     assert f"{ckpt.name} (frozen)" in report and "random_init (frozen)" in report
-    assert (results / "heads" / f"{ckpt.name}-synth_landcover-frozen" / "head.json").exists()
+    trained = (
+        results / "heads" / ckpt.name / "synth_landcover" / "cpu" / "frozen" / "linear" / "lf1"
+    )
+    assert (trained / "head.json").exists()
     assert len(list((results / "figures").glob("*-confusion.png"))) == 2
     maps = sorted((root / "data" / "maps").glob("*.tif"))
     catalog = pd.read_parquet(root / "data" / "catalog" / "catalog.parquet", columns=["status"])
@@ -114,7 +120,9 @@ def test_dagster_then_dvc_then_param_change(project):
     client = mlflow.MlflowClient()
     history = client.get_metric_history(run["mlflow_run_id"], "train_loss")
     assert len(history) >= 1
-    version = client.get_model_version("spectralearth-encoder", str(run["model_version"]))
+    version = client.get_model_version(
+        "spectralearth-encoder", str(run["model_versions"]["spectralearth-encoder"])
+    )
     assert version.run_id == run["mlflow_run_id"]
 
     # 4. DVC agrees with what Dagster produced

@@ -1,3 +1,4 @@
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from spectralearth.patches.store import (
     pixels_crc32,
     read_index,
 )
-from spectralearth.pipeline import curate_archive
+from spectralearth.stages.curate import curate_archive
 from tests.helpers import write_params
 
 
@@ -55,15 +56,17 @@ def test_split_is_deterministic_and_location_disjoint():
 def curated(tiny_archive, tmp_path):
     settings = load_settings(write_params(tmp_path))
     products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
-    summary = curate_archive(settings, products, settings.paths.patches, log=lambda *_: None)
+    summary = curate_archive(
+        products, settings.layout.patches, settings.curate, log=lambda *_: None
+    )
     return settings, products, summary
 
 
 def test_curation_writes_release_layout_index_and_one_stored_copy(curated):
     settings, products, summary = curated
-    root = settings.paths.patches
+    root = settings.layout.patches
     index = read_index(root)
-    assert summary["patches"] == len(index) > 0
+    assert summary.index.patches == len(index) > 0
     contract = [
         "patch_id",
         "location_id",
@@ -111,22 +114,22 @@ def test_curation_writes_release_layout_index_and_one_stored_copy(curated):
 
 def test_revisits_share_location_ids_and_rejections_are_counted(curated):
     settings, products, summary = curated
-    index = read_index(settings.paths.patches)
+    index = read_index(settings.layout.patches)
     dates = index.groupby("location_id")["datetime"].nunique()
     assert (dates > 1).any(), "revisited places must map to the same location id"
-    rejected = sum(sum(s["rejected"].values()) for s in summary["scenes"])
-    windows = sum(s["windows"] for s in summary["scenes"])
+    rejected = sum(n for s in summary.scenes for _, n in s.rejected)
+    windows = sum(s.windows for s in summary.scenes)
     assert windows == rejected + len(index)
-    assert any("nodata" in s["rejected"] for s in summary["scenes"])
+    assert any(dict(s.rejected).get("nodata") for s in summary.scenes)
 
 
 def test_rerunning_a_scene_replaces_its_patches_without_duplicates(curated):
     settings, products, _ = curated
-    root = settings.paths.patches
+    root = settings.layout.patches
     before = read_index(root)
     files_before = sorted(p.relative_to(root) for p in (root / "enmap").rglob("*.tif"))
     bytes_before = {p: (root / p).read_bytes() for p in files_before}
-    curate_archive(settings, products[:2], root, log=lambda *_: None)
+    curate_archive(products[:2], root, settings.curate, log=lambda *_: None)
     after = read_index(root)
     pd.testing.assert_frame_equal(
         before.drop(columns="geometry").reset_index(drop=True),
@@ -140,11 +143,11 @@ def test_rerunning_a_scene_replaces_its_patches_without_duplicates(curated):
 
 def test_stricter_filter_drops_a_scene_s_stale_patches(curated):
     settings, products, _ = curated
-    root = settings.paths.patches
+    root = settings.layout.patches
     strict = load_settings(
         settings.params_file, overrides={"curate": {"max_cloud_frac": 0.0, "max_snow_frac": 0.0}}
     )
-    curate_archive(strict, products, root, log=lambda *_: None)
+    curate_archive(products, root, strict.curate, log=lambda *_: None)
     index = build_index(root, 0.2, 0.2)
     assert (index["cloud_frac"] == 0).all()
     on_disk = {str(p.relative_to(root)) for p in (root / "enmap").rglob("*.tif")}
@@ -164,11 +167,11 @@ def test_half_pixel_phase_snaps_every_product_the_same_way():
 
 
 def test_dataset_summary_counts_and_quicklooks(curated, tmp_path):
-    from spectralearth.pipeline import dataset_summary
+    from spectralearth.stages.curate import dataset_summary
 
     settings, _, summary = curated
-    info = dataset_summary(settings, out=tmp_path / "summary")
-    assert info["patches"] == summary["patches"] and info["locations"] == summary["locations"]
+    info = dataset_summary(settings.layout.patches, tmp_path / "summary").counts
+    assert info["patches"] == summary.index.patches and info["locations"] == summary.index.locations
     assert 0 < info["multitemporal_share"] <= 1
     for name in ("quicklooks.png", "locations.png"):
         png = (tmp_path / "summary" / name).read_bytes()
@@ -239,8 +242,6 @@ def test_window_by_window_path_gives_the_same_patches(tiny_archive, tmp_path, mo
 def test_a_scene_left_empty_drops_its_patches_and_gives_an_empty_index(tiny_archive, tmp_path):
     """A rerun that keeps nothing removes the scene's files, and an archive with no patch at
     all still gives an (empty, versioned) index."""
-    from dataclasses import replace
-
     from spectralearth.patches.store import index_version
 
     settings = load_settings(write_params(tmp_path / "cfg"))
@@ -248,7 +249,8 @@ def test_a_scene_left_empty_drops_its_patches_and_gives_an_empty_index(tiny_arch
     out = tmp_path / "out"
     res = curate_scene(product, out, settings.curate)
     assert res.kept > 0 and all((out / p).is_file() for p in res.rows["path"])
-    nothing = replace(settings.curate, max_nodata_frac=-1.0)  # every window rejected
+    nothing = copy.copy(settings.curate)  # every window rejected: below params' valid range,
+    object.__setattr__(nothing, "max_nodata_frac", -1.0)  # so set past its check
     res = curate_scene(product, out, nothing)
     assert res.kept == 0 and res.rejected == {"nodata": res.windows}
     assert not list((out / "enmap").rglob("*.tif"))
@@ -272,12 +274,12 @@ def test_scene_result_is_frozen_with_metadata_and_summary(tiny_archive, tmp_path
 def test_a_patch_size_that_is_not_a_positive_whole_number_stops_naming_the_scene(
     tiny_archive, tmp_path, bad
 ):
-    from dataclasses import replace
-
     settings = load_settings(write_params(tmp_path / "cfg"))
     product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[0]
+    bad_settings = copy.copy(settings.curate)  # past the settings' own check: the library's
+    object.__setattr__(bad_settings, "patch_size", bad)
     with pytest.raises(ValueError, match=r"patch_size .*scene .* is 128 x 128 px.*--patch-size"):
-        curate_scene(product, tmp_path / "out", replace(settings.curate, patch_size=bad))
+        curate_scene(product, tmp_path / "out", bad_settings)
     assert not (tmp_path / "out").exists()  # nothing written
 
 

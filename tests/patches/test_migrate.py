@@ -15,7 +15,7 @@ from spectralearth.data.shards import ShardSource
 from spectralearth.patches.migrate import MigrationError, migrate_store
 from spectralearth.patches.reader import open_store
 from spectralearth.patches.store import STORE_COLUMNS, StaleIndexError, read_index
-from spectralearth.pipeline import curate_archive
+from spectralearth.stages.curate import curate_archive
 from tests.helpers import write_params
 
 
@@ -61,7 +61,7 @@ def legacy(tiny_archive, tmp_path):
     settings = load_settings(write_params(tmp_path / "cfg"))
     products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[:3]
     root = tmp_path / "legacy"
-    curate_archive(settings, products, root, log=lambda *_: None)
+    curate_archive(products, root, settings.curate, log=lambda *_: None)
     expected = {r: (root / r).read_bytes() for r in read_index(root)["path"]}
     _make_legacy(root)
     return root, expected

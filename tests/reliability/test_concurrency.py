@@ -111,7 +111,7 @@ def test_dagster_runs_of_two_partitions_at_once_share_one_registry(
 
     monkeypatch.setenv("SPECTRALEARTH_DATA_DIR", str(archive_copy.parent))
     settings = load_settings(params)
-    index = build_index(settings.paths.patches, 0.2, 0.2)
+    index = build_index(settings.layout.patches, 0.2, 0.2)
     assert set(index["product"]) == set(keys[:2])  # both runs' rows, none lost
     assert (index.groupby("location_key")["location_id"].nunique() == 1).all()
     assert not index["patch_id"].duplicated().any()

@@ -37,7 +37,7 @@ def test_same_partition_twice_and_a_reprocessing(env, archive_copy):
     instance, resources, params = env
     _materialize(instance, resources, ["scene_catalog"])
     keys = sorted(instance.get_dynamic_partitions("scenes"))
-    root = load_settings(params).paths.patches
+    root = load_settings(params).layout.patches
     victim = next(k for k in keys if _kept(instance, resources, k, root))
 
     once = _files(root)

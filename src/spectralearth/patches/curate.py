@@ -34,17 +34,10 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from spectralearth.bands import BandMatchError, select_view
 from spectralearth.config import CurateSettings
-from spectralearth.enmap.product import (
-    NODATA,
-    PRODUCT_NAME_RE,
-    ProductError,
-    is_product_entry,
-    open_scene,
-    product_name,
-    scene_key_of,
-)
+from spectralearth.enmap.l2a import PRODUCT_NAME_RE, is_product_entry, product_name, scene_key_of
+from spectralearth.enmap.scene import COVER_FRACTIONS, NODATA, ProductError
+from spectralearth.enmap.view import SceneView, open_view
 from spectralearth.io import EarlySync, atomic_path, atomic_write_text, flush_to_disk, fsync_dirs
 from spectralearth.patches.grid import Cell, Registry, cells_in_scene
 from spectralearth.patches.lock import scene_lock
@@ -73,13 +66,7 @@ FILTERS = (
 # Scenes whose read buffer (the strips one row of windows spans, 202 bands, int16) fits this
 # size are read strip by strip; wider ones window by window.
 WHOLE_SCENE_MAX_BYTES = 2 * 1024**3
-QL_FOR = {
-    "cloud_frac": "QL_QUALITY_CLOUD",
-    "snow_frac": "QL_QUALITY_SNOW",
-    "haze_frac": "QL_QUALITY_HAZE",
-    "cloudshadow_frac": "QL_QUALITY_CLOUDSHADOW",
-    "cirrus_frac": "QL_QUALITY_CIRRUS",
-}
+QL_FOR = COVER_FRACTIONS
 
 
 @dataclass(frozen=True)
@@ -93,15 +80,19 @@ class SceneCuration:
     kept: int
     rejected: Mapping[str, int] = field(default_factory=dict, hash=False)
     rows: pd.DataFrame | None = field(default=None, compare=False, hash=False, repr=False)
+    missing_masks: tuple[str, ...] = ()  # quality layers absent, their filters off
 
     def metadata(self) -> dict:
-        return {
+        meta = {
             "scene": self.scene,
             "scene_id": self.scene_id,
             "windows": self.windows,
             "kept": self.kept,
             "rejected": dict(self.rejected),
         }
+        if self.missing_masks:
+            meta["missing_masks"] = list(self.missing_masks)
+        return meta
 
     as_metadata = metadata  # the name callers of the old mutable result used
 
@@ -112,61 +103,20 @@ class SceneCuration:
         )
 
 
-@dataclass(frozen=True)
-class SceneView:
-    """A scene seen as the 202-band view: the product, the band indices of the view in the
-    file, their wavelengths, and the image grid."""
-
-    product: object
-    bands: np.ndarray
-    wavelengths: np.ndarray
-    transform: rasterio.Affine
-    width: int
-    height: int
-    crs: rasterio.crs.CRS
-    epsg: int
-    block_h: int
-
-    @property
-    def name(self) -> str:
-        return self.product.name
-
-
-def open_scene_view(product_dir: str | Path) -> SceneView:
-    """The one place curation uses the scene reader: open a product or generic image and
-    choose its 202-band view by wavelength. Raises ProductError naming the product."""
-    product = open_scene(product_dir)
-    try:
-        bands = select_view(product.meta.wavelengths)
-    except BandMatchError as exc:
-        raise ProductError(
-            product.name, f"bands cannot be matched to the 202-band view: {exc}"
-        ) from exc
-    with rasterio.open(product.image_path) as src:
-        transform, width, height, crs = src.transform, src.width, src.height, src.crs
+def open_scene_view(product_dir: str | Path, settings: CurateSettings) -> tuple[SceneView, int]:
+    """The one place curation uses the scene reader: the validated 202-band view
+    (:func:`spectralearth.enmap.view.open_view`) and the image's block height (the strips
+    it is read in). Raises ProductError naming the product."""
+    view = open_view(product_dir, missing_masks=settings.missing_masks)
+    with rasterio.open(view.scene.image_path) as src:
         block_h = src.block_shapes[0][0]
-    epsg = crs.to_epsg() if crs else None
-    if epsg is None:
-        raise ProductError(product.name, "the image has no EPSG-coded CRS")
-    if product.meta.start_time is None:
-        raise ProductError(product.name, "no acquisition time: patches need one")
-    return SceneView(
-        product=product,
-        bands=bands,
-        wavelengths=product.meta.wavelengths[bands],
-        transform=transform,
-        width=width,
-        height=height,
-        crs=crs,
-        epsg=epsg,
-        block_h=block_h,
-    )
+    return view, block_h
 
 
 def check_patch_size(view: SceneView, patch_size) -> int:
     """``patch_size`` as a positive int no larger than the scene, or a ValueError naming the
     scene and its size (ProductError, per scene, when only this scene is too small)."""
-    size = f"{view.width} x {view.height} px"
+    size = f"{view.grid.width} x {view.grid.height} px"
     if isinstance(patch_size, bool) or not isinstance(patch_size, int | np.integer):
         raise ValueError(
             f"patch_size {patch_size!r} is not a whole number of pixels (scene {view.name} "
@@ -177,7 +127,7 @@ def check_patch_size(view: SceneView, patch_size) -> int:
             f"patch_size {patch_size} must be a positive number of pixels (scene "
             f"{view.name} is {size}): use --patch-size"
         )
-    if patch_size > min(view.width, view.height):
+    if patch_size > min(view.grid.width, view.grid.height):
         raise ProductError(
             view.name,
             f"the scene is {size}, smaller than patch_size {patch_size}: use --patch-size",
@@ -194,15 +144,13 @@ class WindowFilter:
     """
 
     def __init__(self, view: SceneView, settings: CurateSettings, whole_masks: bool):
-        self.product = view.product
+        self.view = view
         self.patch_size = int(settings.patch_size)
         self.limits = {attr: getattr(settings, attr) for _, _, attr in FILTERS}
         self.masks = {}
         if whole_masks:  # QL masks are one byte a pixel: read whole
             self.masks = {
-                layer: self.product.read_mask(layer)
-                for layer in QL_FOR.values()
-                if layer in self.product.ql_paths
+                layer: view.mask(layer) for layer in QL_FOR.values() if view.has_mask(layer)
             }
 
     def fractions(self, cell: Cell, raw: np.ndarray) -> dict[str, float]:
@@ -210,13 +158,13 @@ class WindowFilter:
         rows, cols = slice(cell.row_off, cell.row_off + p), slice(cell.col_off, cell.col_off + p)
         fracs = {"nodata_frac": float(np.any(raw == NODATA, axis=0).mean())}
         for col, layer in QL_FOR.items():
-            if layer not in self.product.ql_paths:
+            if not self.view.has_mask(layer):  # a generic image, or missing and ignored
                 fracs[col] = 0.0
             elif self.masks:
                 fracs[col] = float(self.masks[layer][rows, cols].mean())
             else:
                 win = Window(cell.col_off, cell.row_off, p, p)
-                fracs[col] = float(self.product.read_mask(layer, win).mean())
+                fracs[col] = float(self.view.mask(layer, win).mean())
         return fracs
 
     def reason(self, fracs: Mapping[str, float]) -> str | None:
@@ -239,14 +187,14 @@ def index_row(
     """The index row of one kept window (before its location id is known)."""
     p = raw.shape[-1]
     win = Window(cell.col_off, cell.row_off, p, p)
-    footprint = box(*rasterio.windows.bounds(win, view.transform))
+    footprint = box(*rasterio.windows.bounds(win, view.grid.transform))
     # integer sums: exact, and several times faster than a float mean
     sums = raw.sum(axis=(1, 2), dtype=np.int64)
     return {
         "location_key": cell.key,
         "scene_id": scene_id,
         "product": view.name,
-        "datetime": pd.Timestamp(view.product.meta.start_time),
+        "datetime": pd.Timestamp(view.start_time),
         "crs": f"EPSG:{view.epsg}",
         "row_off": cell.row_off,
         "col_off": cell.col_off,
@@ -277,7 +225,7 @@ class StagedScene:
         self.tags = {
             "scene_id": f"{scene_id:05d}",
             "product": view.name,
-            "datetime": view.product.meta.start_time.isoformat(),
+            "datetime": view.start_time.isoformat(),
         }
         self.files: list[Path] = []
         self._syncer = EarlySync()
@@ -299,8 +247,8 @@ class StagedScene:
         stored = write_patch(
             path,
             raw,
-            crs=self.view.crs,
-            transform=rasterio.windows.transform(win, self.view.transform),
+            crs=self.view.grid.crs,
+            transform=rasterio.windows.transform(win, self.view.grid.transform),
             wavelengths=self.view.wavelengths,
             tags={**self.tags, "location_key": cell.key},
         )
@@ -338,24 +286,25 @@ def curate_scene(
     :class:`~spectralearth.patches.lock.CurationBusyError` at once when another process
     curates this scene or holds the folder for a whole-archive run.
     """
-    view = open_scene_view(product_dir)
+    view, block_h = open_scene_view(product_dir, settings)
+    grid = view.grid
     patches_root = Path(patches_root)
     p = check_patch_size(view, settings.patch_size)
     try:
-        cells = cells_in_scene(tuple(view.transform), view.width, view.height, view.epsg, p)
+        cells = cells_in_scene(tuple(grid.transform), grid.width, grid.height, view.epsg, p)
     except ValueError as exc:
         raise ProductError(view.name, str(exc)) from exc
 
     with scene_lock(patches_root, view.name):
         registry = Registry(patches_root / REGISTRY_FILE)
         registry.register_scenes(scene_keys)
-        scene_id = registry.scene_id(view.product.scene_key)
+        scene_id = registry.scene_id(view.scene_key)
         strip_wise = (
             bool(cells)
-            and _strip_bytes(len(view.bands), view.width, p, view.block_h) <= WHOLE_SCENE_MAX_BYTES
+            and _strip_bytes(len(view.bands), grid.width, p, block_h) <= WHOLE_SCENE_MAX_BYTES
         )
         window_filter = WindowFilter(view, settings, whole_masks=strip_wise)
-        to_wgs84 = Transformer.from_crs(view.crs, "EPSG:4326", always_xy=True).transform
+        to_wgs84 = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform
         rejected: Counter[str] = Counter()
         rows: list[dict] = []
         with StagedScene(patches_root, view, scene_id) as staged:
@@ -371,7 +320,7 @@ def curate_scene(
                 _, stored = staged.add(cell, raw)
                 rows.append(index_row(view, scene_id, cell, raw, fracs, stored, to_wgs84))
 
-            _each_window(view, cells, p, curate_window)
+            _each_window(view, cells, p, block_h, curate_window)
             staged.finish()  # staged patches durable before they are renamed into place
             result = commit_scene(
                 patches_root, view, registry, staged, rows, (scene_id, len(cells), rejected)
@@ -380,7 +329,7 @@ def curate_scene(
     return result
 
 
-def _each_window(view: SceneView, cells: list[Cell], p: int, curate_window) -> None:
+def _each_window(view: SceneView, cells: list[Cell], p: int, block_h: int, curate_window) -> None:
     """Run ``curate_window(cell, pieces)`` for every cell, in order, on one writer thread.
 
     This thread only reads the scene, strip by strip; each window goes to the writer thread
@@ -389,13 +338,12 @@ def _each_window(view: SceneView, cells: list[Cell], p: int, curate_window) -> N
     thread makes each written file durable, so the flush before the commit finds the scene
     already on disk instead of waiting for all of it.
     """
-    in_flight = max(2, 2 * (view.width // p))  # windows queued for the writer: bounds memory
+    width, height = view.grid.width, view.grid.height
+    in_flight = max(2, 2 * (width // p))  # windows queued for the writer: bounds memory
     writer = ThreadPoolExecutor(1)
     done: list[Future] = []
     try:
-        for cell, pieces in _cell_pixels(
-            view.product, view.bands, cells, p, view.width, view.height, view.block_h
-        ):
+        for cell, pieces in _cell_pixels(view, cells, p, width, height, block_h):
             done.append(writer.submit(curate_window, cell, pieces))
             del pieces
             if len(done) > in_flight:
@@ -432,8 +380,10 @@ def commit_scene(
             os.replace(staged_path, patches_root / rec["path"])
         # the renames durable before the fragment makes them visible
         fsync_dirs((patches_root / p).parent for p in frame["path"])
-        result = SceneCuration(view.name, scene_id, windows, len(frame), dict(rejected), frame)
-        _write_fragment(patches_root, result, view.product.scene_key, registry)
+        result = SceneCuration(
+            view.name, scene_id, windows, len(frame), dict(rejected), frame, view.missing_masks
+        )
+        _write_fragment(patches_root, result, view.scene_key, registry)
         if len(frame):  # readers trust these files from a stat (patches.reader)
             VerifiedFiles().record_files(
                 (patches_root / path, crc)
@@ -464,7 +414,7 @@ def _strip_rows(patch_size: int, block_h: int) -> int:
 
 
 def _cell_pixels(
-    product, view: np.ndarray, cells: list[Cell], p: int, width: int, height: int, block_h: int
+    view: SceneView, cells: list[Cell], p: int, width: int, height: int, block_h: int
 ) -> Iterator[tuple[Cell, list[np.ndarray]]]:
     """Each cell with its [bands, p, p] pixels, in the cells' (row-major) order, as pieces
     (views of the strips, top down) for :func:`_joined`.
@@ -474,9 +424,9 @@ def _cell_pixels(
     whole tile rows, each once, keeping only the strips the current row of windows spans.
     Scenes too wide for that buffer (``WHOLE_SCENE_MAX_BYTES``) are read window by window.
     """
-    if _strip_bytes(len(view), width, p, block_h) > WHOLE_SCENE_MAX_BYTES:
+    if _strip_bytes(len(view.bands), width, p, block_h) > WHOLE_SCENE_MAX_BYTES:
         for cell in cells:
-            yield cell, [product.read(Window(cell.col_off, cell.row_off, p, p), bands=view)]
+            yield cell, [view.read(Window(cell.col_off, cell.row_off, p, p))]
         return
     chunk = _strip_rows(p, block_h)
     strips: list[tuple[int, np.ndarray]] = []  # (first row, [bands, rows, width]), top down
@@ -490,7 +440,7 @@ def _cell_pixels(
         next_row = max(next_row, r0 // block_h * block_h)  # skip rows above every window
         while next_row < r1:
             h = min(chunk, height - next_row)
-            strips.append((next_row, product.read(Window(0, next_row, width, h), bands=view)))
+            strips.append((next_row, view.read(Window(0, next_row, width, h))))
             next_row += h
         cols = slice(cell.col_off, cell.col_off + p)
         pieces = [

@@ -14,6 +14,7 @@ process's own archive run).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -28,8 +29,17 @@ _held: dict[str, list] = {}  # lock path -> [mode, fd, count] held by this proce
 _guard = threading.Lock()
 
 
-class CurationBusyError(RuntimeError):
-    """Another process is curating into the same folder (or the same scene)."""
+class CurationBusyError(OSError):
+    """Another process is curating into the same folder (or the same scene). An OSError
+    (EBUSY) whose ``filename`` is the lock under the folder: an error of the output folder,
+    which stops a whole-archive run instead of failing product after product."""
+
+    def __init__(self, message: str, lock: Path):
+        super().__init__(errno.EBUSY, message)
+        self.filename = str(lock)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def _holder(path: Path) -> str:
@@ -56,7 +66,7 @@ def _flock(path: Path, exclusive: bool, busy: str, holders, remove: bool = False
             mine[2] += 1
             reentered = True
         elif mine is not None:
-            raise CurationBusyError(f"{busy} (this process holds it shared)")
+            raise CurationBusyError(f"{busy} (this process holds it shared)", path)
         else:
             reentered = False
     if reentered:
@@ -73,7 +83,7 @@ def _flock(path: Path, exclusive: bool, busy: str, holders, remove: bool = False
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise CurationBusyError(f"{busy} (pid {holders()})") from None
+            raise CurationBusyError(f"{busy} (pid {holders()})", path) from None
         try:  # a holder that removed the file on release: lock the new file instead
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break

@@ -2,7 +2,7 @@
 
 ``compute_band_stats(root, out)`` reads the patches through the checked store
 (:func:`~spectralearth.patches.reader.open_store`), so statistics are never computed from
-files that no longer match the index, and records ``index_version`` and ``patches_root``.
+files that no longer match the index, and records the ``index_version`` they came from.
 :func:`check_stats` is what readers of statistics call: it raises, naming the command that
 recomputes them, when they were computed from another version of the index (or before
 versions existed). A curated folder's statistics live at ``CuratedLayout(root).stats``.
@@ -66,7 +66,6 @@ def compute_band_stats(
         "n_pixels": int(n),
         "split": chosen,
         "index_version": store.version,
-        "patches_root": str(root),
     }
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(stats))

@@ -52,7 +52,15 @@ PENDING_SUFFIX = ".pending"
 
 
 class PatchWriteError(OSError):
-    """A patch GeoTIFF could not be written (disk full, I/O error); names the file."""
+    """A patch GeoTIFF could not be written (disk full, I/O error); names the file (also as
+    ``filename``, so a whole-archive run sees an error of its output folder and stops)."""
+
+    def __init__(self, code: int, message: str, path: Path):
+        super().__init__(code, message)
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return f"[Errno {self.errno}] {self.strerror}"
 
 
 class StaleIndexError(RuntimeError):
@@ -164,7 +172,7 @@ def write_patch(
         if code == errno.ENOSPC or (free is not None and free < data.nbytes):
             code = errno.ENOSPC
             why += f" (the disk is full: {free} bytes free, a patch needs {data.nbytes})"
-        raise PatchWriteError(code, f"cannot write patch {path}: {why}") from exc
+        raise PatchWriteError(code, f"cannot write patch {path}: {why}", path) from exc
     return StoredPatch(int(size), block.offset, pixels_crc32(data))
 
 

@@ -49,7 +49,6 @@ SPLITS = ("train", "val", "test")
 IGNORE_INDEX = -1
 SENSOR_DIR = "enmap"
 LABEL_DIR = "landcover"
-CLASSMAP_SUFFIX = "-CLASSMAP.TIF"
 INDEX_COLUMNS = (
     "patch_id",
     "location_id",
@@ -132,8 +131,12 @@ def build_synth_landcover(
     """Write the ``synth_landcover`` dataset in the released-data layout (see module doc).
 
     Returns counts for the UI: patches per split, labelled pixels per class (overall and
-    per split), unlabelled pixels, and how many images were hard-linked vs copied.
+    per split), unlabelled pixels, and how many images were hard-linked vs copied. Patches
+    of a product without a class map (a real scene that arrived later) are left out and
+    counted per product (``without_labels``), never an error.
     """
+    from spectralearth.synth import classmap_path
+
     index_path, patches_root = Path(index_path), Path(patches_root)
     labels_dir, out_dir = Path(labels_dir), Path(out_dir)
     classes = _read_classes(labels_dir)
@@ -150,16 +153,21 @@ def build_synth_landcover(
     hist = {s: np.zeros(256, dtype=np.int64) for s in SPLITS}
     linked = copied = 0
     classmaps: dict[str, Any] = {}
+    unlabelled: dict[str, int] = {}  # product without a class map -> patches left out
     try:
         for row in index.itertuples(index=False):
             name = relative_name(row.location_id, row.scene_id)
             src = patches_root / row.path
             size = int(row.patch_size)
             r0, c0 = int(row.row_off), int(row.col_off)
+            if row.product in unlabelled:
+                unlabelled[row.product] += 1
+                continue
             if row.product not in classmaps:
-                cm_path = labels_dir / f"{row.product}{CLASSMAP_SUFFIX}"
-                if not cm_path.is_file():
-                    raise FileNotFoundError(f"{cm_path}: no class map for product {row.product}")
+                cm_path = classmap_path(labels_dir, row.product)
+                if not cm_path.is_file():  # a real new scene has no class map: left out, counted
+                    unlabelled[row.product] = 1
+                    continue
                 classmaps[row.product] = rasterio.open(cm_path)
             cm = classmaps[row.product]
 
@@ -219,6 +227,9 @@ def build_synth_landcover(
         "unlabelled_pixels": int(total[0]),
         "linked": linked,
         "copied": copied,
+        "scenes_without_labels": len(unlabelled),
+        "patches_without_labels": sum(unlabelled.values()),
+        "without_labels": dict(sorted(unlabelled.items())),
     }
 
 
