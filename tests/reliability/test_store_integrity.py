@@ -50,14 +50,13 @@ ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
 
 # Runs a curation in a fresh process, as `spectralearth curate` does (products, then the
 # index), with faults injected: SIGKILL after the n-th rename into the release layout or
-# after the n-th scene's commit, a pause after each commit, or the folder lock held.
+# after the n-th scene's commit, or a pause after each commit.
 DRIVER = r"""
 import json, os, signal, sys, time
 from pathlib import Path
 import spectralearth.patches.curate as curate
 from spectralearth.config import load_settings
 from spectralearth.stages.curate import curate_archive
-from spectralearth.patches.lock import curation_lock
 
 job = json.loads(sys.argv[1])
 settings = load_settings(job["params"], overrides=job.get("overrides"))
@@ -87,13 +86,7 @@ def commit(*args, **kwargs):
 
 curate.commit_scene = commit
 products = [Path(p) for p in job["products"]]
-out = Path(job["out"])
-if job.get("lock"):
-    with curation_lock(out):
-        print("holding", flush=True)
-        curate_archive(products, out, settings.curate, log=print)
-else:
-    curate_archive(products, out, settings.curate, log=print)
+curate_archive(products, Path(job["out"]), settings.curate, log=print)
 print("done", flush=True)
 """
 
