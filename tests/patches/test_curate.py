@@ -286,7 +286,7 @@ def test_a_patch_size_that_is_not_a_positive_whole_number_stops_naming_the_scene
 def test_a_scene_smaller_than_the_patch_size_is_rejected_with_its_size(tiny_archive, tmp_path):
     from dataclasses import replace
 
-    from spectralearth.enmap.product import ProductError
+    from spectralearth.enmap.scene import ProductError
 
     settings = load_settings(write_params(tmp_path / "cfg"))
     product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[0]

@@ -115,15 +115,13 @@ def curation_lock(root: str | os.PathLike) -> Iterator[None]:
     into it meanwhile. Raises :class:`CurationBusyError` at once if one does."""
     root = Path(root)
     lock = root / FOLDER_LOCK
-    with _flock(
-        lock, True, f"another curation holds {root}", lambda: _holder(lock) + _scenes_pids(root)
-    ):
+
+    def holders() -> str:  # a whole-archive run wrote its pid; scene runs hold scene locks
+        pid = _holder(lock)
+        return pid if pid != "unknown" else _scene_holders(root)
+
+    with _flock(lock, True, f"another curation holds {root}", holders):
         yield
-
-
-def _scenes_pids(root: Path) -> str:
-    pids = _scene_holders(root)
-    return "" if pids == "unknown" else f"; scenes held by pid {pids}"
 
 
 @contextmanager
