@@ -35,7 +35,7 @@ def main() -> None:
     settings = load_settings(overrides={"curate": OFF}).curate
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        product = write_archive(tmp / "archive", scenes=1, size=SIZE, seed=1)[0]
+        product = write_archive(tmp / "archive", tmp / "labels", scenes=1, size=SIZE, seed=1)[0]
         out = tmp / "patches"
         res = curate_scene(product, out, settings)
         build_index(out, settings.val_frac, settings.test_frac)
