@@ -2,7 +2,8 @@
 rasterio (the floor). Goal: <= 1.3x.
 
 Curation reads the scene (202 of 224 bands) and its QL masks, applies the filters and writes
-the release GeoTIFFs, the scene's training shard and its index fragment. Filters are off here,
+the release GeoTIFFs (the one stored copy, with each patch's CRC-32) and the scene's index
+fragment. Filters are off here,
 so every window is written (the most work a scene can cost). The scene is
 one synthetic product of 1200 px (written once, ~40 s, not timed). Best of 3, warm cache.
 """
@@ -69,6 +70,7 @@ def main() -> None:
         f"curate_scene:       {best['curate']:.2f} s ({kept['kept']} of {kept['windows']} windows kept)"
     )
     print(f"ratio curate/read: {best['curate'] / best['rasterio']:.2f}x (goal <= 1.3x)")
+    print(f"load average: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":

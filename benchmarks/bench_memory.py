@@ -2,7 +2,7 @@
 archive). Goal: <= 1.2x.
 
 16 synthetic products of 384 px; each measurement runs `spectralearth curate` in a fresh
-subprocess (the CLI path: products, index, manifest) and reads its peak RSS.
+subprocess (the CLI path: products, then the index) and reads its peak RSS.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""Training-read speed: memory-mapped int16 shards vs the release-layout GeoTIFFs.
+"""Raw training-read speed of one patch, one thread: the store's pixel-block reads (the block
+memory-mapped and kept, as the loader does; a new map per read; a ``pread``) vs a rasterio
+open of the same GeoTIFF vs the shard-era ``.npy`` memory map.
 
-Writes N random 202x128x128 patches both ways into a temp folder, then reads them in a
-random order (as a shuffling DataLoader would) and prints patches/s and the ratio
-shards / GeoTIFF, measured in the same run. Page cache is warm for both (second pass).
+Writes N random 202 x 128 x 128 patches as curation writes them (``write_patch``) and as one
+``.npy`` shard, then reads them in a random order (as a shuffling loader would) into one
+buffer, warm page cache (a first pass is not timed), and prints patches/s and the ratios,
+measured in the same run. No loader, no threads: the cost of the read alone.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,9 +19,12 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from spectralearth.patches.store import write_patch
+from spectralearth.patches.reader import read_block
+from spectralearth.patches.store import pixel_block, write_patch
 
-N, BANDS, SIZE = 64, 202, 128
+SHAPE = (202, 128, 128)
+
+N, BANDS, SIZE, PASSES = 64, 202, 128, 3
 
 
 def main() -> None:
@@ -26,33 +33,64 @@ def main() -> None:
     wl = np.linspace(420, 2440, BANDS)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        offsets = []
         for i in range(N):
-            write_patch(
-                tmp / f"p{i}.tif", data[i], "EPSG:32633", Affine(30, 0, 0, 0, -30, 0), wl, {}
-            )
+            path = tmp / f"p{i}.tif"
+            write_patch(path, data[i], "EPSG:32633", Affine(30, 0, 0, 0, -30, 0), wl, {})
+            offsets.append(pixel_block(path).offset)
         np.save(tmp / "shard.npy", data)
         order = rng.permutation(N)
+        out = np.empty((BANDS, SIZE, SIZE), dtype=np.int16)
 
         def read_tifs():
             for i in order:
                 with rasterio.open(tmp / f"p{i}.tif") as src:
-                    src.read()
+                    out[...] = src.read()
+
+        maps = {}
+
+        def read_store():  # what PatchStore does: the block's map kept for the next read
+            for i in order:
+                block = maps.get(i)
+                if block is None:
+                    block = maps[i] = np.memmap(
+                        tmp / f"p{i}.tif", dtype="<i2", mode="r", offset=offsets[i], shape=SHAPE
+                    )
+                out[...] = block
+
+        def read_store_new_map():  # a store larger than the kept maps: a map per read
+            for i in order:
+                out[...] = np.memmap(
+                    tmp / f"p{i}.tif", dtype="<i2", mode="r", offset=offsets[i], shape=SHAPE
+                )
+
+        def read_store_pread():
+            for i in order:
+                read_block(str(tmp / f"p{i}.tif"), offsets[i], out)
 
         def read_shard():
             arr = np.load(tmp / "shard.npy", mmap_mode="r")
             for i in order:
-                np.asarray(arr[i]).copy()
+                out[...] = arr[i]
 
-        results = {}
-        for name, fn in (("geotiff", read_tifs), ("shards", read_shard)):
+        rates = {}
+        for name, fn in (
+            ("geotiff", read_tifs),
+            ("store", read_store),
+            ("store, new map per read", read_store_new_map),
+            ("store, pread", read_store_pread),
+            ("shard", read_shard),
+        ):
             fn()  # warm the page cache
             t0 = time.perf_counter()
-            for _ in range(3):
+            for _ in range(PASSES):
                 fn()
-            results[name] = 3 * N / (time.perf_counter() - t0)
-    print(f"geotiff: {results['geotiff']:.0f} patches/s")
-    print(f"shards:  {results['shards']:.0f} patches/s")
-    print(f"ratio shards/geotiff: {results['shards'] / results['geotiff']:.2f}x")
+            rates[name] = PASSES * N / (time.perf_counter() - t0)
+    print(f"load average: {os.getloadavg()[0]:.2f} (1 min)")
+    for name, rate in rates.items():
+        print(f"{name:24s} {rate:7.0f} patches/s")
+    print(f"ratio store/geotiff: {rates['store'] / rates['geotiff']:.2f}x")
+    print(f"ratio store/shard:   {rates['store'] / rates['shard']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -322,3 +322,13 @@ def sha256_file(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --- a fake released SpectralEarth tree (tests/data/release/make_release.py) -------------
+
+MAKE_RELEASE = REPO / "tests" / "data" / "release" / "make_release.py"
+
+
+def make_release(out: Path, *extra: str) -> dict[str, np.ndarray]:
+    """Write the fake released tree; return {relative path: pixels} of its readable files."""
+    return runpy.run_path(str(MAKE_RELEASE))["main"]([str(out), *extra])

@@ -168,8 +168,8 @@ class EvaluationKey:
 class ResultsLayout:
     """An evaluation results folder::
 
-    <root>/evaluations/<checkpoint>/<dataset>/<protocol>/<head>/lf<fraction>.csv
-    <root>/heads/<checkpoint>/<dataset>/<protocol>/<head>/lf<fraction>/   trained model
+    <root>/evaluations/<checkpoint>/<dataset>/<recipe>/<protocol>/<head>/lf<fraction>.csv
+    <root>/heads/<checkpoint>/<dataset>/<recipe>/<protocol>/<head>/lf<fraction>/  trained model
     <root>/figures/<stem>-{confusion,per-class}.png
     <root>/evaluations.csv, benchmark.csv, report.md                      gathered
     """

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from spectralearth.layout import EvaluationKey, ResultsLayout
 from tests.helpers import make_fake, make_shards, write_params
 
 pytestmark = pytest.mark.slow
@@ -125,9 +126,8 @@ def test_pretrain_then_evaluate_the_registered_model_through_a_server(server, tm
     assert run.returncode == 0, run.stderr[-3000:]
     copy = layout.mlflow_dir / "downloads" / record["mlflow_model_id"] / checkpoint.name
     assert (copy / "model.safetensors").read_bytes() == weights
-    assert (
-        results / "evaluations" / checkpoint.name / "enmap_cdl" / "frozen" / "linear" / "lf1.csv"
-    ).is_file()  # noqa: E501
+    key = EvaluationKey(checkpoint.name, "enmap_cdl", "frozen", "linear")
+    assert ResultsLayout(results).csv(key).is_file()
     assert not (layout.mlflow_dir / "mlflow.db").exists()
 
     evaluation = client.search_runs(

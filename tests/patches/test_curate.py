@@ -10,7 +10,14 @@ from spectralearth.bands import view_wavelengths
 from spectralearth.config import load_settings
 from spectralearth.patches.curate import curate_scene
 from spectralearth.patches.grid import Registry, cells_in_scene
-from spectralearth.patches.store import assign_split, build_index, read_index
+from spectralearth.patches.reader import open_store
+from spectralearth.patches.store import (
+    STORE_COLUMNS,
+    assign_split,
+    build_index,
+    pixels_crc32,
+    read_index,
+)
 from spectralearth.stages.curate import curate_archive
 from tests.helpers import write_params
 
@@ -55,7 +62,7 @@ def curated(tiny_archive, tmp_path):
     return settings, products, summary
 
 
-def test_curation_writes_release_layout_index_and_shards(curated):
+def test_curation_writes_release_layout_index_and_one_stored_copy(curated):
     settings, products, summary = curated
     root = settings.layout.patches
     index = read_index(root)
@@ -72,6 +79,7 @@ def test_curation_writes_release_layout_index_and_shards(curated):
         "snow_frac",
         "band_means",
         "split",
+        *STORE_COLUMNS,
     ]
     assert set(contract) <= set(index.columns)
     assert index["patch_id"].is_unique
@@ -85,15 +93,23 @@ def test_curation_writes_release_layout_index_and_shards(curated):
         assert src.count == 202 and src.dtypes[0] == "int16" and src.width == 32
         wl = np.array([float(x) for x in src.tags()["wavelengths"].split(",")])
         assert src.crs is not None and src.tags()["product"] == row["product"]
+        assert src.nodata == -32768 and src.descriptions[0] == f"{wl[0]:.3f} nm"
+        assert src.tags(1)["wavelength"] == f"{wl[0]:.3f}"
         data = src.read()
     assert np.allclose(wl, view_wavelengths(), atol=0.5)
     assert (data != -32768).all()
-    manifest = pd.read_parquet(root / "shards" / "manifest.parquet")
-    assert len(manifest) == len(index)
-    m = manifest.iloc[0]
-    shard = np.load(root / "shards" / m["shard"], mmap_mode="r")
-    with rasterio.open(root / index.set_index("patch_id").loc[m["patch_id"], "path"]) as src:
-        assert np.array_equal(shard[m["index"]], src.read())
+    # one copy: no shards; each file's pixels are one block at the recorded offset
+    assert not (root / "shards").exists()
+    store = open_store(root)
+    for i, rec in enumerate(store.index.to_dict("records")):
+        raw = (root / rec["path"]).read_bytes()
+        assert len(raw) == rec["file_size"] and rec["data_offset"] > 0
+        block = raw[rec["data_offset"] : rec["data_offset"] + 202 * 32 * 32 * 2]
+        with rasterio.open(root / rec["path"]) as src:
+            pixels = src.read()
+        assert block == pixels.astype("<i2").tobytes()
+        assert np.array_equal(store.read(i), pixels)
+        assert pixels_crc32(pixels) == rec["pixels_crc32"]
 
 
 def test_revisits_share_location_ids_and_rejections_are_counted(curated):
@@ -223,32 +239,82 @@ def test_window_by_window_path_gives_the_same_patches(tiny_archive, tmp_path, mo
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
 
-def test_shard_is_np_save_of_the_patches_and_a_scene_left_empty_drops_it(tiny_archive, tmp_path):
-    """The shard is streamed patch by patch with its header written last: byte for byte what
-    np.save of the stacked patches gives. A rerun that keeps nothing removes it, and an
-    archive with no patch at all still gives an (empty) index."""
-    import io
+def test_a_scene_left_empty_drops_its_patches_and_gives_an_empty_index(tiny_archive, tmp_path):
+    """A rerun that keeps nothing removes the scene's files, and an archive with no patch at
+    all still gives an (empty, versioned) index."""
+    from spectralearth.patches.store import index_version
 
     settings = load_settings(write_params(tmp_path / "cfg"))
     product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[3]
     out = tmp_path / "out"
     res = curate_scene(product, out, settings.curate)
-    assert res.kept > 0
-    stacked = []
-    for rel in res.rows.sort_values("shard_index")["path"]:
-        with rasterio.open(out / rel) as src:
-            stacked.append(src.read())
-    buf = io.BytesIO()
-    np.save(buf, np.stack(stacked))
-    (shard,) = (out / "shards").glob("*.npy")
-    assert shard.read_bytes() == buf.getvalue()
-
+    assert res.kept > 0 and all((out / p).is_file() for p in res.rows["path"])
     nothing = copy.copy(settings.curate)  # every window rejected: below params' valid range,
     object.__setattr__(nothing, "max_nodata_frac", -1.0)  # so set past its check
     res = curate_scene(product, out, nothing)
     assert res.kept == 0 and res.rejected == {"nodata": res.windows}
-    assert not list((out / "shards").glob("*.npy"))
-    assert len(build_index(out, 0.2, 0.2)) == 0
+    assert not list((out / "enmap").rglob("*.tif"))
+    assert len(build_index(out, 0.2, 0.2)) == 0 and index_version(out).startswith("v1-")
+
+
+def test_scene_result_is_frozen_with_metadata_and_summary(tiny_archive, tmp_path):
+    import dataclasses
+
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[3]
+    res = curate_scene(product, tmp_path / "out", settings.curate)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.kept = 0
+    assert res.metadata() == res.as_metadata()
+    assert set(res.metadata()) == {"scene", "scene_id", "windows", "kept", "rejected"}
+    assert res.summary().startswith(f"{product.name}: kept {res.kept} of {res.windows}")
+
+
+@pytest.mark.parametrize("bad", [0, -32, 32.5, "128px", True])
+def test_a_patch_size_that_is_not_a_positive_whole_number_stops_naming_the_scene(
+    tiny_archive, tmp_path, bad
+):
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[0]
+    bad_settings = copy.copy(settings.curate)  # past the settings' own check: the library's
+    object.__setattr__(bad_settings, "patch_size", bad)
+    with pytest.raises(ValueError, match=r"patch_size .*scene .* is 128 x 128 px.*--patch-size"):
+        curate_scene(product, tmp_path / "out", bad_settings)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_scene_smaller_than_the_patch_size_is_rejected_with_its_size(tiny_archive, tmp_path):
+    from dataclasses import replace
+
+    from spectralearth.enmap.scene import ProductError
+
+    settings = load_settings(write_params(tmp_path / "cfg"))
+    product = sorted(p for p in tiny_archive.iterdir() if p.is_dir())[0]
+    with pytest.raises(ProductError) as err:
+        curate_scene(product, tmp_path / "out", replace(settings.curate, patch_size=129))
+    assert product.name in str(err.value)
+    assert "the scene is 128 x 128 px, smaller than patch_size 129: use --patch-size" in str(
+        err.value
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_curate_of_scenes_smaller_than_the_patch_size_exits_1_saying_so(tiny_archive, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "spectralearth.cli", "--params", str(write_params(tmp_path / "c"))]
+        + ["curate", str(tiny_archive), "--out", str(tmp_path / "out"), "--patch-size", "256"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rejected = [line for line in proc.stdout.splitlines() if line.startswith("REJECTED")]
+    assert len(rejected) == 6
+    assert all("the scene is 128 x 128 px, smaller than patch_size 256" in x for x in rejected)
+    assert not list((tmp_path / "out").rglob("*.tif"))
 
 
 def test_arrival_order_changes_no_location_id(tiny_archive, tmp_path):

@@ -1,1 +1,2 @@
-"""Training data: curated patch shards (``shards``) and spatial augmentations (``augment``)."""
+"""Training data: datasets over the patch store (``dataset``), legacy shards (``shards``) and
+spatial augmentations (``augment``)."""

@@ -91,7 +91,10 @@ class PatchGrid:
 
 def read_patch_grids(patches_root: str | os.PathLike) -> list[PatchGrid]:
     """Every patch of ``<patches_root>/index.parquet`` with its grid (read from the file)."""
+    from spectralearth.patches.reader import check_patches
+
     root = Path(patches_root)
+    check_patches(root)  # the files still match the index (sizes, checksums, fragments)
     index = pd.read_parquet(root / "index.parquet", columns=["location_id", "scene_id", "path"])
     grids = []
     for row in index.sort_values(["location_id", "scene_id"]).itertuples(index=False):

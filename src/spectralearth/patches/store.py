@@ -1,22 +1,32 @@
-"""Release-layout writer, patch index, training shards and band statistics (all writes atomic).
+"""The training store: release-layout GeoTIFFs, the patch index and its version.
 
-Release layout (SpectralEarth's published loaders and split files use it)::
+One stored copy (SpectralEarth's published loaders and split files use this layout)::
 
     <patches>/enmap/<location:07d>/<scene:05d>.tif     int16, 202 bands, reflectance x 10000
 
-Training shards: one ``<patches>/shards/<scene>.npy`` per scene, int16 [n, 202, P, P], written
-by curation from the arrays in hand and read with ``np.load(mmap_mode="r")`` (zero-copy random
-access, no decoding: 12.6x the GeoTIFF read rate, benchmarks/RESULTS.md), plus
-``manifest.parquet`` (patch id, location, scene, time, split, shard, index) built from the index.
+Each patch is written uncompressed and band-sequential, one strip per band, the tags first,
+so its pixels are one contiguous block of ``bands * P * P * 2`` bytes. The block's file
+offset (read back from the TIFF tags with tifffile), the file size and a CRC-32 of the pixels
+are recorded in the index, and the loader reads that block straight into its batch
+(:mod:`spectralearth.patches.reader`); files not laid out so (compressed, tiled, written by
+other tools) are read through rasterio. The files stay ordinary GeoTIFFs (CRS, transform,
+nodata, wavelengths in the band tags and descriptions) that GDAL, QGIS and torchgeo open.
+
+``index.parquet`` (GeoParquet, WGS84 geometry) is built from per-scene fragments
+(``scenes/<scene>.parquet``) and carries, in its pandas attrs, the store format, a content
+version (:func:`index_version`: a hash of every row's patch id, path, split, size and
+checksum) and the digest of every fragment it was built from, so a reader can tell an index
+that no longer matches what curation wrote.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
-import io
 import json
-from collections.abc import Callable, Iterator
+import os
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,6 +39,141 @@ from spectralearth.io import atomic_path
 from spectralearth.patches.grid import Registry
 
 REGISTRY_FILE = "registry.sqlite"
+INDEX_FILE = "index.parquet"
+NODATA = -32768
+# Version of the store's index columns and attrs (1: one copy, offsets and checksums)
+STORE_FORMAT = 1
+ATTRS_KEY = "spectralearth"
+# Per-patch columns that tie an index row to the bytes on disk
+STORE_COLUMNS = ("file_size", "data_offset", "pixels_crc32")
+# Written before a scene's patches replace its earlier ones, removed once its fragment is
+# committed: a marker left behind means a curation stopped half-way through that scene
+PENDING_SUFFIX = ".pending"
+
+
+class PatchWriteError(OSError):
+    """A patch GeoTIFF could not be written (disk full, I/O error); names the file (also as
+    ``filename``, so a whole-archive run sees an error of its output folder and stops)."""
+
+    def __init__(self, code: int, message: str, path: Path):
+        super().__init__(code, message)
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return f"[Errno {self.errno}] {self.strerror}"
+
+
+class StaleIndexError(RuntimeError):
+    """The index does not match the curated folder it describes; says what to rerun."""
+
+
+@dataclass(frozen=True)
+class PixelBlock:
+    """Where a GeoTIFF's pixels are: ``offset`` of one contiguous band-sequential block of
+    ``nbytes`` (``-1`` when the file is compressed, tiled or interleaved: read it with
+    rasterio), its numpy ``dtype`` (with byte order) and ``shape`` [bands, height, width]."""
+
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, int, int]
+
+    @property
+    def contiguous(self) -> bool:
+        return self.offset >= 0
+
+
+@dataclass(frozen=True)
+class StoredPatch:
+    """What the index records of one written patch file."""
+
+    file_size: int
+    data_offset: int
+    pixels_crc32: int
+
+
+def pixels_crc32(pixels: np.ndarray) -> int:
+    """CRC-32 of a patch's pixels as little-endian int16, band-sequential (C order): the same
+    value whatever the file's layout, so compressed files are checked like the rest."""
+    arr = np.ascontiguousarray(pixels, dtype="<i2")
+    return zlib.crc32(memoryview(arr).cast("B"))
+
+
+def pixel_block(path: str | os.PathLike) -> PixelBlock:
+    """Read the TIFF tags (not the pixels) of ``path`` and say where its pixels are."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        bands, height, width = int(page.samplesperpixel), int(page.imagelength), page.imagewidth
+        dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+        shape = (bands, height, int(width))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        counts = np.asarray(page.databytecounts, dtype=np.int64)
+        simple = (
+            int(page.compression) == 1
+            and int(page.predictor) == 1
+            and (int(page.planarconfig) == 2 or bands == 1)
+            and not page.is_tiled
+            and len(tif.pages) >= 1
+            and len(offsets) > 0
+        )
+        contiguous = (
+            simple
+            and bool(np.all(offsets[1:] == offsets[:-1] + counts[:-1]))
+            and int(counts.sum()) == nbytes
+        )
+    return PixelBlock(int(offsets[0]) if contiguous else -1, nbytes, dtype.str, shape)
+
+
+def write_patch(
+    path: Path, data: np.ndarray, crs, transform, wavelengths, tags: dict
+) -> StoredPatch:
+    """Write one patch GeoTIFF (int16, band-sequential, one strip per band, uncompressed,
+    wavelengths in the band tags and descriptions) atomically; return its size, the offset of
+    its pixel block and the pixels' CRC-32. A failed write (disk full...) raises
+    :class:`PatchWriteError` naming ``path`` and leaves no file."""
+    count, h, w = data.shape
+    profile = dict(
+        driver="GTiff",
+        dtype="int16",
+        count=count,
+        height=h,
+        width=w,
+        crs=crs,
+        transform=transform,
+        nodata=NODATA,
+        interleave="band",
+        tiled=False,
+        blockysize=h,  # one strip per band: the pixels are one block after the header
+    )
+    try:
+        with atomic_path(path, fsync=False) as tmp:  # the caller flushes once per scene
+            with rasterio.open(tmp, "w", **profile) as dst:
+                # tags before pixels: GDAL writes the header first and never moves it after
+                dst.update_tags(wavelengths=",".join(f"{x:.3f}" for x in wavelengths), **tags)
+                for i, wl in enumerate(wavelengths, start=1):
+                    dst.set_band_description(i, f"{wl:.3f} nm")
+                    dst.update_tags(i, wavelength=f"{wl:.3f}", wavelength_units="nm")
+                dst.write(data.astype(np.int16, copy=False))
+            block = pixel_block(tmp)
+            size = tmp.stat().st_size
+            if block.offset >= 0 and size < block.offset + block.nbytes:
+                raise OSError(errno.EIO, f"{size} bytes, short of its pixel block")
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        code = getattr(exc, "errno", None) or errno.EIO
+        why = str(exc)
+        try:  # GDAL says "Write failed"; say why when it is a full disk
+            fs = os.statvfs(Path(path).parent)
+            free = fs.f_bavail * fs.f_frsize
+        except OSError:
+            free = None
+        if code == errno.ENOSPC or (free is not None and free < data.nbytes):
+            code = errno.ENOSPC
+            why += f" (the disk is full: {free} bytes free, a patch needs {data.nbytes})"
+        raise PatchWriteError(code, f"cannot write patch {path}: {why}", path) from exc
+    return StoredPatch(int(size), block.offset, pixels_crc32(data))
 
 
 def patch_relpath(location_id: int, scene_id: int) -> str:
@@ -39,6 +184,16 @@ def fragment_paths(patches_root: Path, scene: str) -> tuple[Path, Path]:
     """Per-scene index fragment and curation report, merged later by build_index."""
     base = Path(patches_root) / "scenes"
     return base / f"{scene}.parquet", base / f"{scene}.json"
+
+
+def pending_marker(patches_root: Path, scene: str) -> Path:
+    return Path(patches_root) / "scenes" / f"{scene}{PENDING_SUFFIX}"
+
+
+def pending_scenes(patches_root: str | os.PathLike) -> list[str]:
+    """Scenes whose curation stopped while replacing their patches (markers left behind)."""
+    folder = Path(patches_root) / "scenes"
+    return sorted(p.name[: -len(PENDING_SUFFIX)] for p in folder.glob(f"*{PENDING_SUFFIX}"))
 
 
 def location_folder(patches_root: Path, location_id: int) -> Path:
@@ -76,29 +231,6 @@ def read_fragment(patches_root: str | Path, scene: str, registry: Registry | Non
     return with_location_ids(frame, registry.location_ids(keys))
 
 
-def write_patch(path: Path, data: np.ndarray, crs, transform, wavelengths, tags: dict) -> None:
-    """Write one patch GeoTIFF (int16, band-interleaved, wavelengths in band tags)."""
-    count, h, w = data.shape
-    profile = dict(
-        driver="GTiff",
-        dtype="int16",
-        count=count,
-        height=h,
-        width=w,
-        crs=crs,
-        transform=transform,
-        nodata=-32768,
-        interleave="band",
-    )
-    with atomic_path(path, fsync=False) as tmp:  # the caller flushes once per scene
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data.astype(np.int16, copy=False))
-            dst.update_tags(wavelengths=",".join(f"{x:.3f}" for x in wavelengths), **tags)
-            for i, wl in enumerate(wavelengths, start=1):
-                dst.set_band_description(i, f"{wl:.3f} nm")
-                dst.update_tags(i, wavelength=f"{wl:.3f}", wavelength_units="nm")
-
-
 def assign_split(location_key: str, val_frac: float, test_frac: float) -> str:
     """Deterministic, location-disjoint split from a hash of the location key (stable even
     when a location's id moves)."""
@@ -110,19 +242,48 @@ def assign_split(location_key: str, val_frac: float, test_frac: float) -> str:
     return "train"
 
 
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def compute_index_version(index: pd.DataFrame) -> str:
+    """Content hash of what ties an index to the pixels: every row's patch id, path, split,
+    file size, block offset and pixel checksum (rows in patch-id order)."""
+    cols = ["patch_id", "path", "split", *STORE_COLUMNS]
+    h = hashlib.sha256(f"spectralearth-store:{STORE_FORMAT}".encode())
+    if len(index):
+        frame = pd.DataFrame(index)[cols].sort_values("patch_id", kind="stable")
+        for rec in frame.itertuples(index=False):
+            h.update("\x1f".join(str(v) for v in rec).encode() + b"\x1e")
+    return "v1-" + h.hexdigest()[:24]
+
+
 def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> gpd.GeoDataFrame:
     """Merge the per-scene fragments into ``index.parquet`` (GeoParquet, WGS84 geometry).
 
     Native footprints differ in CRS between UTM zones, so they are kept as WKT with their
     ``crs`` column; the active geometry is WGS84. Rows are sorted by patch id, so the file
-    is the same whatever order the scenes were curated in.
+    is the same whatever order the scenes were curated in. Refuses (naming the scene) while
+    a scene's curation marker says its patches were being replaced when a run stopped, and
+    fragments written before the single-copy store (migrate them first).
     """
     root = Path(patches_root)
     registry = Registry(root / REGISTRY_FILE)
-    with registry.lock():  # no scene moves locations while their ids are read
+    with registry.lock():  # no scene moves locations or commits while this reads
         registry.apply_moves(lambda loc: location_folder(root, loc))
+        stopped = pending_scenes(root)
+        if stopped:
+            raise StaleIndexError(_stopped_message(root, stopped))
         frags = sorted((root / "scenes").glob("*.parquet"))
+        digests = {f.name[: -len(".parquet")]: file_digest(f) for f in frags}
         frames = [read_fragment(root, f.name[: -len(".parquet")], registry) for f in frags]
+    for name, frame in zip(digests, frames, strict=True):
+        if len(frame) and not set(STORE_COLUMNS) <= set(frame.columns):
+            raise StaleIndexError(
+                f"{root}: scene {name} was curated before the single-copy store (its fragment "
+                "has shard columns, no checksums): run migrate_store on the folder "
+                "(`spectralearth migrate-store ROOT`) or curate it again"
+            )
     frames = [f for f in frames if len(f)]
     if frames:
         df = pd.concat(frames, ignore_index=True)
@@ -133,6 +294,8 @@ def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> 
                 "patch_id": pd.Series(dtype=str),
                 "location_id": pd.Series(dtype="int64"),
                 "location_key": pd.Series(dtype=str),  # an archive where no window passed
+                "path": pd.Series(dtype=str),
+                **{c: pd.Series(dtype="int64") for c in STORE_COLUMNS},
                 "geometry": [],
             }
         )
@@ -141,147 +304,142 @@ def build_index(patches_root: str | Path, val_frac: float, test_frac: float) -> 
         raise ValueError(f"duplicate patch ids across scene fragments: {dup}")
     df["split"] = [assign_split(x, val_frac, test_frac) for x in df["location_key"]]
     df = df.sort_values("patch_id").reset_index(drop=True)
-    gdf = gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
-    with atomic_path(root / "index.parquet") as tmp:
-        gdf.to_parquet(tmp, index=False)
-    return gdf
+    return write_index(root, gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326"), digests)
+
+
+def write_index(
+    root: Path, index: gpd.GeoDataFrame, fragments: dict[str, str] | None = None, **extra
+) -> gpd.GeoDataFrame:
+    """Write ``<root>/index.parquet`` (atomic) with the store format, the content version and
+    the digests of the fragments it was built from (``None``: a released tree, no fragments)
+    in its attrs; return the index with those attrs."""
+    for col in STORE_COLUMNS:
+        index[col] = index[col].astype("int64")
+    index.attrs = {
+        ATTRS_KEY: {
+            "store_format": STORE_FORMAT,
+            "index_version": compute_index_version(index),
+            "fragments": fragments,
+            **extra,
+        }
+    }
+    with atomic_path(Path(root) / INDEX_FILE) as tmp:
+        index.to_parquet(tmp, index=False)
+    return index
 
 
 def read_index(patches_root: str | Path) -> gpd.GeoDataFrame:
-    return gpd.read_parquet(Path(patches_root) / "index.parquet")
+    return gpd.read_parquet(Path(patches_root) / INDEX_FILE)
 
 
-def scene_shard_name(scene: str) -> str:
-    return f"{scene}.npy"
+def index_attrs(index: pd.DataFrame) -> dict:
+    """The store's attrs of a read index (empty for an index written before them)."""
+    return dict(index.attrs.get(ATTRS_KEY) or {})
 
 
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf,
-        {
-            "descr": np.lib.format.dtype_to_descr(np.dtype(np.int16)),
-            "fortran_order": False,
-            "shape": shape,
-        },
+def index_version(root: str | os.PathLike) -> str:
+    """The version id of ``<root>/index.parquet``: a hash of its contents that any change of
+    a patch's pixels, path or split changes (recomputed here, so a hand-edited index does
+    not keep its old version). Raises naming the file when the index is missing, predates
+    the single-copy store, or its recorded version differs from its contents."""
+    path = Path(root) / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no patch index {path}: curate the folder (`spectralearth curate`) or index a "
+            "released tree (`spectralearth index-release ROOT`)"
+        )
+    index = pd.read_parquet(path, columns=["patch_id", "path", "split"] + _present(path))
+    return checked_version(path, index)
+
+
+def checked_version(path: Path, index: pd.DataFrame) -> str:
+    recorded = index_attrs(index).get("index_version")
+    if recorded is None or not set(STORE_COLUMNS) <= set(index.columns):
+        raise StaleIndexError(
+            f"{path} predates the single-copy store (no version, offsets or checksums): "
+            "run migrate_store on its folder (`spectralearth migrate-store ROOT`)"
+        )
+    actual = compute_index_version(index)
+    if actual != recorded:
+        raise StaleIndexError(
+            f"{path}: its rows do not match its recorded version ({recorded}, rows give "
+            f"{actual}): the file was edited or mixed; rebuild it (`spectralearth curate` or "
+            "`spectralearth index-release`)"
+        )
+    return recorded
+
+
+def _present(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    return [c for c in STORE_COLUMNS if c in names]
+
+
+def check_fragments(root: Path, index: pd.DataFrame) -> None:
+    """A curated folder's index must be the one built from its current fragments: refuse,
+    naming the scene, when a scene stopped half-way, or was (re)curated or removed since."""
+    stopped = pending_scenes(root)
+    if stopped:
+        raise StaleIndexError(_stopped_message(root, stopped))
+    recorded = index_attrs(index).get("fragments")
+    if recorded is None:  # a released tree: no fragments
+        return
+    on_disk = {
+        f.name[: -len(".parquet")]: f for f in sorted((Path(root) / "scenes").glob("*.parquet"))
+    }
+    for scene in sorted(set(recorded) | set(on_disk)):
+        if scene not in on_disk:
+            why = "its fragment is gone"
+        elif scene not in recorded:
+            why = "it was curated after the index was built"
+        elif file_digest(on_disk[scene]) != recorded[scene]:
+            why = "it was curated again after the index was built"
+        else:
+            continue
+        raise StaleIndexError(
+            f"{Path(root) / INDEX_FILE} is stale for scene {scene}: {why}. Rebuild the index "
+            "(`spectralearth curate` rebuilds it after its scenes; Dagster: patch_index)"
+        )
+
+
+def _stopped_message(root: Path, scenes: list[str]) -> str:
+    listed = ", ".join(scenes[:3]) + (f" and {len(scenes) - 3} more" if len(scenes) > 3 else "")
+    return (
+        f"{root}: a curation stopped while replacing the patches of scene {listed}: its files "
+        "may not match the index. Curate that scene again (`spectralearth curate`, or its "
+        "Dagster partition), then rebuild the index (a product no longer in the archive: "
+        "remove its scenes/<scene>.* files first)"
     )
-    return buf.getvalue()
-
-
-class _NoPatches(Exception):
-    """Internal: a shard stream that received nothing (its temporary file is dropped)."""
-
-
-@contextlib.contextmanager
-def scene_shard_stream(
-    path: Path, max_patches: int, on_write: Callable[[int], None] | None = None
-) -> Iterator[Callable[[np.ndarray], None]]:
-    """Stream one scene's kept patches into its int16 [n, bands, P, P] .npy shard (atomic).
-
-    Yields ``append(patch)``; patches go to disk as they come, so the scene need not be held
-    in memory. The header (which holds the count n <= ``max_patches``) is written last, into
-    the space reserved for it: the file is byte-identical to ``np.save`` of the stacked
-    patches. No patch appended -> no file (an earlier one is removed). ``on_write(fd)`` is
-    called after each append (the data handed to the kernel), e.g. ``io.EarlySync.fd`` to
-    make the file durable while it grows; the caller still flushes before its commit point.
-    """
-    path = Path(path)
-    count, shape, reserved = 0, None, 0
-    try:
-        with atomic_path(path, fsync=False) as tmp, open(tmp, "w+b") as fh:
-
-            def append(patch: np.ndarray) -> None:
-                nonlocal count, shape, reserved
-                if shape is None:
-                    shape = patch.shape
-                    reserved = len(_npy_header((max(max_patches, 1), *shape)))
-                    fh.seek(reserved)
-                elif patch.shape != shape:
-                    raise ValueError(f"patch shape {patch.shape} differs from {shape}")
-                fh.write(np.ascontiguousarray(patch, dtype=np.int16).data)  # one copy at most
-                count += 1
-                if on_write is not None:
-                    fh.flush()
-                    on_write(fh.fileno())
-
-            yield append
-            if not count:
-                raise _NoPatches
-            header = _npy_header((count, *shape))
-            if len(header) != reserved:  # numpy pads the header for growth: not seen so far
-                fh.seek(reserved)
-                data = fh.read()
-                fh.seek(0)
-                fh.truncate()
-                fh.write(header)
-                fh.write(data)
-            else:
-                fh.seek(0)
-                fh.write(header)
-    except _NoPatches:
-        path.unlink(missing_ok=True)
-
-
-def write_scene_shard(path: Path, arrays: list[np.ndarray]) -> None:
-    """One scene's kept patches as an int16 [n, bands, P, P] .npy (atomic); none -> no file."""
-    with scene_shard_stream(path, len(arrays)) as append:  # the caller flushes once per scene
-        for a in arrays:
-            append(a)
 
 
 def build_shards(patches_root: str | Path) -> pd.DataFrame:
-    """The shard manifest from the index; removes shard files no index row points to."""
+    """Deprecated: there are no training shards any more (the index is the training
+    manifest and the GeoTIFFs the one copy). Kept for callers of the old stage: returns the
+    manifest view of the index (``shard`` = the patch file, ``index`` = 0) and removes a
+    legacy ``shards/`` folder, whose copies the index no longer points to."""
+    import shutil
+
     root = Path(patches_root)
     index = read_index(root)
-    out = root / "shards"
-    out.mkdir(parents=True, exist_ok=True)
-    cols = ["patch_id", "location_id", "scene_id", "datetime", "split", "shard", "index"]
-    manifest = (
-        index.rename(columns={"shard_index": "index"})[cols].copy()
-        if len(index)
-        else pd.DataFrame(columns=cols)
-    )
-    manifest = pd.DataFrame(manifest)  # plain table, no geometry
-    with atomic_path(out / "manifest.parquet") as tmp:
-        manifest.to_parquet(tmp, index=False)
-    referenced = set(manifest["shard"])
-    for stale in out.glob("*.npy"):
-        if stale.name not in referenced:
-            stale.unlink()
+    cols = ["patch_id", "location_id", "scene_id", "datetime", "split"]
+    manifest = pd.DataFrame(index[[c for c in cols if c in index.columns]]).copy()
+    manifest["shard"] = index["path"] if len(index) else pd.Series(dtype=str)
+    manifest["index"] = 0
+    if set(STORE_COLUMNS) <= set(index.columns) and (root / "shards").is_dir():
+        shutil.rmtree(root / "shards")
     return manifest
 
 
-def compute_band_stats(patches_root: str | Path, out: str | Path, split: str = "train") -> dict:
-    """Per-band mean and std (reflectance x 10000) over the pixels of one split's shards."""
-    root = Path(patches_root)
-    manifest = pd.read_parquet(root / "shards" / "manifest.parquet")
-    sel = manifest[manifest["split"] == split]
-    if sel.empty:
-        sel = manifest  # tiny archives may have no train location; say so in the file
-    total = None
-    total_sq = None
-    n = 0
-    for shard, grp in sel.groupby("shard"):
-        arr = np.load(root / "shards" / shard, mmap_mode="r")
-        x = np.asarray(arr[np.sort(grp["index"].to_numpy())], dtype=np.float64)
-        x = x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
-        total = x.sum(1) if total is None else total + x.sum(1)
-        total_sq = (x**2).sum(1) if total_sq is None else total_sq + (x**2).sum(1)
-        n += x.shape[1]
-    if n == 0:
-        raise ValueError(f"no patches in {root / 'shards'}: cannot compute band statistics")
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean**2, 1e-12))
-    with rasterio.open(root / read_index(root)["path"].iloc[0]) as src:
-        wavelengths = [float(x) for x in src.tags()["wavelengths"].split(",")]
-    stats = {
-        "mean": mean.tolist(),
-        "std": std.tolist(),
-        "wavelengths": wavelengths,
-        "n_patches": int(len(sel)),
-        "n_pixels": int(n),
-        "split": split if (manifest["split"] == split).any() else "all",
-    }
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(stats))
-    return stats
+def compute_band_stats(
+    patches_root: str | Path, out: str | Path | None = None, split: str = "train"
+) -> dict:
+    """Compatibility name: see :func:`spectralearth.patches.stats.compute_band_stats`."""
+    from spectralearth.patches.stats import compute_band_stats as _compute
+
+    return _compute(patches_root, out, split)
+
+
+def scene_report(patches_root: Path, scene: str) -> dict:
+    """The curation report JSON of one scene (``scenes/<scene>.json``)."""
+    return json.loads(fragment_paths(patches_root, scene)[1].read_text())

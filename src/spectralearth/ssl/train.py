@@ -134,16 +134,21 @@ def training_data(
 ):
     """The train split and this device's loader over it: ``(dataset, loader)``.
 
-    One item per location per epoch (a random date; two dates for ``two_views``), int16
-    through the loader (``BandNormalize`` runs on the device). Shuffled batches of
-    ``batch_size`` are read straight from the memory-mapped shards by ``num_workers``
-    threads (``ShardBatchLoader``: a shard batch is a memory copy, cheaper than shipping it
-    from worker processes; benchmarks/bench_loader.py). Each rank takes its own slice of
-    the same per-epoch permutation.
+    ``shards_dir``: the training data, any path ``open_training_source`` takes (a curated
+    folder, an indexed released tree, legacy shards; a curated folder's ``shards/`` path is
+    read as the folder), checked against its index. Statistics that record another index
+    version than the data's are refused (``check_stats``); statistics without one
+    (SpectralEarth's published values) are used as given. One item per location per epoch
+    (a random date; two dates for ``two_views``), int16 through the loader
+    (``BandNormalize`` runs on the device). Shuffled batches of ``batch_size`` are read
+    straight from the store by ``num_workers`` threads (``PatchBatchLoader``: a batch is a
+    memory copy out of the page cache, cheaper than shipping it from worker processes;
+    benchmarks/bench_loader.py). Each rank takes its own slice of the same per-epoch
+    permutation.
     """
-    from ..data.shards import ShardBatchLoader, ShardPatches
+    from ..data.dataset import PatchBatchLoader, PatchDataset
 
-    dataset = ShardPatches(
+    dataset = PatchDataset(
         shards_dir,
         split="train",
         stats=stats,
@@ -153,12 +158,15 @@ def training_data(
         normalize=False,  # int16 through the loader; BandNormalize runs on the device
     )
     if len(dataset) == 0:
-        raise ValueError(
-            f"no training data: the 'train' split of {shards_dir / 'manifest.parquet'} is empty"
-        )
+        raise ValueError(f"no training data: the 'train' split of {shards_dir} is empty")
+    version = getattr(dataset.source, "version", None)
+    if version and stats.get("index_version") not in (None, version):
+        from ..patches.stats import check_stats
+
+        check_stats(dataset.source.root, stats)  # raises, naming the command that fixes it
     world_size = max(1, int(world_size))
     n = len(dataset)
-    loader = ShardBatchLoader(
+    loader = PatchBatchLoader(
         dataset,
         batch_size,
         num_workers=settings.num_workers,

@@ -185,12 +185,19 @@ def curate_archive(
     log: Callable[[str], None] = print,
 ) -> ArchiveCuration:
     """Curate every product (sorted; a product that fails is named with its reason and the
-    rest go on), then build the index, the training store and the band statistics."""
-    from tqdm import tqdm
-
+    rest go on), then build the index, the training store and the band statistics, holding
+    ``curated`` for the whole run (:func:`~spectralearth.patches.lock.curation_lock`)."""
     from spectralearth.patches.curate import scene_key_for
+    from spectralearth.patches.lock import curation_lock
 
     keys = sorted({scene_key_for(p) for p in products})  # ids in key order, not curation order
+    with curation_lock(curated):  # a second curation of this folder stops at once
+        return _curate_held(products, curated, settings, keys, log)
+
+
+def _curate_held(products, curated, settings, keys, log) -> ArchiveCuration:
+    from tqdm import tqdm
+
     scenes, failed = [], []
     # a bar on an interactive terminal only (disable=None); the log lines stay
     for product in tqdm(sorted(products), desc="curate", unit="scene", disable=None):

@@ -140,7 +140,9 @@ def build_synth_landcover(
     index_path, patches_root = Path(index_path), Path(patches_root)
     labels_dir, out_dir = Path(labels_dir), Path(out_dir)
     classes = _read_classes(labels_dir)
+    from spectralearth.patches.reader import check_patches
 
+    check_patches(patches_root)  # the files still match the index (sizes, checksums, fragments)
     index = pd.read_parquet(index_path, columns=list(INDEX_COLUMNS))  # geometry not needed
     bad_splits = sorted(set(index["split"]) - set(SPLITS))
     if bad_splits:
