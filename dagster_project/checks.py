@@ -13,7 +13,8 @@ Blocking checks (severity ERROR) stop the downstream assets of the run when they
 statistics and the multitemporal share; it never stops anything.
 
 Each result carries a summary line, the counts of evaluated/failed expectations, the failed
-expectations by name and the Data Docs index page.
+expectations by name with their offending rows, the command that fixes it and the Data Docs
+index page; a failing blocking check also writes all of that to the run log as an error.
 """
 
 import warnings
@@ -23,6 +24,56 @@ import dagster as dg
 from dagster_project.assets.curate import curated_patches, patch_index
 from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
+
+DAGSTER = "dagster asset materialize -m dagster_project.definitions"
+
+
+def scene_fix(scene: str) -> str:
+    return (
+        f"fix the product or the curate: thresholds in params.yaml, then curate the scene "
+        f"again: `{DAGSTER} --select curated_patches --partition {scene}` (or Materialize "
+        "that partition in the UI)"
+    )
+
+
+INDEX_FIX = (
+    "the index holds every curated scene: after a curate: change in params.yaml, reload the "
+    "code location and let automation curate every scene again (or backfill all partitions "
+    f"of curated_patches in the UI; `spectralearth curate` outside Dagster), then "
+    f"`{DAGSTER} --select patch_index`"
+)
+
+
+def _fix(report, default: str) -> str:
+    """The library's own advice when the report carries one (``report.fix``), else ours."""
+    fix = getattr(report, "fix", None)
+    fix = fix() if callable(fix) else fix
+    return str(fix) if fix else default
+
+
+def _offending_rows(reports) -> dict:
+    return {
+        f"{r.suite}:{f['expectation']}({f.get('column') or ''})": f.get("unexpected_rows") or []
+        for r in reports
+        for f in r.failed
+    }
+
+
+def _result(
+    context, reports, severity: dg.AssetCheckSeverity, fix: str | None
+) -> dg.AssetCheckResult:
+    passed = all(r.success for r in reports)
+    meta = _metadata(reports)
+    if not passed:
+        log = context.log.error if severity == dg.AssetCheckSeverity.ERROR else context.log.warning
+        lines = [r.summary() for r in reports if not r.success]
+        for where, rows in _offending_rows(reports).items():
+            lines.append(f"  {where}: offending rows {', '.join(rows[:10]) or '(not listed)'}")
+        if fix:
+            meta["fix"] = fix
+            lines.append(f"fix: {fix}")
+        log("\n".join(lines))
+    return dg.AssetCheckResult(passed=passed, severity=severity, metadata=meta)
 
 
 def _metadata(reports) -> dict:
@@ -34,6 +85,8 @@ def _metadata(reports) -> dict:
             {r.suite: r.failed_expectations for r in reports}
         ),
     }
+    if offending := _offending_rows(reports):
+        meta["offending_rows"] = dg.MetadataValue.json(offending)
     rows = [r.rows for r in reports if r.rows is not None]
     if rows:
         meta["rows"] = sum(rows)
@@ -53,10 +106,9 @@ def _scene_patches_expectations(
 ) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_scene
 
-    report = validate_scene(settings.load(), context.partition_key)
-    return dg.AssetCheckResult(
-        passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=_metadata([report])
-    )
+    scene = context.partition_key
+    report = validate_scene(settings.load(), scene)
+    return _result(context, [report], dg.AssetCheckSeverity.ERROR, _fix(report, scene_fix(scene)))
 
 
 # A partitioned check runs on the partition its asset just materialized (without
@@ -79,13 +131,13 @@ with warnings.catch_warnings():
     blocking=True,
     description="expectations/patch_index.json + params.yaml filter thresholds",
 )
-def patch_index_expectations(settings: SpectralearthSettings) -> dg.AssetCheckResult:
+def patch_index_expectations(
+    context: dg.AssetCheckExecutionContext, settings: SpectralearthSettings
+) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_index
 
     report = validate_index(settings.load())
-    return dg.AssetCheckResult(
-        passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=_metadata([report])
-    )
+    return _result(context, [report], dg.AssetCheckSeverity.ERROR, _fix(report, INDEX_FIX))
 
 
 @dg.asset_check(
@@ -94,15 +146,13 @@ def patch_index_expectations(settings: SpectralearthSettings) -> dg.AssetCheckRe
     description="Warnings: per-band mean drift vs the reference statistics "
     "(expectations/band_drift.json) and multitemporal share (expectations/multitemporal.json)",
 )
-def patch_index_warnings(settings: SpectralearthSettings) -> dg.AssetCheckResult:
+def patch_index_warnings(
+    context: dg.AssetCheckExecutionContext, settings: SpectralearthSettings
+) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_warnings
 
     reports = validate_warnings(settings.load())
-    return dg.AssetCheckResult(
-        passed=all(r.success for r in reports),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata=_metadata(reports),
-    )
+    return _result(context, reports, dg.AssetCheckSeverity.WARN, None)
 
 
 quality_checks = [scene_patches_expectations, patch_index_expectations, patch_index_warnings]

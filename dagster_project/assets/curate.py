@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_project.assets.ingest import scene_catalog
 from dagster_project.metadata import materialized
 from dagster_project.partitions import scenes_partitions
+from dagster_project.pools import CURATE
 from dagster_project.resources import SpectralearthSettings
 from spectralearth.enmap.product import find_product_path
 from spectralearth.stages import curate, statistics
@@ -16,6 +17,7 @@ from spectralearth.stages.ingest import ok_scene_keys
     group_name="curate",
     partitions_def=scenes_partitions,
     deps=[scene_catalog],
+    pool=CURATE,
     description="202-band 128x128 patches of one product, after nodata/cloud/snow filters.",
 )
 def curated_patches(
