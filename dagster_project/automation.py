@@ -115,6 +115,26 @@ class TrainSplitGrew(dg.AutomationCondition):
         return dg.AutomationResult(context=context, true_subset=subset)
 
 
+class ParentsDue(dg.AutomationCondition):
+    """True where a parent is requested on this tick. (Dagster's ``will_be_requested`` only
+    sees parents that can share the child's run, i.e. with the same partitions.)"""
+
+    @property
+    def name(self) -> str:
+        return "a parent is requested this tick"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        due = context.get_empty_subset()
+        for parent in context.asset_graph.get(context.key).parent_keys:
+            requested = context.request_subsets_by_key.get(parent)
+            if requested is not None and not requested.is_empty:
+                mapped = requested.compute_mapped_subset(context.key, direction="down")
+                due = due.compute_union(mapped)
+        return dg.AutomationResult(
+            context=context, true_subset=context.candidate_subset.compute_intersection(due)
+        )
+
+
 # --- building blocks ------------------------------------------------------------------------
 
 
@@ -135,7 +155,7 @@ def _idle() -> dg.AutomationCondition:
 def _no_parent_due() -> dg.AutomationCondition:
     """No parent is requested on this tick: a parent partitioned otherwise would run in a run
     of its own at the same time, so the child waits for it (and then sees it updated)."""
-    return (~AC.any_deps_match(AC.will_be_requested())).with_label("no parent is due this tick")
+    return (~ParentsDue()).with_label("no parent is due this tick")
 
 
 def _parents_present() -> dg.AutomationCondition:

@@ -46,7 +46,7 @@ def pretrained_checkpoint(
         out,
         s.tracking,
         resume=config.resume,
-        dagster_run_id=context.run_id,
+        dagster_run_id=context.run.run_id,
         progress=False,
     )
     context.log.info(result.summary())
