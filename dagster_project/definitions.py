@@ -84,6 +84,10 @@ def build_definitions(params_file: str | os.PathLike | None = None) -> dg.Defini
         jobs=[ingest_job, refresh_job],
         sensors=[build_archive_sensor(policy), automation.automation_sensor(policy)],
         resources=resources_by_deployment(params_file)[deployment],
+        # one process per run: a run here is one heavy step or a chain of light ones, so a
+        # process per step (the multiprocess default) only re-imports torch for each step;
+        # runs go in parallel (dagster.yaml concurrency: runs) within the pools' limits
+        executor=dg.in_process_executor,
     )
 
 
