@@ -37,7 +37,8 @@ $(VENV)/.ready: requirements.lock pyproject.toml .ci/setup-venv
 
 # The whole pipeline on the embedded default: synthetic archive -> DVC-tracked raw data ->
 # every Dagster asset materialized in-process (recorded in DAGSTER_HOME for the UI) ->
-# `dvc commit` records those same outputs in dvc.lock, so `dvc repro` reports up to date.
+# `dvc commit` records those same outputs in dvc.lock, so `dvc repro` reports up to date, and
+# `dvc exp save -n baseline` keeps this result for `dvc exp show` / `dvc metrics diff baseline`.
 run: setup
 	@set -eu
 	stage() { echo; echo "== $$1"; }
@@ -57,6 +58,10 @@ run: setup
 	dvc remote add --local --force --default local "$(CURDIR)/data/dvc-remote" >/dev/null
 	dvc push -q || fail dvc-push
 	dvc status
+	stage "DVC: this result as the experiment 'baseline' (docs/experiments.md)"
+	if git rev-parse -q --verify HEAD >/dev/null; then dvc exp save -f -q -n baseline || fail dvc-exp-save;
+	else echo "no git commit here: the DVC baseline experiment is not saved"; fi
+	echo "compare later runs with: dvc exp show / dvc metrics diff baseline / dvc plots diff baseline"
 	stage "results (from data/results/evaluations.csv)"
 	spectralearth report
 	echo; echo "make run finished in $$(( $$(date +%s) - start )) s"

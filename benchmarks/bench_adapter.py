@@ -41,7 +41,7 @@ def step_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     while counting (the counter does not see inside the CPU's fused kernel)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    attns = [b.attn for b in model.vit.blocks]
+    attns = [b.attn for b in model.vit_core.blocks]
     fused = [a.fused_attn for a in attns]
     for a in attns:
         a.fused_attn = False

@@ -12,9 +12,10 @@ Blocking checks (severity ERROR) stop the downstream assets of the run when they
 ``patch_index_warnings`` (non-blocking, severity WARN): per-band drift against the reference
 statistics and the multitemporal share; it never stops anything.
 
-Each result carries a summary line, the counts of evaluated/failed expectations, the failed
-expectations by name with their offending rows, the command that fixes it and the Data Docs
-index page; a failing blocking check also writes all of that to the run log as an error.
+Each result carries the report's summary, the counts of evaluated/failed expectations, the
+failed expectations by name with their offending rows, what fixes it (the suite's
+``meta.fix``, spectralearth.validation) plus the Dagster command that redoes the asset, and the
+Data Docs index page; a failing check also writes all of that to the run log.
 """
 
 import warnings
@@ -29,34 +30,28 @@ DAGSTER = "dagster asset materialize -m dagster_project.definitions"
 
 
 def scene_fix(scene: str) -> str:
+    """Redo one scene in Dagster (after fixing the product or the curate: thresholds)."""
     return (
-        f"fix the product or the curate: thresholds in params.yaml, then curate the scene "
-        f"again: `{DAGSTER} --select curated_patches --partition {scene}` (or Materialize "
+        f"in Dagster: `{DAGSTER} --select curated_patches --partition {scene}` (or Materialize "
         "that partition in the UI)"
     )
 
 
 INDEX_FIX = (
-    "the index holds every curated scene: after a curate: change in params.yaml, reload the "
-    "code location and let automation curate every scene again (or backfill all partitions "
-    f"of curated_patches in the UI; `spectralearth curate` outside Dagster), then "
+    "in Dagster: after a curate: change, reload the code location and automation curates "
+    "every scene again (or backfill every partition of curated_patches in the UI), then "
     f"`{DAGSTER} --select patch_index`"
 )
 
 
-def _fix(report, default: str) -> str:
-    """The library's own advice when the report carries one (``report.fix``), else ours."""
-    fix = getattr(report, "fix", None)
-    fix = fix() if callable(fix) else fix
-    return str(fix) if fix else default
+def _fix(report, dagster: str) -> str:
+    """What the suite says fixes the failed expectations (``meta.fix``), then the Dagster
+    command that redoes the asset."""
+    return "\n".join([*getattr(report, "fixes", []), dagster])
 
 
 def _offending_rows(reports) -> dict:
-    return {
-        f"{r.suite}:{f['expectation']}({f.get('column') or ''})": f.get("unexpected_rows") or []
-        for r in reports
-        for f in r.failed
-    }
+    return {f"{r.suite}:{f.name}": list(f.unexpected_rows) for r in reports for f in r.failed}
 
 
 def _result(
@@ -64,14 +59,12 @@ def _result(
 ) -> dg.AssetCheckResult:
     passed = all(r.success for r in reports)
     meta = _metadata(reports)
-    if not passed:
+    if not passed:  # the summary names each failed expectation, its rows and the suite's fix
         log = context.log.error if severity == dg.AssetCheckSeverity.ERROR else context.log.warning
         lines = [r.summary() for r in reports if not r.success]
-        for where, rows in _offending_rows(reports).items():
-            lines.append(f"  {where}: offending rows {', '.join(rows[:10]) or '(not listed)'}")
         if fix:
             meta["fix"] = fix
-            lines.append(f"fix: {fix}")
+            lines.append(f"  fix: {fix.splitlines()[-1]}")  # the Dagster command
         log("\n".join(lines))
     return dg.AssetCheckResult(passed=passed, severity=severity, metadata=meta)
 
@@ -106,8 +99,9 @@ def _scene_patches_expectations(
 ) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_scene
 
+    s = settings.load()
     scene = context.partition_key
-    report = validate_scene(settings.load(), scene)
+    report = validate_scene(s.layout.patches, scene, s.layout.validation, s)
     return _result(context, [report], dg.AssetCheckSeverity.ERROR, _fix(report, scene_fix(scene)))
 
 
@@ -136,7 +130,8 @@ def patch_index_expectations(
 ) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_index
 
-    report = validate_index(settings.load())
+    s = settings.load()
+    report = validate_index(s.layout.patches, s.layout.validation, s)
     return _result(context, [report], dg.AssetCheckSeverity.ERROR, _fix(report, INDEX_FIX))
 
 
@@ -151,7 +146,8 @@ def patch_index_warnings(
 ) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_warnings
 
-    reports = validate_warnings(settings.load())
+    s = settings.load()
+    reports = validate_warnings(s.layout.patches, s.layout.validation, s)
     return _result(context, reports, dg.AssetCheckSeverity.WARN, None)
 
 

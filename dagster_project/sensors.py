@@ -24,13 +24,9 @@ from dagster_project.partitions import scenes_partitions
 from dagster_project.pools import apply_limits
 from dagster_project.resources import SpectralearthSettings
 from spectralearth.config import AutomationSettings
-from spectralearth.enmap.product import (
-    ProductError,
-    find_scenes,
-    newest_processings,
-    open_scene,
-    scene_name,
-)
+from spectralearth.enmap.archive import find_scenes, newest_processings, scene_name
+from spectralearth.enmap.scene import ProductError
+from spectralearth.enmap.view import open_view
 
 
 def _archive_tick(context: dg.SensorEvaluationContext, settings: SpectralearthSettings):
@@ -50,7 +46,7 @@ def _archive_tick(context: dg.SensorEvaluationContext, settings: SpectralearthSe
         if rejected.get(name) == stamp:
             continue  # already reported, unchanged since
         try:
-            open_scene(entry)
+            open_view(entry, missing_masks=s.curate.missing_masks)
         except ProductError as exc:
             context.log.warning(f"not registering {name}: {exc}")
             rejected[name] = stamp

@@ -45,8 +45,9 @@ CODE_REVISION = {
 
 # split shares only place patches in train/val/test: they shape the index, not the patches
 SPLIT_KEYS = ("val_frac", "test_frac")
-# evaluation keys that are partition dimensions or pick the default partitions, not results
-EVALUATION_SELECTORS = ("task", "protocol", "head", "baselines")
+# evaluation keys that are partition dimensions, pick the default partitions or record how the
+# settings were resolved, not what an evaluation computes
+EVALUATION_SELECTORS = ("task", "protocol", "head", "baselines", "overridden", "resolved_for")
 
 
 def shaping_params(settings: Settings) -> dict[str, dict]:
@@ -56,6 +57,8 @@ def shaping_params(settings: Settings) -> dict[str, dict]:
         k: v for k, v in dataclasses.asdict(settings.evaluate).items()
         if k not in EVALUATION_SELECTORS
     }  # fmt: skip
+    if "recipes" in evaluate:  # only the recipe in use shapes the results
+        evaluate["recipes"] = evaluate["recipes"].get(evaluate.get("recipe"))
     pretrain = settings.raw.get("pretrain", {})
     profile = settings.pretrain.profile  # the one the settings resolved (a resource may pick it)
     return {

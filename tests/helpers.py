@@ -267,6 +267,63 @@ def import_closure(modules: set[str]) -> set[Path]:
     return files
 
 
+# --- the reference code's state dict manifests (../shared/data/.../checkpoints) ----------
+
+REFERENCE_CHECKPOINTS = ("spectralearth_reference", "checkpoints")
+
+
+def reference_manifests() -> dict:
+    """``{"backbones": {name: {key: shape}}, "lightning_modules": {...}}`` (skips if absent)."""
+    import json
+
+    path = shared(*REFERENCE_CHECKPOINTS, "reference_state_dict_manifests.json")
+    return json.loads(path.read_text())
+
+
+def fill_manifest(entry: dict, seed: int = 0, dense_limit: int = 40_000_000) -> dict:
+    """A state dict of ``entry``'s keys and shapes, every tensor random and different from
+    the others. Entries of more than ``dense_limit`` elements get one random value per
+    tensor, broadcast (no memory: the 1 B-parameter ViT-g and the Lightning modules)."""
+    g = torch.Generator().manual_seed(seed)
+    dense = sum(int(np.prod(s)) for s in entry.values()) <= dense_limit
+    values = torch.randn(len(entry), generator=g, dtype=torch.float64).float()
+    out = {}
+    for i, (key, shape) in enumerate(entry.items()):
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(1000 + i)
+        elif dense or not shape:
+            out[key] = torch.randn(shape, generator=g) if shape else values[i].clone()
+        else:
+            out[key] = values[i].expand(shape)
+    return out
+
+
+class _Holder(nn.Module):
+    pass
+
+
+def manifest_module(entry: dict) -> nn.Module:
+    """A module whose state dict has exactly ``entry``'s keys and shapes (zeros), for a strict
+    ``load_state_dict`` check of a state dict against the reference's layout."""
+    root = _Holder()
+    for key, shape in entry.items():
+        *path, name = key.split(".")
+        node = root
+        for part in path:
+            if not hasattr(node, part):
+                node.add_module(part, _Holder())
+            node = getattr(node, part)
+        dtype = torch.long if name == "num_batches_tracked" else torch.float32
+        node.register_buffer(name, torch.zeros(shape, dtype=dtype))
+    return root
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # --- Dagster: tick sensors and execute what they request, in-process ----------------------
 
 

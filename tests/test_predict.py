@@ -14,7 +14,8 @@ from torch import nn
 
 from spectralearth.bands import select_view
 from spectralearth.config import EvaluateSettings
-from spectralearth.enmap.product import NODATA, ProductError, find_scenes, open_scene
+from spectralearth.enmap.archive import find_scenes, open_scene
+from spectralearth.enmap.scene import NODATA, ProductError
 from spectralearth.models import create_model
 from spectralearth.models.heads import SegmentationModel, load_model, save_model
 from spectralearth.predict import NODATA_CLASS, predict_scene, sliding_window_probs
@@ -197,7 +198,7 @@ def test_evaluation_saves_the_model_it_scored(tmp_path_factory):
         root / "lists", root / "data", "--per-split", "6", "--size", "32", "--datasets", "enmap_cdl"
     )
     saved = root / "heads" / "random-enmap_cdl-frozen"
-    rows = evaluate_model(
+    outcome = evaluate_model(
         "random",
         root / "data" / "enmap_cdl",
         replace(SETTINGS, epochs=2),
@@ -214,6 +215,7 @@ def test_evaluation_saves_the_model_it_scored(tmp_path_factory):
         for i in range(len(test)):
             x, y = test[i]
             metrics.update(model(x[None]), y[None])
+    rows = outcome.rows
     want = rows[(rows["split"] == "test") & (rows["metric"] == "overall_accuracy")]["value"]
     assert metrics.compute()["overall_accuracy"] == pytest.approx(float(want.iloc[0]), abs=1e-6)
 
@@ -223,3 +225,35 @@ def test_predict_on_a_zipped_product(tiny_archive, constant_model, tmp_path):
     zipped = shutil.make_archive(str(tmp_path / scene.name), "zip", scene.parent, scene.name)
     info = predict_scene(constant_model, zipped, tmp_path / "z.tif", tile=64, overlap=16)
     assert info["scene"] == scene.name and info["tile"] == 64
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_tiles_batched_across_strips_give_the_same_probabilities(batch_size):
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(5, 70, 45)).astype(np.float32)
+    model = PixelModel()
+    reads = []
+
+    def read_strip(r, n):
+        reads.append((r, n))
+        return image[:, r : r + n]
+
+    probs = sliding_window_probs(model, read_strip, 70, 45, 4, tile=16, overlap=4,
+                                 batch_size=batch_size)  # fmt: skip
+    with torch.no_grad():
+        whole = torch.softmax(model(torch.from_numpy(image)[None]), 1)[0].numpy()
+    np.testing.assert_allclose(probs, whole, atol=1e-5)
+    assert [r for r, _ in reads] == sorted({r for r, _ in reads})  # each strip read once
+
+
+def test_device_choice():
+    from spectralearth.predict import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="'cuda:1' asked for, but no CUDA device"):
+            resolve_device("cuda:1")
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sliding_window_probs(PixelModel(), lambda r, n: None, 4, 4, 4, tile=4, overlap=0,
+                             batch_size=0)  # fmt: skip

@@ -8,7 +8,7 @@ from dagster_project.metadata import materialized
 from dagster_project.partitions import scenes_partitions
 from dagster_project.pools import CURATE
 from dagster_project.resources import SpectralearthSettings
-from spectralearth.enmap.product import find_product_path
+from spectralearth.enmap.archive import find_product_path
 from spectralearth.stages import curate, statistics
 from spectralearth.stages.ingest import ok_scene_keys
 

@@ -16,7 +16,7 @@ def scene_catalog(
     context: dg.AssetExecutionContext, settings: SpectralearthSettings
 ) -> dg.MaterializeResult:
     s = settings.load()
-    result = catalog(s.layout.archive, s.layout.catalog)
+    result = catalog(s.layout.archive, s.layout.catalog, missing_masks=s.curate.missing_masks)
     known = set(context.instance.get_dynamic_partitions(scenes_partitions.name))
     if new := [k for k in result.ok if k not in known]:
         context.instance.add_dynamic_partitions(scenes_partitions.name, new)

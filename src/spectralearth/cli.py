@@ -104,7 +104,8 @@ def catalog(args) -> int:
     from spectralearth.stages.ingest import catalog as run
 
     s = _settings(args)
-    print(run(_path(args.archive, s.layout.archive), _path(args.out, s.layout.catalog)).summary())
+    archive, out = _path(args.archive, s.layout.archive), _path(args.out, s.layout.catalog)
+    print(run(archive, out, missing_masks=s.curate.missing_masks).summary())
     return 0
 
 
@@ -118,13 +119,20 @@ def catalog(args) -> int:
     arg("--out", metavar="CURATED_DIR", help="curated folder", default_from="layout.patches"),
     arg("--catalog", help="curate only the ok products of this catalogue"),
     arg("--patch-size", type=int, help="patch size in px", default_from="curate.patch_size"),
+    arg(
+        "--missing-masks",
+        choices=("refuse", "ignore"),
+        help="a product without some QL_* layer: refuse it, or curate it with those filters "
+        "off (logged)",
+        default_from="curate.missing_masks",
+    ),
 )
 def curate(args) -> int:
-    from spectralearth.enmap.product import find_scenes, newest_processings
+    from spectralearth.enmap.archive import find_scenes, newest_processings
     from spectralearth.stages.curate import curate_archive
     from spectralearth.stages.ingest import ok_products
 
-    s = _settings(args, curate={"patch_size": args.patch_size})
+    s = _settings(args, curate={"patch_size": args.patch_size, "missing_masks": args.missing_masks})
     archive = _path(args.archive, s.layout.archive)
     if args.catalog:
         products = ok_products(Path(args.catalog))
@@ -139,15 +147,23 @@ def curate(args) -> int:
     "validate",
     "run every data-quality gate (Great Expectations suites) on a curated folder",
     arg("--patches", metavar="CURATED_DIR", help="curated folder", default_from="layout.patches"),
-    arg("--report", help="index report JSON (the other reports and Data Docs go beside it)"),
+    arg(
+        "--report",
+        metavar="REPORT_DIR",
+        help="folder for the reports, the GX project and Data Docs (default: the pipeline's "
+        "validation folder for its own curated folder, else CURATED_DIR/validation)",
+    ),
 )
 def validate(args) -> int:
+    from spectralearth.stages.validate import default_report_dir
     from spectralearth.stages.validate import validate as run
 
     s = _settings(args)
-    result = run(
-        s, _path(args.patches, s.layout.patches), Path(args.report) if args.report else None
-    )
+    curated = _path(args.patches, s.layout.patches)
+    report = Path(args.report) if args.report else default_report_dir(s, curated)
+    if report.suffix == ".json":  # the older form named the index report: its folder
+        report = report.parent
+    result = run(s, curated, report)
     print(result.summary())
     return 0 if result.passed else 1
 
@@ -250,10 +266,52 @@ def pretrain(args) -> int:
         stats=Path(args.stats) if args.stats else None,
         resume=args.resume,
     )
-    from spectralearth.stages.pretrain import global_rank
+    from spectralearth.ssl.distributed import is_global_zero
 
-    if global_rank() == 0:
+    if is_global_zero():
         print(result.summary())
+    return 0
+
+
+@command(
+    "import-weights",
+    "import a released SpectralEarth backbone (.pth/.pt/.safetensors) or a reference MoCo/DINO/"
+    "MAE Lightning .ckpt as a checkpoint folder, registered in MLflow",
+    arg("file", help="the weights file"),
+    arg(
+        "--backbone",
+        required=True,
+        choices=names.BACKBONES,
+        metavar="BACKBONE",
+        help=f"its architecture ({', '.join(names.ADAPTER_BACKBONES)}, ...)",
+    ),  # fmt: skip
+    arg(
+        "--part",
+        choices=("query", "momentum", "teacher", "student", "encoder"),
+        help="which encoder of a Lightning checkpoint (MoCo: query; DINO: teacher; MAE: encoder)",
+    ),
+    arg(
+        "--stats",
+        help="band statistics it was normalised with (band_stats.json, or a folder with "
+        "mu.npy/sigma.npy such as SpectralEarth's); recorded in run.json",
+    ),
+    arg("--out", required=True, metavar="OUT_DIR", help="checkpoint folder to write"),
+    arg("--force", action="store_true", help="replace OUT_DIR if it holds a checkpoint"),
+)
+def import_weights(args) -> int:
+    from spectralearth.stages.weights import import_weights as run
+
+    s = _settings(args)
+    result = run(
+        Path(args.file),
+        args.backbone,
+        Path(args.out),
+        s.tracking,
+        part=args.part,
+        band_stats=args.stats,
+        overwrite=args.force,
+    )
+    print(result.summary())
     return 0
 
 
@@ -381,6 +439,12 @@ def build_datasets(args) -> int:
         "upconv: upsampling conv head on ViT tokens; paper: fcn or upconv by backbone",
         default_from="evaluate.head",
     ),
+    arg(
+        "--recipe",
+        help="how the head trains: an entry of evaluate.recipes (cpu: fast, the default of "
+        "`make run`; paper: the SpectralEarth reference's downstream protocol)",
+        default_from="evaluate.recipe",
+    ),
     arg("--baseline", choices=(names.RANDOM_FOREST,), help="the per-pixel random forest instead"),
     arg(
         "--backbone",
@@ -407,7 +471,7 @@ def evaluate(args) -> int:
     from spectralearth.stages.evaluate import EvaluationRequest, benchmark_results, default_requests
     from spectralearth.stages.evaluate import evaluate as run
 
-    s = _settings(args, evaluate={"epochs": args.epochs, "head": args.head})
+    s = _settings(args, evaluate={"epochs": args.epochs, "head": args.head, "recipe": args.recipe})
     results = ResultsLayout(_path(args.out, s.layout.results.root))
     one_off = any(
         v is not None
@@ -483,7 +547,7 @@ def evaluate(args) -> int:
     ),
 )
 def predict(args) -> int:
-    from spectralearth.enmap.product import find_product_path
+    from spectralearth.enmap.archive import find_product_path
     from spectralearth.stages.maps import model_folder
     from spectralearth.stages.maps import predict as run
 

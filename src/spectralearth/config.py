@@ -12,9 +12,11 @@ stages take explicit paths and use the layout only for defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,12 @@ from typing import Any
 import yaml
 
 from spectralearth.layout import DataLayout
-from spectralearth.names import HEADS, PROTOCOLS
+from spectralearth.names import HEADS, LR_SCHEDULES, PROTOCOLS
 
 PARAMS_ENV = "SPECTRALEARTH_PARAMS"
 DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
 ARCHIVE_ENV = "SPECTRALEARTH_ARCHIVE"
+REFERENCE_ENV = "SPECTRALEARTH_REFERENCE_STATS"
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -103,6 +106,9 @@ def _from_dict(cls: type, values: dict[str, Any], where: str):
         return cls(**typed)
     except ParamsError as exc:
         raise ParamsError(f"[{where}] {exc}") from None
+    except ValueError as exc:  # a check that names its section itself ("params.yaml [x]: ...")
+        text = str(exc).removeprefix("params.yaml ")
+        raise ParamsError(text if text.startswith("[") else f"[{where}] {text}") from None
 
 
 def _check(rules: list[tuple[bool, str]]) -> None:
@@ -143,6 +149,9 @@ class CurateSettings:
     max_cirrus_frac: float
     val_frac: float
     test_frac: float
+    # an L2A product lacking QL layers: "refuse" it, or "ignore" (curate it with those
+    # layers' filters off, logged and recorded in its scene report)
+    missing_masks: str = "refuse"
 
     def __post_init__(self) -> None:
         shares = [
@@ -198,6 +207,17 @@ class PretrainSettings:
     strategy: str = "auto"  # Lightning strategy ("auto" = DDP with several devices)
     num_nodes: int = 1
     mask_ratio: float = 0.9  # MAE
+    # The recipe: None = the method's default, which is the SpectralEarth reference's
+    # (each method's module docstring in spectralearth.ssl). A value is a deliberate deviation.
+    crop_scale: tuple[float, float] | None = None  # random resized crop area range
+    lr_schedule: str | None = None  # multistep | cosine_to_zero | cosine_over_run
+    lr_milestones: tuple[float, ...] | None = None  # multistep: fractions of the run
+    head_hidden_dim: int | None = None  # MoCo/DINO projection head width (reference 2048)
+    adamw_betas: tuple[float, float] | None = None  # DINO/MAE (reference: torch's 0.9, 0.999)
+    weight_decay_all_parameters: bool = False  # AdamW methods: True decays norms, biases and
+    #   tokens too, as the reference code does; False: lightly's get_weight_decay_parameters
+    sync_batchnorm: bool = False  # BatchNorm statistics over all devices (reference: on)
+    collapse_std_fraction: float = 0.1  # collapsed when feature std < this / sqrt(dim)
 
     def __post_init__(self) -> None:
         from spectralearth.names import BACKBONES, METHODS
@@ -215,37 +235,139 @@ class PretrainSettings:
                 (self.lr > 0, f"lr: {self.lr} must be > 0"),
                 (self.num_workers >= 0, "num_workers must be >= 0"),
                 (0.0 < self.mask_ratio < 1.0, "mask_ratio must lie in (0, 1)"),
+                (
+                    self.crop_scale is None
+                    or 0.0 < self.crop_scale[0] <= self.crop_scale[-1] <= 1.0,
+                    f"crop_scale {list(self.crop_scale or ())} must be two area fractions "
+                    "0 < low <= high <= 1",
+                ),
+                (
+                    self.crop_scale is None or len(self.crop_scale) == 2,
+                    "crop_scale must be two numbers",
+                ),
+                (
+                    self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
+                    f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}",
+                ),
             ],
         )
 
 
+# Values of the recipe fields that take one of a few words (checked at load).
+RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adam", "adamw"),
+    "scheduler": ("constant", "cosine"),
+    "normalisation": ("dataset", "reference"),
+    "select": ("metric", "val_loss"),
+    "frozen_batchnorm": ("eval", "train"),
+    "first_n_from": ("adapter", "encoder"),
+}
+# EvaluateSettings keys that override the chosen recipe (the CLI's --epochs, --head, ...).
+RECIPE_OVERRIDES = ("head", "epochs", "batch_size", "lr")
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """How a downstream head (and, by protocol, part of the encoder) trains: one entry of
+    ``evaluate.recipes`` in params.yaml. The field defaults are the ``cpu`` recipe (the fast
+    one of ``make run``); params.yaml's ``paper`` entry is the SpectralEarth reference code's
+    (``docs``: every difference between the two).
+
+    ``datasets`` maps a dataset name to the keys that differ for it (the reference's batch
+    sizes, crop scales, weight decay, epochs); :meth:`for_dataset` applies them.
+    """
+
+    head: str = "linear"  # linear | fcn | upconv | mlp | paper (spectralearth.models.heads)
+    epochs: int = 15
+    batch_size: int = 8
+    lr: float = 0.01
+    optimizer: str = "adam"  # adam | adamw
+    weight_decay: float = 0.0
+    scheduler: str = "constant"  # constant | cosine (per epoch, T_max = epochs)
+    min_lr: float = 0.0  # the cosine schedule's floor (eta_min)
+    encoder_lr_scale: float = 0.1  # encoder parameters that train: lr x this
+    augment: bool = False  # RandomResizedCrop(crop_scale) + flips on training batches
+    crop_scale: tuple[float, float] = (0.4, 1.0)
+    normalisation: str = "dataset"  # dataset: train-split statistics | reference: published
+    reference_stats: str | None = None  # mu.npy/sigma.npy folder (downstream.normalisation)
+    standardise_features: bool = True  # per-channel train statistics of the encoder features
+    select: str = "metric"  # the epoch scored on test: best val metric | lowest val loss
+    early_stopping_patience: int = 0  # > 0: stop after this many epochs without a better pick
+    frozen_batchnorm: str = "eval"  # BatchNorm of frozen encoder parts: eval | train
+    first_n_from: str = "adapter"  # first-n counts from the adapter | encoder stages only
+    cache_features: bool = True  # frozen + linear head: run the encoder once per image
+    resize_to: int | None = None  # px images are resized to where the loader resizes (HYPERVIEW)
+    datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+        object.__setattr__(self, "datasets", {k: dict(v) for k, v in self.datasets.items()})
+
+    def check(self, where: str) -> RecipeSettings:
+        """Raise naming ``where`` (the params.yaml section) for a value out of its choices."""
+        for key, allowed in (*RECIPE_CHOICES.items(), ("head", HEADS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"params.yaml [{where}]: {key} {getattr(self, key)!r} is not one of {allowed}"
+                )
+        lo, hi = self.crop_scale
+        if not (len(self.crop_scale) == 2 and 0 < lo <= hi <= 1):
+            raise ValueError(
+                f"params.yaml [{where}]: crop_scale {self.crop_scale} must be 0 < lo <= hi <= 1"
+            )
+        for positive in ("epochs", "batch_size", "resize_to"):
+            if getattr(self, positive) is not None and int(getattr(self, positive)) < 1:
+                raise ValueError(f"params.yaml [{where}]: {positive} must be >= 1")
+        known = {f.name for f in dataclasses.fields(self)} - {"datasets"}
+        for name, values in self.datasets.items():
+            if set(values) - known:
+                raise ValueError(
+                    f"params.yaml [{where}.datasets.{name}]: unknown keys {sorted(set(values) - known)}"
+                )
+            dataclasses.replace(self, datasets={}, **values).check(f"{where}.datasets.{name}")
+        return self
+
+    def for_dataset(self, dataset: str | None) -> RecipeSettings:
+        """This recipe with ``datasets[dataset]`` applied (and no per-dataset table left)."""
+        values = dict(self.datasets.get(str(dataset), {})) if dataset is not None else {}
+        return dataclasses.replace(self, datasets={}, **values)
+
+
 @dataclass(frozen=True)
 class EvaluateSettings:
+    """Downstream evaluation: which task and protocol, the recipe that trains the head, and
+    where it runs (``accelerator``, ``devices``, ``precision`` as Lightning takes them).
+
+    ``head``, ``epochs``, ``batch_size`` and ``lr`` override the chosen recipe when given
+    (the CLI's ``--head``, ``--epochs``); after construction they hold the recipe's values
+    where they were not given, and :attr:`overridden` names those that were.
+    """
+
     task: str
     protocol: str
-    epochs: int
-    batch_size: int
-    lr: float
     seed: int
+    head: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     # Optional (defaults keep older params files loading):
     seeds: tuple[int, ...] = ()  # several seeds: the results table shows mean and std
     baselines: tuple[str, ...] = ("random_init",)  # beside each checkpoint (also random_forest)
-    head: str = "linear"  # linear | fcn | upconv | paper (spectralearth.models.heads)
     label_fractions: tuple[float, ...] = (1.0,)  # shares of the train split, one result each
+    recipe: str = "cpu"  # an entry of `recipes`
+    recipes: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    accelerator: str = "auto"  # auto (a GPU when there is one) | cpu | gpu
+    devices: int = 1  # one device: an evaluation is one process
+    precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on a GPU
+    num_workers: int = 0  # data-loading processes
+    overridden: tuple[str, ...] | None = None  # set at construction (see the class doc)
+    resolved_for: str | None = None  # the recipe the unset overrides were filled from
 
     def __post_init__(self) -> None:
         from spectralearth.names import BASELINES
 
         _check(
             [
-                (
-                    self.protocol in PROTOCOLS,
-                    f"protocol {self.protocol!r} is not one of {PROTOCOLS}",
-                ),
-                (self.head in HEADS, f"head {self.head!r} is not one of {HEADS}"),
-                (self.epochs > 0, f"epochs: {self.epochs} must be > 0"),
-                (self.batch_size > 0, f"batch_size: {self.batch_size} must be > 0"),
-                (self.lr > 0, f"lr: {self.lr} must be > 0"),
                 (
                     all(b in BASELINES for b in self.baselines),
                     f"baselines {list(self.baselines)}: each must be one of {BASELINES}",
@@ -254,8 +376,66 @@ class EvaluateSettings:
                     bool(self.label_fractions) and all(0 < f <= 1 for f in self.label_fractions),
                     f"label_fractions {list(self.label_fractions)}: each must lie in (0, 1]",
                 ),
-            ],
+                *(
+                    (
+                        getattr(self, k) is None or getattr(self, k) > 0,
+                        f"{k}: {getattr(self, k)} must be > 0",
+                    )
+                    for k in ("epochs", "batch_size", "lr")
+                ),
+            ]
         )
+        # checked here so a typo in params.yaml fails at load, not after hours of pretraining
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"params.yaml [evaluate]: protocol {self.protocol!r} is not one of {PROTOCOLS}"
+            )
+        if self.head is not None and self.head not in HEADS:
+            raise ValueError(f"params.yaml [evaluate]: head {self.head!r} is not one of {HEADS}")
+        recipes = {}
+        for name, values in dict(self.recipes).items():
+            if isinstance(values, RecipeSettings):
+                recipes[name] = values
+            else:
+                where = f"evaluate.recipes.{name}"
+                recipes[name] = _from_dict(RecipeSettings, dict(values or {}), where).check(where)
+        recipes.setdefault("cpu", RecipeSettings())
+        object.__setattr__(self, "recipes", recipes)
+        if self.recipe not in recipes:
+            raise ValueError(
+                f"params.yaml [evaluate]: recipe {self.recipe!r} is not one of "
+                f"{tuple(recipes)} (evaluate.recipes)"
+            )
+        if int(self.devices) != 1:
+            raise ValueError(
+                f"params.yaml [evaluate]: devices {self.devices!r}: a downstream evaluation runs "
+                "on one device (run several evaluations side by side instead)"
+            )
+        # Given at first construction, or changed since (dataclasses.replace(s, epochs=2)):
+        # a value that is not the recipe's it was filled from.
+        filled_from = recipes.get(self.resolved_for) if self.overridden is not None else None
+        given = set(self.overridden or ())
+        for key in RECIPE_OVERRIDES:
+            value = getattr(self, key)
+            if value is not None and key not in given:
+                if filled_from is None or value != getattr(filled_from, key):
+                    given.add(key)
+        object.__setattr__(self, "overridden", tuple(k for k in RECIPE_OVERRIDES if k in given))
+        base = recipes[self.recipe]
+        for key in RECIPE_OVERRIDES:
+            if key not in given:
+                object.__setattr__(self, key, getattr(base, key))
+        object.__setattr__(self, "resolved_for", self.recipe)
+
+    def recipe_for(self, dataset: str | None = None, recipe: str | None = None) -> RecipeSettings:
+        """The recipe (``recipe`` or :attr:`recipe`) for ``dataset``, with this section's
+        overrides (:attr:`overridden`) applied last."""
+        name = recipe or self.recipe
+        if name not in self.recipes:
+            raise ValueError(f"unknown recipe {name!r}; params.yaml [evaluate.recipes] has "
+                             f"{tuple(self.recipes)}")  # fmt: skip
+        chosen = self.recipes[name].for_dataset(dataset)
+        return dataclasses.replace(chosen, **{k: getattr(self, k) for k in self.overridden or ()})
 
 
 @dataclass(frozen=True)
@@ -266,6 +446,8 @@ class PredictSettings:
     overlap: int | None = None  # px; None = a quarter tile
     mask_layers: tuple[str, ...] = ("QL_QUALITY_CLOUD",)  # QL layers masked besides nodata
     model: str | None = None  # trained model for the scene_maps asset; None = the default
+    device: str = "auto"  # auto (cuda when there is a GPU) | cpu | cuda | cuda:N
+    batch_size: int | None = None  # tiles per forward pass; None = 8 on the CPU, 32 on a GPU
 
     def __post_init__(self) -> None:
         _check(
@@ -330,11 +512,62 @@ class AutomationSettings:
 
 
 @dataclass(frozen=True)
+class ValidateSettings:
+    """The data-quality gates (``validate``; spectralearth.validation); every key optional.
+
+    ``reference_stats``: the drift warning's reference (a folder with ``mu.npy`` and
+    ``sigma.npy``, or a ``band_stats.json``), relative to params.yaml;
+    ``$SPECTRALEARTH_REFERENCE_STATS`` wins. None: the curated folder's own statistics of an
+    earlier run, if any.
+    """
+
+    reference_stats: Path | None = None
+    max_band_drift_sigma: float = 0.25  # warn when a band mean is further off (reference stds)
+    min_multitemporal_share: float = 0.1  # warn when fewer locations have more than one scene
+    data_docs: bool = True  # record validations in a GX project and build its Data Docs
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    self.max_band_drift_sigma >= 0 and not math.isnan(self.max_band_drift_sigma),
+                    f"max_band_drift_sigma: {self.max_band_drift_sigma} must be >= 0",
+                ),
+                (
+                    _share(self.min_multitemporal_share),
+                    f"min_multitemporal_share: {self.min_multitemporal_share} must lie in [0, 1]",
+                ),
+            ]
+        )
+        if self.reference_stats is not None and not isinstance(self.reference_stats, Path):
+            if not isinstance(self.reference_stats, str) or not self.reference_stats:
+                raise ParamsError(f"reference_stats: {self.reference_stats!r} is not a path")
+            object.__setattr__(self, "reference_stats", Path(self.reference_stats))
+
+
+@dataclass(frozen=True)
 class MlflowSettings:
     experiment: str
     registered_model: str
     # None: the local SQLite store <data_dir>/mlflow/mlflow.db; env MLFLOW_TRACKING_URI wins
     tracking_uri: str | None = None
+    # CPU, memory, disk, network (and GPU with nvidia-ml-py) sampled during pretraining,
+    # logged as system/* metrics of the run every this many seconds; 0 = off
+    system_metrics_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    self.system_metrics_interval >= 0,
+                    f"system_metrics_interval: {self.system_metrics_interval} s must be >= 0",
+                ),
+                (
+                    self.tracking_uri is None or self.tracking_uri.strip() != "",
+                    "tracking_uri: empty; use null for the local store",
+                ),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -346,6 +579,7 @@ class TrackingSettings:
     artifacts: Path | None
     experiment: str
     registered_model: str
+    system_metrics_interval: float = 0.0  # seconds between samples during pretraining; 0 = off
 
     @property
     def local_db(self) -> Path | None:
@@ -364,6 +598,7 @@ class Settings:
     evaluate: EvaluateSettings
     mlflow: MlflowSettings
     predict: PredictSettings = field(default_factory=PredictSettings)
+    validate: ValidateSettings = field(default_factory=ValidateSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     raw: dict = field(repr=False, default_factory=dict)
 
@@ -382,11 +617,22 @@ class Settings:
             artifacts=artifacts,
             experiment=self.mlflow.experiment,
             registered_model=self.mlflow.registered_model,
+            system_metrics_interval=self.mlflow.system_metrics_interval,
         )
 
     def checkpoint_name(self) -> str:
         """The pipeline's own checkpoint folder name: ``<method>-<backbone>``."""
         return f"{self.pretrain.method}-{self.pretrain.backbone}"
+
+
+def _validate_section(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``reference_stats`` from the environment first, relative paths from params.yaml's folder."""
+    values = dict(values)
+    reference = os.environ.get(REFERENCE_ENV) or values.get("reference_stats")
+    if isinstance(reference, str) and reference:
+        path = Path(reference)
+        values["reference_stats"] = path if path.is_absolute() else base / path
+    return values
 
 
 def project_root() -> Path:
@@ -478,6 +724,9 @@ def _settings(params_file: Path, raw: dict, overrides: dict, profile, data_dir) 
         evaluate=_from_dict(EvaluateSettings, section("evaluate"), "evaluate"),
         mlflow=_from_dict(MlflowSettings, section("mlflow"), "mlflow"),
         predict=_from_dict(PredictSettings, section("predict"), "predict"),
+        validate=_from_dict(
+            ValidateSettings, _validate_section(section("validate"), base), "validate"
+        ),
         automation=_from_dict(AutomationSettings, section("automation"), "automation"),
         raw=raw,
     )

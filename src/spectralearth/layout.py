@@ -8,7 +8,7 @@ Three layouts, each a frozen dataclass over one root folder:
 - :class:`CheckpointLayout`: a pretraining output folder (weights, run.json, resumable
   Lightning checkpoints, loss curve).
 - :class:`ResultsLayout`: an evaluation results folder: one CSV and one trained model per
-  :class:`EvaluationKey` (checkpoint x dataset x protocol x head x label fraction), the
+  :class:`EvaluationKey` (checkpoint x dataset x recipe x protocol x head x label fraction), the
   gathered tables and figures.
 
 :class:`DataLayout` is the default data folder of ``params.yaml`` (``data_dir``): the
@@ -122,18 +122,19 @@ def _fraction_label(label_fraction: float) -> str:
 @dataclass(frozen=True)
 class EvaluationKey:
     """One evaluation: a checkpoint (folder name) or baseline on a dataset under a protocol
-    with a head, trained on a share of the train split."""
+    with a head, trained with a recipe (``evaluate.recipes``) on a share of the train split."""
 
     checkpoint: str
     dataset: str
     protocol: str
     head: str
     label_fraction: float = 1.0
+    recipe: str = "cpu"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", Path(str(self.dataset)).name)
         object.__setattr__(self, "label_fraction", float(self.label_fraction))
-        for part in (self.checkpoint, self.dataset, self.protocol, self.head):
+        for part in (self.checkpoint, self.dataset, self.recipe, self.protocol, self.head):
             if not part or "/" in part or part in (".", ".."):
                 raise ValueError(f"evaluation key part {part!r} is not a plain name")
 
@@ -142,6 +143,7 @@ class EvaluationKey:
         return (
             self.checkpoint,
             self.dataset,
+            self.recipe,
             self.protocol,
             self.head,
             _fraction_label(self.label_fraction),
@@ -154,7 +156,8 @@ class EvaluationKey:
             what += f" ({self.protocol}"
             what += f", {self.head} head)" if self.head != NO_HEAD else ")"
         fraction = "" if self.label_fraction == 1.0 else f", {self.label_fraction:g} of labels"
-        return f"{what} on {self.dataset}{fraction}"
+        recipe = "" if self.recipe in ("cpu", "none") else f", {self.recipe} recipe"
+        return f"{what} on {self.dataset}{fraction}{recipe}"
 
     @property
     def stem(self) -> str:
@@ -191,7 +194,7 @@ class ResultsLayout:
 
     def evaluation_csvs(self) -> list[Path]:
         """Every finished evaluation's CSV, sorted."""
-        return sorted((self.root / "evaluations").glob("*/*/*/*/lf*.csv"))
+        return sorted((self.root / "evaluations").glob("*/*/*/*/*/lf*.csv"))
 
     @property
     def all_rows(self) -> Path:

@@ -12,8 +12,10 @@ scene's CRS and transform; pixels that are nodata in any band or flagged in a QL
 (cloud by default) get :data:`NODATA_CLASS`.
 
 The scene is read in strips of tile rows (a strip of ``tile`` rows at a time), so memory
-holds one strip of the image and the ``[classes, rows, cols]`` accumulators, never the
-whole cube.
+holds a batch of tiles, the strip they come from and the ``[classes, rows, cols]``
+accumulators, never the whole cube. Tiles are batched across strips (``batch_size`` per
+forward pass: 8 on the CPU, 32 on a GPU by default) and run on ``device`` (``auto``: the GPU
+when there is one), where the softmax and the window weighting happen too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 NODATA_CLASS = 255
 MASK_LAYERS = ("QL_QUALITY_CLOUD",)
 DEFAULT_TILE = 128
+DEFAULT_BATCH = {"cpu": 8, "cuda": 32}  # tiles per forward pass
 
 # A qualitative palette (tab20 order, then a few more), RGB.
 PALETTE = (
@@ -91,12 +94,15 @@ def _tiles(strip: np.ndarray, tile: int, xs: list[int]):
     return np.stack([strip[:, :tile, x : x + tile] for x in xs])
 
 
-def _run_model(model, batch: np.ndarray, device) -> np.ndarray:
+def resolve_device(device: str | None) -> str:
+    """``auto`` (or None) -> ``cuda`` when a GPU is visible, else ``cpu``; others as given."""
     import torch
 
-    with torch.no_grad():
-        logits = model(torch.from_numpy(batch).to(device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but no CUDA device is visible")
+    return str(device)
 
 
 def sliding_window_probs(
@@ -114,31 +120,48 @@ def sliding_window_probs(
 
     ``read_strip(row, rows)`` returns the normalised image rows ``row .. row + rows`` as
     float32 ``[C, rows, width]``; ``model`` maps ``[B, C, tile, tile]`` to logits
-    ``[B, K, tile, tile]``.
+    ``[B, K, tile, tile]``. Tiles are gathered across strips into batches of
+    ``batch_size``; the model, the softmax and the window weighting run on ``device``.
     """
+    import torch
+
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must lie in 0..{tile - 1}, got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     stride = tile - overlap
-    weight = cosine_window(tile)
+    window = cosine_window(tile)
+    weight = torch.from_numpy(window).to(device)
     acc = np.zeros((num_classes, height, width), dtype=np.float32)
     wsum = np.zeros((height, width), dtype=np.float32)
     xs = tile_origins(width, tile, stride)
+    pending: list[tuple[int, int, int, np.ndarray]] = []  # (y, x, rows, tile)
+
+    def flush() -> None:
+        batch = torch.from_numpy(np.stack([t for *_, t in pending])).to(device)
+        with torch.no_grad():
+            probs = torch.softmax(model(batch).float(), dim=1) * weight
+        probs = probs.cpu().numpy()
+        for p, (y, x, rows, _) in zip(probs, pending, strict=True):
+            cols = min(tile, width - x)
+            acc[:, y : y + rows, x : x + cols] += p[:, :rows, :cols]
+            wsum[y : y + rows, x : x + cols] += window[:rows, :cols]
+        pending.clear()
+
     for y in tile_origins(height, tile, stride):
         rows = min(tile, height - y)
-        strip = read_strip(y, rows)
-        tiles = _tiles(strip, tile, xs)
-        for s in range(0, len(xs), batch_size):
-            probs = _run_model(model, tiles[s : s + batch_size], device)
-            for p, x in zip(probs, xs[s : s + batch_size], strict=True):
-                cols = min(tile, width - x)
-                w = weight[:rows, :cols]
-                acc[:, y : y + rows, x : x + cols] += p[:, :rows, :cols] * w
-                wsum[y : y + rows, x : x + cols] += w
+        tiles = _tiles(read_strip(y, rows), tile, xs)
+        for t, x in zip(tiles, xs, strict=True):
+            pending.append((y, x, rows, t))
+            if len(pending) == batch_size:
+                flush()
+    if pending:
+        flush()
     return acc / np.maximum(wsum, 1e-12)
 
 
 def _scene_error(name: str, reason: str):
-    from spectralearth.enmap.product import ProductError
+    from spectralearth.enmap.scene import ProductError
 
     return ProductError(name, reason)
 
@@ -150,7 +173,7 @@ def predict_scene(
     *,
     tile: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str | None = None,
     mask_layers: Sequence[str] = MASK_LAYERS,
 ) -> dict[str, Any]:
@@ -158,18 +181,21 @@ def predict_scene(
     (a folder of :mod:`spectralearth.models.heads`) to ``out`` (single-band uint8 GeoTIFF).
 
     ``tile`` defaults to the patch size the model was trained on, ``overlap`` to a quarter
-    tile. A scene that cannot be read or matched to the 202-band view raises
-    :class:`~spectralearth.enmap.product.ProductError` naming it. Returns counts per class,
+    tile; ``device`` (``auto``/None: the GPU when there is one) and ``batch_size`` (tiles per
+    forward pass; None: 8 on the CPU, 32 on a GPU) say where and how the model runs (params
+    ``predict.device``, ``predict.batch_size``). A scene that cannot be read or matched to
+    the 202-band view raises
+    :class:`~spectralearth.enmap.scene.ProductError` naming it. Returns counts per class,
     masked pixels and timings.
     """
     import time
 
     import rasterio
-    import torch
     from rasterio.windows import Window
 
-    from spectralearth.bands import BandMatchError, select_view
-    from spectralearth.enmap.product import NODATA, open_scene, scene_name
+    from spectralearth.enmap.archive import scene_name
+    from spectralearth.enmap.scene import NODATA
+    from spectralearth.enmap.view import open_view
     from spectralearth.io import atomic_path
     from spectralearth.models.heads import SEGMENTATION, load_model
 
@@ -182,40 +208,36 @@ def predict_scene(
         raise ValueError(f"{model}: {num_classes} classes do not fit a uint8 map")
     tile = int(tile or info.get("patch_size") or DEFAULT_TILE)
     overlap = tile // 4 if overlap is None else int(overlap)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
+    batch_size = int(batch_size or DEFAULT_BATCH["cuda" if device.startswith("cuda") else "cpu"])
     net = net.to(device)
 
     scene = Path(scene)
     name = scene_name(scene) if scene.exists() else scene.name
     if not scene.exists():
         raise _scene_error(name, f"no such scene: {scene}")
-    product = open_scene(scene)
-    try:
-        view = select_view(product.meta.wavelengths)
-    except BandMatchError as exc:
-        raise _scene_error(name, f"bands cannot be matched to the 202-band view: {exc}") from exc
-    if len(view) != int(info["in_chans"]):
+    # the catalogue's and curation's validation; a mask off the image grid is refused here
+    view = open_view(scene, require_time=False)
+    if len(view.bands) != int(info["in_chans"]):
         raise _scene_error(
-            name, f"the scene view has {len(view)} bands, the model takes {info['in_chans']}"
+            name, f"the scene view has {len(view.bands)} bands, the model takes {info['in_chans']}"
         )
     mean = np.asarray(info["band_stats"]["mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(info["band_stats"]["std"], dtype=np.float32)[:, None, None]
-    if len(mean) != len(view):
-        raise ValueError(f"{model}: band statistics have {len(mean)} bands, not {len(view)}")
+    if len(mean) != len(view.bands):
+        raise ValueError(f"{model}: band statistics have {len(mean)} bands, not {len(view.bands)}")
+    profile = {"crs": view.grid.crs, "transform": view.grid.transform}
+    height, width = view.grid.height, view.grid.width
     try:
-        with rasterio.open(product.image_path) as src:
-            profile = {"crs": src.crs, "transform": src.transform}
-            height, width = src.height, src.width
         masked = np.zeros((height, width), dtype=bool)
         for layer in mask_layers:
-            if layer in product.ql_paths:
-                masked |= product.read_mask(layer)
+            masked |= view.mask(layer)  # all False for a layer the scene does not carry
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _scene_error(name, f"cannot be read: {exc}") from exc
 
     def read_strip(row: int, rows: int) -> np.ndarray:
         try:
-            raw = product.read(Window(0, row, width, rows), bands=view)
+            raw = view.read(Window(0, row, width, rows))
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise _scene_error(name, f"cannot be read at rows {row}..{row + rows}: {exc}") from exc
         nodata = np.any(raw == NODATA, axis=0)
@@ -274,6 +296,8 @@ def predict_scene(
         "class_pixels": {names[k]: int(c) for k, c in enumerate(counts)},
         "inference_seconds": t_infer,
         "seconds": time.perf_counter() - t0,
+        "device": device,
+        "batch_size": batch_size,
         "classes": names,
     }
 

@@ -34,11 +34,18 @@ def serve_uis(settings: Settings, host: str, dagster_port: int, mlflow_port: int
     # one local user: MLflow's default 4 workers take minutes to start on 2 cores
     mlflow = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking.uri,
               "--host", host, "--port", str(mlflow_port), "--workers", "1"]  # fmt: skip
-    procs = [_spawn(dagster, env), _spawn(mlflow, env)]
-    print(
-        f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  http://{host}:{mlflow_port}\n"
-        "(Ctrl-C stops both)"
-    )
+    if settings.tracking.local_db is None:  # a tracking server: its own UI, nothing to start
+        procs = [_spawn(dagster, env)]
+        print(
+            f"Dagster UI: http://{host}:{dagster_port}\n"
+            f"MLflow UI:  {settings.tracking.uri} (the tracking server's own)\n(Ctrl-C stops Dagster)"
+        )
+    else:
+        procs = [_spawn(dagster, env), _spawn(mlflow, env)]
+        print(
+            f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  http://{host}:{mlflow_port}\n"
+            "(Ctrl-C stops both)"
+        )
 
     def _interrupt(*_):
         raise KeyboardInterrupt

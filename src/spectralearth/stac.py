@@ -10,8 +10,9 @@ moved or published as is; asset hrefs point at the product files (absolute paths
 archive lives outside the STAC folder; ``/vsizip/...`` GDAL paths for zipped products).
 
 Band metadata (``eo:bands``, ``raster:bands``) follows the *file* band order of the image,
-taken from the product itself (``open_product``: METADATA.XML order = image band order)
-together with its gains/offsets. The catalogue's ``wavelengths``/``fwhms`` columns are
+taken from the scene itself (``open_scene``: METADATA.XML order = image band order)
+together with the gains/offsets, data type and nodata its reader applies to the stored values
+(``scene.scaling``). The catalogue's ``wavelengths``/``fwhms`` columns are
 sorted by wavelength, which is not the file order for every L2A processor
 (VNIR-then-SWIR products), so they are used only when the product cannot be opened (e.g.
 a catalogue copied away from its archive), with the nominal int16 x 10000 scaling.
@@ -153,6 +154,13 @@ def _native_bbox(transform: list[float], width: int, height: int) -> list[float]
     return [min(xs), min(ys), max(xs), max(ys)]
 
 
+def _stac_nodata(value: float | None) -> float | str | None:
+    """raster:bands nodata: a number, "nan" (JSON has no NaN) or None (no nodata)."""
+    if value is None:
+        return None
+    return "nan" if math.isnan(value) else value
+
+
 def _product_files(row: pd.Series, path: Path) -> tuple[str, str | None, dict[str, list[float]]]:
     """(image href, metadata href, band table in file order) of one catalogue row.
 
@@ -163,19 +171,21 @@ def _product_files(row: pd.Series, path: Path) -> tuple[str, str | None, dict[st
     scene = str(row["scene"])
     n_bands = None if _is_missing(row.get("n_bands")) else int(row["n_bands"])
     try:
-        from spectralearth.enmap.product import open_product
+        from spectralearth.enmap.archive import open_scene
 
-        product = open_product(path)
+        product = open_scene(path)
         meta = product.meta
         if n_bands is not None and len(meta.wavelengths) != n_bands:
             raise ValueError(f"{len(meta.wavelengths)} bands, the catalogue says {n_bands}")
-        gains = [float(g) for g in meta.gains]
-        offsets = [float(o) for o in meta.offsets]
+        gains = [float(g) for g in product.scaling.reflectance_gains]
+        offsets = [float(o) for o in product.scaling.reflectance_offsets]
         table = {
             "wavelengths": [float(w) for w in meta.wavelengths],
             "fwhms": [float(w) for w in meta.fwhms],
             "gains": [g if math.isfinite(g) else DEFAULT_SCALE for g in gains],
             "offsets": [o if math.isfinite(o) else DEFAULT_OFFSET for o in offsets],
+            "dtype": product.scaling.dtype,
+            "nodata": _stac_nodata(product.scaling.nodata),
         }
         return str(product.image_path), _metadata_href(path, scene), table
     except Exception as exc:  # moved or damaged since cataloguing: describe from the row
@@ -281,8 +291,8 @@ def scene_item(row: pd.Series) -> pystac.Item:
     ]
     RasterExtension.ext(image_asset, add_if_missing=True).bands = [
         RasterBand.create(
-            nodata=NODATA,
-            data_type=DataType.INT16,
+            nodata=table.get("nodata", NODATA),
+            data_type=DataType(table.get("dtype", "int16")),
             scale=gain,
             offset=offset,
             spatial_resolution=resolution,

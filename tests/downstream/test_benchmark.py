@@ -22,13 +22,9 @@ from spectralearth.downstream.datasets.registry import (
     open_split,
     resolve,
 )
-from spectralearth.downstream.metrics import MultilabelMetrics, SegmentationMetrics
-from spectralearth.downstream.protocols import (
-    _set_trainable,
-    encoder_stages,
-    evaluate_encoder,
-    label_subset,
-)
+from spectralearth.downstream.finetuning import set_trainable
+from spectralearth.downstream.metrics import MultilabelMetrics, SegmentationMetrics, metric_names
+from spectralearth.downstream.protocols import encoder_stages, evaluate_encoder, label_subset
 from spectralearth.downstream.run import BandMismatchError, evaluate_model
 from tests.helpers import SHARED_DATA, TinyEncoder, make_fake, shared
 
@@ -246,23 +242,23 @@ def test_label_subsets_are_seeded_fractions():
 
 def test_protocols_choose_what_trains():
     enc = TinyEncoder()
-    _set_trainable(enc, "adapter", 2)
+    set_trainable(enc, "adapter", 2)
     assert {n.split(".")[0] for n, p in enc.named_parameters() if p.requires_grad} == {
         "spectral_adapter"
     }
     enc = TinyEncoder()
-    _set_trainable(enc, "first-n", 2)
+    set_trainable(enc, "first-n", 2)
     assert {n.split(".")[0] for n, p in enc.named_parameters() if p.requires_grad} == {
         "spectral_adapter",
         "stage1",
     }
     assert not enc.stage2.training and enc.stage1.training
     enc = TinyEncoder()
-    _set_trainable(enc, "full", 2)
+    set_trainable(enc, "full", 2)
     assert all(p.requires_grad for p in enc.parameters())
     assert len(encoder_stages(enc)) == 3
     with pytest.raises(ValueError, match="first_n"):
-        _set_trainable(TinyEncoder(), "first-n", 9)
+        set_trainable(TinyEncoder(), "first-n", 9)
 
 
 @pytest.mark.parametrize("protocol", ["frozen", "adapter", "first-n", "full"])
@@ -329,7 +325,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def test_evaluate_model_rows(local_tree, checkpoint):
-    df = evaluate_model(
+    outcome = evaluate_model(
         checkpoint / "model.safetensors",
         local_tree / "enmap_cdl",
         replace(SETTINGS, epochs=1),
@@ -337,24 +333,53 @@ def test_evaluate_model_rows(local_tree, checkpoint):
         label_fractions=(0.1, 1.0),
         seeds=(0, 1),
     )
+    df = outcome.rows
     assert set(df["split"]) == {"val", "test"} and set(df["seed"]) == {0, 1}
     assert set(df["label_fraction"]) == {0.1, 1.0}
-    assert set(df["metric"]) == {"overall_accuracy", "micro_iou", "macro_iou", "macro_f1"}
-    assert len(df) == 2 * 2 * 2 * 4
+    project = {"overall_accuracy", "micro_iou", "macro_iou", "macro_f1"}
+    assert set(df["metric"]) == project | {"ref_overall_accuracy", "ref_micro_iou"}
+    assert set(df["metric"]) == set(metric_names("segmentation"))
+    assert len(df) == 2 * 2 * 2 * 6
     assert set(df["model"]) == {"moco-spec_resnet18"} and set(df["method"]) == {"moco"}
     assert set(df["dataset"]) == {"enmap_cdl"} and df["value"].between(0, 1).all()
-
-
-def test_band_mismatch_is_refused_unless_allowed(local_tree, checkpoint):
-    with pytest.raises(BandMismatchError, match="202 bands but dataset desis_cdl has 235"):
-        evaluate_model(checkpoint, local_tree / "desis_cdl", replace(SETTINGS, epochs=1))
-    df = evaluate_model(
-        checkpoint,
-        local_tree / "desis_cdl",
-        replace(SETTINGS, epochs=1),
-        allow_band_mismatch=True,
+    assert set(df["recipe"]) == {"cpu"} and df["peak_mem_mb"].gt(0).all()
+    # the reference's OA and micro IoU are the project's, computed independently
+    wide = df.pivot_table(
+        index=["seed", "label_fraction", "split"], columns="metric", values="value"
     )
-    assert set(df["dataset"]) == {"desis_cdl"} and len(df) == 8
+    assert np.allclose(wide["ref_overall_accuracy"], wide["overall_accuracy"])
+    assert np.allclose(wide["ref_micro_iou"], wide["micro_iou"])
+    assert sorted(outcome.details) == [(m, s, f) for m in ["moco-spec_resnet18"] for s in (0, 1)
+                                       for f in (0.1, 1.0)]  # fmt: skip
+    assert outcome.classes == list(get_card("enmap_cdl").class_names)
+    assert outcome.trained_model_dir is None
+
+
+def test_cross_sensor_runs_the_adapter_without_a_flag_and_logs_it(local_tree, checkpoint, caplog):
+    """DESIS (235 bands) with a 202-band checkpoint: its spectral adapter takes them."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="spectralearth.downstream.run"):
+        df = evaluate_model(checkpoint, local_tree / "desis_cdl", replace(SETTINGS, epochs=1)).rows
+    assert set(df["dataset"]) == {"desis_cdl"} and len(df) == 2 * 6
+    assert "trained on 202 bands, dataset desis_cdl has 235" in caplog.text
+
+
+def test_a_model_without_an_adapter_is_refused_on_another_band_count(local_tree, tmp_path):
+    from safetensors.torch import save_file
+
+    from spectralearth.models import create_model
+
+    ckpt = tmp_path / "plain-resnet50"
+    ckpt.mkdir()
+    model = create_model("resnet50", in_chans=202)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(ckpt / "model.safetensors"))  # fmt: skip
+    (ckpt / "run.json").write_text(json.dumps({"method": "moco", "backbone": "resnet50"}))
+    with pytest.raises(BandMismatchError, match="202 bands but dataset desis_cdl has 235") as e:
+        evaluate_model(ckpt, local_tree / "desis_cdl", replace(SETTINGS, epochs=1))
+    assert "no spectral adapter" in str(e.value) and str(ckpt) in str(e.value)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "run.json"]
 
 
 def test_cli_evaluate_and_datasets(local_tree, tmp_path, capsys):
@@ -365,15 +390,17 @@ def test_cli_evaluate_and_datasets(local_tree, tmp_path, capsys):
     built = tmp_path / "p" / "data" / "downstream" / "synth_landcover"
     (built / "splits").mkdir(parents=True)
     (built / "classes.json").write_text(json.dumps({"1": "water", "2": "forest"}))
-    out = tmp_path / "res.csv"
+    out = tmp_path / "results"
     common = ["--params", str(params), "evaluate", "--dataset", str(local_tree / "enmap_cdl")]
     assert main([*common, "--model", "random", "--protocol", "frozen", "--epochs", "1",
                  "--out", str(out)]) == 0  # fmt: skip
-    df = pd.read_csv(out)
+    (csv,) = (out / "evaluations" / "random_init").rglob("lf1.csv")
+    df = pd.read_csv(csv)
     assert {"model", "dataset", "protocol", "split", "seed", "metric", "value"} <= set(df.columns)
     assert set(df["model"]) == {"random_init"} and set(df["protocol"]) == {"frozen"}
-    assert main([*common, "--baseline", "rf", "--out", str(out)]) == 0
-    assert set(pd.read_csv(out)["protocol"]) == {"rf"}
+    assert main([*common, "--baseline", "random_forest", "--out", str(out)]) == 0
+    (csv,) = (out / "evaluations" / "random_forest").rglob("lf1.csv")
+    assert set(pd.read_csv(csv)["protocol"]) == {"none"}
     capsys.readouterr()
     assert main(["--params", str(params), "datasets"]) == 0
     text = capsys.readouterr().out
@@ -417,11 +444,11 @@ def test_potsdam_loads_as_shipped():
 @pytest.mark.shared_data
 def test_potsdam_rf_baseline_and_frozen_random_init():
     root = shared("enmap_potsdam")
-    rf = evaluate_model("random", root, SETTINGS, baseline="rf", rf_trees=30)
+    rf = evaluate_model("random", root, SETTINGS, baseline="random_forest", rf_trees=30).rows
     assert set(rf["split"]) == {"test"} and set(rf["dataset"]) == {"enmap_potsdam"}
     oa = rf.set_index("metric").loc["overall_accuracy", "value"]
     assert oa > 0.5, oa
-    df = evaluate_model("random", root, replace(SETTINGS, epochs=2), "frozen")
+    df = evaluate_model("random", root, replace(SETTINGS, epochs=2), "frozen").rows
     assert set(df["split"]) == {"val", "test"} and set(df["model"]) == {"random_init"}
 
 

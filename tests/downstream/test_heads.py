@@ -180,13 +180,12 @@ def test_cli_evaluate_with_the_paper_head(cdl, tmp_path, one_torch_thread):
     common = ["--params", str(params), "evaluate", "--dataset", str(cdl), "--model", "random"]
     assert main([*common, "--backbone", "spec_resnet18", "--head", "paper", "--epochs", "1"]) == 0
     results = tmp_path / "p" / "data" / "results"
-    df = pd.read_csv(results / "evaluate-enmap_cdl-frozen-paper.csv")
+    where = ("random_init", "enmap_cdl", "cpu", "frozen")
+    df = pd.read_csv(results.joinpath("evaluations", *where, "paper", "lf1.csv"))
     assert set(df["head"]) == {"fcn"} and set(df["protocol"]) == {"frozen"}
-    head = json.loads(
-        (results / "heads" / "random_init-enmap_cdl-frozen-paper" / "head.json").read_text()
-    )
+    head = json.loads(results.joinpath("heads", *where, "paper", "lf1", "head.json").read_text())
     assert head["head"] == "fcn" and head["dilated"] is True
-    assert not (results / "evaluate-enmap_cdl-frozen.csv").exists()
+    assert not results.joinpath("evaluations", *where, "linear").exists()
 
 
 @pytest.mark.parametrize("key, value", [("head", "unet"), ("protocol", "linear-probe")])
@@ -197,3 +196,95 @@ def test_a_typo_in_params_fails_at_load_naming_the_key(tmp_path, key, value):
     params = write_params(tmp_path, evaluate={key: value})
     with pytest.raises(ValueError, match=rf"\[evaluate\]: {key} '{value}' is not one of"):
         load_settings(params)
+
+
+# --- pooled tasks, the regression head, the reference's token layout -------------------------
+
+
+def _vit_core(encoder):
+    from timm.models.vision_transformer import VisionTransformer
+
+    return next(m for m in encoder.children() if isinstance(m, VisionTransformer))
+
+
+def test_vit_tokens_are_the_reference_s_intermediate_layers_with_norm():
+    """The ConvHead reads ``get_intermediate_layers(x, norm=True)[0]`` in the reference: the
+    last block's tokens after the final norm, without the class token."""
+    torch.manual_seed(0)
+    vit = create_model("spec_vit_tiny", in_chans=80).eval()
+    x = torch.randn(2, 80, 16, 16)
+    with torch.no_grad():
+        core = _vit_core(vit)
+        ref = core.get_intermediate_layers(vit.spectral_adapter(x), n=1, norm=True, reshape=True)
+        assert torch.allclose(vit.forward_features(x), ref[0], atol=1e-6)
+
+
+def test_pooled_tasks_read_the_vit_class_token_and_the_resnet_average():
+    from spectralearth.models.heads import DownstreamModel, pooling_for
+
+    torch.manual_seed(0)
+    vit = create_model("spec_vit_tiny", in_chans=80).eval()
+    rn = create_model("spec_resnet18", in_chans=80).eval()
+    assert pooling_for(vit) == "token" and pooling_for(rn) == "mean"
+    x = torch.randn(2, 80, 16, 16)
+    head = torch.nn.Linear(192, 19)
+    model = DownstreamModel(vit, head, torch.zeros(192), torch.ones(192), "multilabel", "token")
+    with torch.no_grad():
+        core = _vit_core(vit)
+        cls = core.forward_features(vit.spectral_adapter(x))[:, 0]  # normed class token
+        assert torch.allclose(model.features(x), cls, atol=1e-6)
+        assert torch.allclose(model(x), head(cls), atol=1e-5)
+        mean = DownstreamModel(rn, torch.nn.Linear(512, 19), torch.zeros(512), torch.ones(512),
+                               "multilabel")  # fmt: skip
+        assert torch.allclose(mean(x), mean.head(rn(x)), atol=1e-5)  # rn(x): timm's avg pool
+
+
+def test_the_regression_head_and_which_head_a_task_takes():
+    from spectralearth.models.heads import MLPHead
+
+    head = make_head(512, 4, "regression", "mlp")
+    assert isinstance(head, MLPHead) and head.out_features == 4
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["BatchNorm1d", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout",
+                     "Linear"]  # fmt: skip
+    assert [m.out_features for m in head if isinstance(m, torch.nn.Linear)] == [2048, 1024, 4]
+    assert head[3].p == 0.2 and head.eval()(torch.randn(3, 512)).shape == (3, 4)
+    rn = create_model("spec_resnet18", in_chans=80)
+    assert resolve_head("paper", rn, "regression") == "mlp"
+    assert resolve_head("linear", rn, "regression") == "linear"
+    assert resolve_head("mlp", rn, "multilabel") == "linear"  # multi-label: always linear
+    with pytest.raises(ValueError, match="regression takes linear or mlp"):
+        resolve_head("fcn", rn, "regression")
+    with pytest.raises(ValueError, match="'mlp' is the regression head"):
+        resolve_head("mlp", rn, "segmentation")
+
+
+def test_a_saved_vit_loads_whatever_its_timm_core_is_called(tmp_path):
+    """Folders saved with the timm core under ``vit.`` (before the reference key layout) and
+    under ``vit_core.`` (the reference's) both load into today's encoder."""
+    from safetensors.torch import load_file, save_file
+
+    from spectralearth.models.heads import DownstreamModel
+
+    torch.manual_seed(0)
+    vit = create_model("spec_vit_tiny", in_chans=80).eval()
+    model = DownstreamModel(vit, make_head(192, 3, "segmentation", "upconv", 4), torch.zeros(192),
+                            torch.ones(192))  # fmt: skip
+    info = {"backbone": "spec_vit_tiny", "classes": ["a", "b", "c"],
+            "band_stats": {"mean": [0.0] * 80, "std": [1.0] * 80}}  # fmt: skip
+    folder = save_model(model, tmp_path / "m", info)
+    x = torch.randn(1, 80, 16, 16)
+    with torch.no_grad():
+        want = model.eval()(x)
+    state = load_file(str(folder / "model.safetensors"))
+    current = next(
+        p for p in ("encoder.vit_core.", "encoder.vit.") if any(k.startswith(p) for k in state)
+    )
+    for other in ("encoder.vit.", "encoder.vit_core."):
+        renamed = {
+            (other + k[len(current) :] if k.startswith(current) else k): v for k, v in state.items()
+        }
+        save_file(renamed, str(folder / "model.safetensors"))
+        loaded, _ = load_model(folder)
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), want, atol=1e-6)

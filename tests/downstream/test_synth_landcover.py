@@ -21,10 +21,11 @@ from torch import nn
 from spectralearth.config import EvaluateSettings
 from spectralearth.downstream import (
     EVALUATION_COLUMNS,
+    EvaluationOutcome,
     SegmentationDataset,
     build_synth_landcover,
-    evaluate_checkpoint,
     evaluate_encoder,
+    evaluate_model,
     write_evaluations,
 )
 
@@ -326,16 +327,17 @@ def test_evaluate_encoder_spec_resnet18(dataset_dir, fake_inputs):
     assert np.array(res["confusion_matrix"]).shape == (3, 3)
 
 
-# --- evaluate_checkpoint ---------------------------------------------------------------------
+# --- evaluate_model on the built dataset ----------------------------------------------------
 
 
-def test_evaluate_checkpoint_rows(dataset_dir, fake_inputs, tmp_path):
+def test_checkpoint_and_random_init_rows_on_the_built_dataset(dataset_dir, tmp_path):
+    """What `make run` evaluates: the checkpoint and random init on the built folder."""
     create_model, _ = _models()
     from safetensors.torch import save_file
 
     torch.manual_seed(123)
     model = create_model("spec_resnet18", in_chans=BANDS)
-    ckpt = tmp_path / "ckpt"
+    ckpt = tmp_path / "moco-spec_resnet18"
     ckpt.mkdir()
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors")
@@ -344,24 +346,33 @@ def test_evaluate_checkpoint_rows(dataset_dir, fake_inputs, tmp_path):
         json.dumps({"method": "moco", "backbone": "spec_resnet18", "in_chans": BANDS})
     )
     settings = replace(SETTINGS, epochs=2)
-    df = evaluate_checkpoint(ckpt, dataset_dir, fake_inputs["stats"], settings)
+    outcomes = [
+        evaluate_model(ckpt, dataset_dir, settings),
+        evaluate_model("random", dataset_dir, settings, backbone="spec_resnet18"),
+    ]
+    assert all(isinstance(o, EvaluationOutcome) for o in outcomes)
+    df = pd.concat([o.rows for o in outcomes])
     assert list(df.columns) == list(EVALUATION_COLUMNS)
-    assert len(df) == 4
-    assert set(zip(df["model"], df["metric"], strict=True)) == {
-        (m, k) for m in ("pretrained", "random_init") for k in ("overall_accuracy", "macro_f1")
+    metrics = ("overall_accuracy", "micro_iou", "macro_iou", "macro_f1")
+    metrics += ("ref_overall_accuracy", "ref_micro_iou")
+    assert set(zip(df["model"], df["split"], df["metric"], strict=True)) == {
+        (m, s, k) for m in (ckpt.name, "random_init") for s in ("val", "test") for k in metrics
     }
-    assert set(df.loc[df["model"] == "pretrained", "method"]) == {"moco"}
+    assert set(df.loc[df["model"] == ckpt.name, "method"]) == {"moco"}
     assert set(df.loc[df["model"] == "random_init", "method"]) == {"none"}
-    assert set(df["backbone"]) == {"spec_resnet18"} and set(df["split"]) == {"test"}
-    assert set(df["dataset"]) == {"synth_landcover"} and set(df["protocol"]) == {"frozen"}
+    assert set(df["backbone"]) == {"spec_resnet18"} and set(df["recipe"]) == {"cpu"}
+    assert set(df["dataset"]) == {dataset_dir.name} and set(df["protocol"]) == {"frozen"}
     assert (df["label_fraction"] == 1.0).all() and (df["seed"] == 0).all()
     assert df["value"].between(0, 1).all() and (df["seconds"] > 0).all()
     assert (df["peak_mem_mb"] > 0).all()
-    assert set(df.attrs["details"]) == {"pretrained", "random_init"}
+    if not torch.cuda.is_available():
+        assert df["peak_gpu_mem_mb"].isna().all()
+    assert outcomes[0].classes == list(CLASSES.values())
+    assert set(outcomes[0].details) == {(ckpt.name, 0, 1.0)}
 
-    out = write_evaluations(df, tmp_path / "results" / "evaluations.csv")
+    out = write_evaluations(outcomes[0], tmp_path / "results" / "evaluations.csv")
     back = pd.read_csv(out)
-    assert list(back.columns) == list(EVALUATION_COLUMNS) and len(back) == 4
+    assert list(back.columns) == list(EVALUATION_COLUMNS) and len(back) == 12
 
 
 def test_class_mean_spectra_average_each_class_s_pixels(dataset_dir):

@@ -14,7 +14,7 @@ from spectralearth.enmap.generic import (
     open_generic,
     parse_envi_header,
 )
-from spectralearth.enmap.product import NODATA, ProductError
+from spectralearth.enmap.scene import NODATA, ProductError
 from tests.helpers import (
     POTSDAM_TILE,
     WL,
@@ -52,7 +52,7 @@ def test_potsdam_tile_opens_in_detector_order_and_maps_to_the_view():
     nod = source == NODATA
     assert np.array_equal(raw == NODATA, nod)
     assert np.array_equal(raw[~nod], np.round(source[~nod]).astype(np.int16))
-    assert scene.counts == {"nonfinite": 0, "clipped": 0}
+    assert scene.counts == {"nonfinite": 0, "out_of_range": 0}
 
     # a curation-style read: a window of the 202 view bands, in view order
     win = Window(8, 4, 16, 16)

@@ -14,7 +14,9 @@ import rasterio
 
 from spectralearth.catalog import build_catalog
 from spectralearth.config import load_settings
-from spectralearth.enmap.product import ProductError, find_product_path, open_product
+from spectralearth.enmap.archive import find_product_path
+from spectralearth.enmap.l2a import open_product
+from spectralearth.enmap.scene import ProductError
 from spectralearth.patches.curate import curate_scene
 from tests.helpers import write_params
 
@@ -150,7 +152,10 @@ BAD_INPUTS = {
         lambda p: _drop_last_band(p),
         "image has 224 bands but METADATA.XML describes 223",
     ),
-    "wavelength missing": (lambda p: _drop_wavelength(p), "bad band characterisation entry"),
+    "wavelength missing": (
+        lambda p: _drop_wavelength(p),
+        "METADATA.XML bandCharacterisation/bandID 1 wavelengthCenterOfBand: is missing",
+    ),
     "wavelength NaN": (lambda p: _nan_wavelength(p), "NaN or inf"),
     "zero-byte TIFF": (
         lambda p: _file(p, "SPECTRAL_IMAGE.TIF").write_bytes(b""),
@@ -174,9 +179,11 @@ BAD_INPUTS = {
 def _drop_last_band(product: Path) -> None:
     xml = _file(product, "METADATA.XML")
     text = xml.read_text()
-    start = text.index('<bandID number="224">')
-    end = text.index("</bandID>", start) + len("</bandID>")
-    xml.write_text(text[:start] + text[end:])
+    for _ in range(2):  # band 224 of bandCharacterisation and of bandStatistics
+        start = text.index('<bandID number="224">')
+        end = text.index("</bandID>", start) + len("</bandID>")
+        text = text[:start] + text[end:]
+    xml.write_text(text)
 
 
 def _drop_wavelength(product: Path) -> None:

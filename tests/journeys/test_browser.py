@@ -115,7 +115,7 @@ facts = {
     },
     "model": settings.mlflow.registered_model,
     "model_description": client.get_registered_model(settings.mlflow.registered_model).description,
-    "model_version": str(run_json["model_version"]),
+    "model_version": str(run_json["model_versions"]["spectralearth-encoder"]),
     "registered_models": sorted(m.name for m in client.search_registered_models()),
 }
 print("@facts " + json.dumps(facts), flush=True)

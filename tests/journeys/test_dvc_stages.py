@@ -131,3 +131,45 @@ def test_the_maps_stage_writes_where_the_dagster_asset_does(monkeypatch):
     (out,) = _outs(maps)
     assert (REPO / out).resolve() == settings.layout.maps.resolve()
     assert settings.layout.scene_map("s").parent.resolve() == (REPO / out).resolve()
+
+
+# --- metrics and plots (the DVC experiments journey runs them: test_dvc_experiments.py) ----
+
+TOP = yaml.safe_load((REPO / "dvc.yaml").read_text())
+
+
+def _plot_sources(entry: dict) -> tuple[str, dict]:
+    ((name, spec),) = entry.items()
+    sources = list(spec["y"]) if isinstance(spec.get("y"), dict) else [name]
+    return sources, spec
+
+
+def test_metrics_and_plots_are_files_the_evaluate_stage_writes_into_its_output():
+    from spectralearth import experiments
+    from spectralearth.layout import ResultsLayout
+
+    (results_out,) = _outs(STAGES["evaluate"])
+    results = ResultsLayout(Path(results_out))
+    assert [_resolve(m) for m in TOP["metrics"]] == [str(experiments.metrics_file(results))]
+    written = {
+        str(experiments.plots_dir(results) / "loss"),
+        str(experiments.plots_dir(results) / "label_fraction.csv"),
+        str(experiments.plots_dir(results) / "confusion"),
+    }
+    declared = set()
+    for entry in TOP["plots"]:
+        sources, spec = _plot_sources(entry)
+        declared |= {_resolve(s) for s in sources}
+        assert spec["x_label"] and spec["y_label"], spec
+    assert declared == written
+    assert all(d.startswith(results_out + "/") for d in declared)
+
+
+@pytest.mark.parametrize("entry", TOP["plots"], ids=lambda e: next(iter(e)))
+def test_each_plot_names_a_template_dvc_has(entry):
+    from dvc_render.vega_templates import TEMPLATES
+
+    _, spec = _plot_sources(entry)
+    builtin = {t.DEFAULT_NAME for t in TEMPLATES}
+    template = spec["template"]
+    assert template in builtin or (REPO / ".dvc" / "plots" / f"{template}.json").is_file()

@@ -104,7 +104,9 @@ def test_dagster_then_dvc_then_param_change(project):
     results = root / "data" / "results"
     report = (results / "report.md").read_text()
     assert f"{ckpt.name} (frozen)" in report and "random_init (frozen)" in report
-    trained = results / "heads" / ckpt.name / "synth_landcover" / "frozen" / "linear" / "lf1"
+    trained = (
+        results / "heads" / ckpt.name / "synth_landcover" / "cpu" / "frozen" / "linear" / "lf1"
+    )
     assert (trained / "head.json").exists()
     assert len(list((results / "figures").glob("*-confusion.png"))) == 2
     maps = sorted((root / "data" / "maps").glob("*.tif"))

@@ -25,6 +25,7 @@ EXPECTED_MODELS = {
     "spec_vit_base",
     "resnet50",
     "vit_small_p8",
+    "vit_tiny_p8",
 }
 NUM_FEATURES = {
     "spec_resnet18": 512,
@@ -34,6 +35,7 @@ NUM_FEATURES = {
     "spec_vit_base": 768,
     "resnet50": 2048,
     "vit_small_p8": 384,
+    "vit_tiny_p8": 192,
 }
 # Feature-map size for a 32 x 32 input.
 GRID_32 = {
@@ -44,6 +46,7 @@ GRID_32 = {
     "spec_vit_base": 8,
     "resnet50": 1,
     "vit_small_p8": 4,
+    "vit_tiny_p8": 4,
 }
 
 

@@ -2,12 +2,16 @@
 
 ``python tests/ssl/pretrain_worker.py JOB.json`` (directly or under torchrun); JOB.json holds
 shards, stats (a JSON file), out, settings (PretrainSettings keys), resume, and optionally
-``dump`` (a folder: each rank saves its encoder parameters after step ``dump_step``) and
-``slow`` (seconds to sleep after each step, so a test can stop the run part-way).
+``dump`` (a folder: each rank saves there its encoder parameters and losses after step
+``dump_step`` (``rank<r>.pt``) and at the end of training (``rank<r>-final.pt``), the
+files it wrote through pretraining's atomic writers (``writes-rank<r>.txt``) and what
+``pretrain`` returned to it (``result-rank<r>.json``)) and ``slow`` (seconds to sleep
+after each step, so a test can stop the run part-way).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -16,8 +20,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+import spectralearth.ssl.train as train
 from spectralearth.config import PretrainSettings
 from spectralearth.ssl import pretrain
+from spectralearth.ssl.distributed import global_rank
 
 
 class DumpParameters(pl.Callback):
@@ -26,18 +32,44 @@ class DumpParameters(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            params = {n: p.detach().clone() for n, p in pl_module.encoder.named_parameters()}
             info = {
-                "params": params,
                 "world_size": trainer.world_size,
                 "step": trainer.global_step,
-                "loss": pl_module.loss_history[-1],
+                "local_loss": float(outputs["loss"]),  # this rank's half of the batch
+                "loss": pl_module.loss_history[-1],  # the global batch's (mean over ranks)
             }
-            torch.save(
-                info,
-                self.folder / f"rank{trainer.global_rank}.pt",
-            )
+            self._save(trainer, pl_module, info, f"rank{trainer.global_rank}.pt")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        info = {"step": trainer.global_step}
+        self._save(trainer, pl_module, info, f"rank{trainer.global_rank}-final.pt")
+
+    def _save(self, trainer, pl_module, info: dict, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        params = {n: p.detach().clone() for n, p in pl_module.encoder.named_parameters()}
+        torch.save({"params": params, **info}, self.folder / name)
+
+
+def record_writes(folder: Path) -> None:
+    """Log every file pretraining writes through its atomic writers, per rank."""
+    log = Path(folder) / f"writes-rank{global_rank()}.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    real_path, real_text = train.atomic_path, train.atomic_write_text
+
+    @contextlib.contextmanager
+    def atomic_path(target, *args, **kwargs):
+        with log.open("a") as fh:
+            fh.write(f"{Path(target).name}\n")
+        with real_path(target, *args, **kwargs) as tmp:
+            yield tmp
+
+    def atomic_write_text(target, text):
+        with log.open("a") as fh:
+            fh.write(f"{Path(target).name}\n")
+        real_text(target, text)
+
+    train.atomic_path, train.atomic_write_text = atomic_path, atomic_write_text
 
 
 class Slow(pl.Callback):
@@ -53,17 +85,22 @@ def main(job_file: str) -> None:
     callbacks: list = []
     if job.get("dump"):
         callbacks.append(DumpParameters(Path(job["dump"]), job.get("dump_step", 1)))
+        record_writes(Path(job["dump"]))
     if job.get("slow"):
         callbacks.append(Slow(job["slow"]))
-    pretrain(
+    out = Path(job["out"])
+    run = pretrain(
         PretrainSettings(**job["settings"]),
         Path(job["shards"]),
         json.loads(Path(job["stats"]).read_text()),
-        Path(job["out"]),
+        out,
         progress=False,
         resume=bool(job.get("resume")),
         callbacks=callbacks,
     )
+    if job.get("dump"):
+        result = {"run": run.as_json(), "run_json_there": (out / "run.json").is_file()}
+        (Path(job["dump"]) / f"result-rank{global_rank()}.json").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

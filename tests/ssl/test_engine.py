@@ -13,6 +13,7 @@ import time
 import lightning.pytorch as pl
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from spectralearth.ssl import pretrain
 from spectralearth.ssl.train import last_checkpoint
@@ -128,7 +129,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         callbacks=[resumed],
     )
     # It continues from step k with the checkpoint's optimizer, scheduler and weights ...
-    assert resumed.step == k and run["resumed_from_step"] == k
+    assert resumed.step == k and run.resumed_from_step == k
     (opt,) = ckpt["optimizer_states"]
     assert opt["state"], "AdamW moments were saved"
     assert all(int(s["step"]) == k for s in opt["state"].values())
@@ -136,7 +137,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     _assert_same(resumed.scheduler, ckpt["lr_schedulers"][0], "scheduler")
     _assert_same(resumed.weights, ckpt["state_dict"], "weights")
     # ... and runs the 2 steps that remain.
-    assert run["steps"] == k + 2 and len(run["loss_history"]) == 2
+    assert run.steps == k + 2 and len(run.loss_history) == 2
     assert (out / "model.safetensors").is_file()
 
 
@@ -144,12 +145,12 @@ def test_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
     shards_dir, stats, _, _ = make_shards(tmp_path)
     settings = tiny_settings(method="mae", backbone="spec_vit_tiny", steps=1, crop_size=16)
     run = pretrain(settings, shards_dir, stats, tmp_path / "out", progress=False, resume=True)
-    assert run["steps"] == 1 and run["resumed_from_step"] is None
+    assert run.steps == 1 and run.resumed_from_step is None
     assert "no checkpoint" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
-def test_two_process_ddp_keeps_ranks_identical(tmp_path):
+def test_two_process_ddp_keeps_ranks_identical_and_only_rank_zero_writes(tmp_path):
     # torchrun, as on a GPU cluster: two CPU processes, gloo, global batch 8 = 2 x 4.
     settings = tiny_settings(
         method="moco",
@@ -160,19 +161,37 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
         devices=2,
         strategy="ddp",
     )
-    job = _job(tmp_path, settings, dump=str(tmp_path / "dump"), dump_step=1)
+    dump = tmp_path / "dump"
+    job = _job(tmp_path, settings, dump=str(dump), dump_step=1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
         [*cmd, str(WORKER), job], env=_env(), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    r0, r1 = (_load(tmp_path / "dump" / f"rank{r}.pt") for r in (0, 1))
+    r0, r1 = (_load(dump / f"rank{r}.pt") for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2 and r0["step"] == r1["step"] == 1
-    # Each rank saw its own half of the batch (different losses) ...
-    assert r0["loss"] != r1["loss"]
-    # ... yet after the step both hold the same weights (gradients were all-reduced).
+    # Each rank saw its own half of the batch (different losses); the loss recorded is the
+    # global batch's, the same on both: the mean of the two halves.
+    assert r0["local_loss"] != r1["local_loss"]
+    assert r0["loss"] == r1["loss"] == pytest.approx((r0["local_loss"] + r1["local_loss"]) / 2)
+    # ... yet after the step both hold the same weights (gradients were all-reduced) ...
     assert r0["params"].keys() == r1["params"].keys()
     for name, value in r0["params"].items():
         assert torch.equal(value, r1["params"][name]), name
-    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    # ... and at the end, the weights rank 0 published.
+    f0, f1 = (_load(dump / f"rank{r}-final.pt") for r in (0, 1))
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    for name, value in f0["params"].items():
+        assert torch.equal(value, f1["params"][name]) and torch.equal(value, saved[name]), name
+
+    # Only rank 0 wrote the output folder: one run.json (world size 2), one weights file.
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "run.json"]
+    assert (dump / "writes-rank0.txt").read_text().split() == ["model.safetensors", "run.json"]
+    assert (dump / "writes-rank1.txt").read_text() == ""
+    run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2 and run["micro_batch_size"] == 4 and run["steps"] == 2
+    # Both ranks returned once it was written, with the same record: run.json's.
+    results = [json.loads((dump / f"result-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["run_json_there"] for r in results)
+    assert results[0]["run"] == results[1]["run"] == run

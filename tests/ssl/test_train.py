@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import warnings
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 
-from spectralearth.data.augment import SpatialAugment
+from spectralearth.data.augment import SpatialAugment, blur_kernel_size
 from spectralearth.data.shards import ShardPatches
 from spectralearth.models import create_model, load_pretrained
 from spectralearth.ssl import get_method, pretrain
 from spectralearth.ssl import registry as ssl_registry
+from spectralearth.ssl.collapse import RepresentationCollapseWarning
 from spectralearth.ssl.moco import MoCo
+from spectralearth.ssl.train import FORMAT_VERSION, PretrainRun
 from tests.helpers import BANDS, make_shards, tiny_settings
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # --- shards ---------------------------------------------------------------------------
 
@@ -87,11 +93,18 @@ def test_augment_keeps_spectra_of_uniform_patches():
     # Crop + resize + flips + blur of a spatially uniform patch: every output pixel keeps
     # exactly the input spectrum (no colour / spectral jitter anywhere).
     torch.manual_seed(0)
-    aug = SpatialAugment(12, blur_p=1.0)
+    aug = SpatialAugment(32, blur_p=1.0)
+    assert any("GaussianBlur" in type(op).__name__ for op in aug.ops)  # 3 px kernel at 32 px
     spectra = torch.randn(6, BANDS, 1, 1)
     y = aug(spectra.expand(6, BANDS, 40, 40).contiguous())
-    assert y.shape == (6, BANDS, 12, 12)
+    assert y.shape == (6, BANDS, 32, 32)
     torch.testing.assert_close(y, spectra.expand_as(y), atol=1e-4, rtol=1e-4)
+
+
+def test_blur_kernel_is_the_references():
+    # the reference's ``size // 10 // 2 * 2 + 1``: odd, about 10% of the crop
+    assert [blur_kernel_size(s) for s in (128, 96, 64, 32, 16)] == [13, 9, 7, 3, 1]
+    assert not any("GaussianBlur" in type(op).__name__ for op in SpatialAugment(16).ops)
 
 
 # --- pretraining ------------------------------------------------------------------------
@@ -120,20 +133,38 @@ def test_tiny_pretrain(tmp_path, monkeypatch):
     monkeypatch.setitem(ssl_registry.METHODS, "moco", RecordingMoCo)
     settings = tiny_settings()
     out = tmp_path / "model"
-    run = pretrain(settings, shards_dir, stats, out, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = pretrain(settings, shards_dir, stats, out, progress=False)
 
-    # Outputs
+    # A typed, frozen record; run.json is its JSON form
+    assert isinstance(run, PretrainRun)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.steps = 4
     assert (out / "model.safetensors").is_file() and (out / "run.json").is_file()
-    assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(run))
-    assert run["method"] == "moco" and run["backbone"] == "spec_resnet18"
-    assert run["in_chans"] == run["bands"] == BANDS
-    assert run["wavelengths"] == stats["wavelengths"]
-    assert run["steps"] == 3 and run["seed"] == 0 and run["profile"] == "test"
-    assert len(run["loss_history"]) == 3
-    assert all(math.isfinite(v) for v in run["loss_history"])
-    assert run["final_loss"] == run["loss_history"][-1]
-    assert run["seconds"] > 0
+    on_disk = json.loads((out / "run.json").read_text())
+    assert on_disk == run.as_json()
+    assert on_disk["format_version"] == FORMAT_VERSION == 2
+    assert "bands" not in on_disk  # in_chans only (format 1 had both)
+    assert run.method == "moco" and run.backbone == "spec_resnet18"
+    assert run.in_chans == BANDS
+    assert list(run.wavelengths) == stats["wavelengths"]
+    assert run.steps == 3 and run.seed == 0 and run.profile == "test"
+    assert len(run.loss_history) == 3
+    assert all(math.isfinite(v) for v in run.loss_history)
+    assert run.final_loss == run.loss_history[-1]
+    assert run.seconds > 0 and run.world_size == 1
     assert not list(out.glob(".*.tmp"))  # atomic writes left no temporaries
+    # the read access older callers use (pipeline.pretrain, tracking)
+    assert run["steps"] == 3 and run.get("final_loss") == run.final_loss and {**run} == on_disk
+
+    # Collapse monitoring: a healthy encoder, no warning
+    collapse = on_disk["collapse"]
+    assert collapse["collapsed"] is False and collapse["dim"] == 512
+    assert collapse["threshold"] == pytest.approx(0.1 / math.sqrt(512))
+    assert collapse["feature_std"] > collapse["threshold"]
+    assert 1.0 < collapse["effective_rank"] <= 4  # at most the batch size
+    assert not [w for w in caught if issubclass(w.category, RepresentationCollapseWarning)]
 
     # The saved encoder is the trained query encoder.
     (module,) = modules

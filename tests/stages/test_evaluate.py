@@ -36,9 +36,9 @@ def test_two_heads_and_two_fractions_keep_their_own_results(dataset, tmp_path, m
     assert main([*common, "--head", "fcn"]) == 0
     results = ResultsLayout(out)
     keys = [
-        EvaluationKey("random_init", "enmap_cdl", "frozen", "linear", 0.5),
-        EvaluationKey("random_init", "enmap_cdl", "frozen", "linear", 1.0),
-        EvaluationKey("random_init", "enmap_cdl", "frozen", "fcn", 1.0),
+        EvaluationKey("random_init", "enmap_cdl", "frozen", "linear", 0.5, "cpu"),
+        EvaluationKey("random_init", "enmap_cdl", "frozen", "linear", 1.0, "cpu"),
+        EvaluationKey("random_init", "enmap_cdl", "frozen", "fcn", 1.0, "cpu"),
     ]
     for key in keys:
         assert results.csv(key).is_file(), key

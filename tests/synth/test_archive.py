@@ -14,21 +14,17 @@ from scipy import ndimage
 from shapely.geometry import Point, Polygon
 
 from spectralearth.bands import enmap_nominal, nearest_band, select_view
-from spectralearth.enmap.product import (
-    NODATA,
-    PRODUCT_NAME_RE,
-    QL_LAYERS,
-    find_products,
-    open_product,
-)
+from spectralearth.enmap.archive import find_products
+from spectralearth.enmap.l2a import PRODUCT_NAME_RE, open_product
+from spectralearth.enmap.scene import NODATA, QL_LAYERS
 from spectralearth.synth import (
     LANDCOVER_CLASSES,
     class_ids,
     classmap_path,
     load_library,
+    plan_acquisitions,
     write_archive,
 )
-from spectralearth.synth.archive import _plan
 from tests.helpers import SHARED_DATA
 
 SHARED = SHARED_DATA
@@ -56,7 +52,7 @@ class Scene:
         with rasterio.open(self.product.image_path) as src:
             self.profile = dict(src.profile)
             self.band_tags = [src.tags(i + 1) for i in range(src.count)]
-        with rasterio.open(classmap_path(path, path.parent.parent / "labels")) as src:
+        with rasterio.open(classmap_path(path.parent.parent / "labels", path)) as src:
             self.classmap = src.read(1)
             self.classmap_profile = dict(src.profile)
         self.valid = self.raw[0] != NODATA
@@ -272,7 +268,7 @@ def test_several_utm_zones_and_a_revisited_place(scenes):
 
 def test_plan_counts_places_and_revisits():
     for scenes, frac, places in ((6, 0.5, 3), (6, 0.0, 6), (6, 1.0, 2), (1, 0.5, 1), (2, 1.0, 2)):
-        acqs = _plan(scenes, 32, seed=1, revisit_fraction=frac)
+        acqs = plan_acquisitions(scenes, 32, seed=1, revisit_fraction=frac)
         assert len(acqs) == scenes
         assert len({a.place.index for a in acqs}) == places
         if places >= 2:
@@ -286,13 +282,13 @@ def test_plan_counts_places_and_revisits():
 
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError):
-        write_archive(tmp_path / "a", tmp_path / "labels", scenes=0, size=32, seed=0)
+        write_archive(tmp_path / "a", tmp_path / "l", scenes=0, size=32, seed=0)
     with pytest.raises(ValueError):
         write_archive(
-            tmp_path / "a", tmp_path / "labels", scenes=1, size=32, seed=0, revisit_fraction=1.5
+            tmp_path / "a", tmp_path / "l", scenes=1, size=32, seed=0, revisit_fraction=1.5
         )
     with pytest.raises(ValueError):
-        write_archive(tmp_path / "a", tmp_path / "labels", scenes=1, size=8, seed=0)
+        write_archive(tmp_path / "a", tmp_path / "l", scenes=1, size=8, seed=0)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -443,3 +439,15 @@ def test_mean_spectrum_resembles_real_enmap_potsdam(scenes):
     assert np.corrcoef(real_mean, syn_mean)[0, 1] > 0.95
     ratio = syn_mean / real_mean
     assert 0.5 < np.median(ratio) < 2.0
+
+
+def test_writes_only_under_the_two_folders_it_is_given(tmp_path):
+    """`synth-archive --out DIR` wrote its class maps to DIR/../labels (issue 13)."""
+    out, labels = tmp_path / "a" / "archive", tmp_path / "elsewhere" / "labs"
+    (paths,) = [write_archive(out, labels, scenes=1, size=32, seed=3)]
+    written = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {("a", "archive"), ("elsewhere", "labs")}
+    assert sorted(p.name for p in tmp_path.joinpath("a").iterdir()) == ["archive"]
+    assert classmap_path(labels, paths[0]).is_file()
+    assert classmap_path(labels, paths[0].name) == classmap_path(labels, paths[0])
+    assert (labels / "classes.json").is_file()

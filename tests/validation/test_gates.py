@@ -1,10 +1,12 @@
 """Data-quality gates on the curated patches: every blocking expectation is shown failing on a
-planted violation, naming itself, and stopping the downstream asset in Dagster; the warning
-gates fire without stopping anything; Data Docs are built."""
+planted violation, naming itself, the offending rows and the command that fixes it, and
+stopping the downstream asset in Dagster; the warning gates fire without stopping anything;
+Data Docs are built."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,7 +24,6 @@ from spectralearth.config import load_settings
 from spectralearth.patches import curate as patch_curation
 from spectralearth.patches import store as patch_store
 from spectralearth.patches.store import read_index
-from spectralearth.stages.curate import curate_archive
 from tests.helpers import shared, tiny_params
 
 
@@ -41,16 +42,6 @@ def _write_params(folder: Path, archive: Path, **validate) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
-
-
-@pytest.fixture(scope="module")
-def template(tiny_archive, tmp_path_factory):
-    """The tiny archive curated once (patches, registry, index); tests work on copies."""
-    folder = tmp_path_factory.mktemp("gates")
-    settings = load_settings(_write_params(folder, tiny_archive))
-    products = sorted(p for p in tiny_archive.iterdir() if p.is_dir())
-    curate_archive(products, settings.layout.patches, settings.curate, log=lambda *_: None)
-    return settings.layout.patches, products
 
 
 def _env(template, archive: Path, folder: Path, **validate):
@@ -123,8 +114,8 @@ PATCH_DAMAGE = {
     "16x16 px": (
         lambda p: _rewrite(p, lambda a: a[:, :16, :16]),
         [
-            ("expect_column_values_to_be_in_set", "height"),
-            ("expect_column_values_to_be_in_set", "width"),
+            ("expect_column_values_to_be_between", "height"),
+            ("expect_column_values_to_be_between", "width"),
         ],
     ),
     "float32 dtype": (
@@ -180,11 +171,13 @@ def _keys(suite: dict) -> set[tuple[str, str]]:
     }
 
 
-def test_every_blocking_patch_expectation_has_a_planted_violation(env):
-    settings = env[0]
-    suite = v._with(v.load_suite_dict("patches"), v.patch_expectations(settings.curate))
+# What a failing gate must tell the user to run (the suites' meta.fix).
+RECURATE = "spectralearth curate --out"
+
+
+def test_every_blocking_patch_expectation_has_a_planted_violation():
     covered = {k for _, keys in PATCH_DAMAGE.values() for k in keys}
-    assert _keys(suite) == covered
+    assert _keys(v.load_suite_dict("patches")) == covered
 
 
 def test_patch_table_reads_the_files(env):
@@ -222,7 +215,10 @@ def test_bad_patch_fails_its_check_and_blocks_the_index(case, env, instance, mon
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     named = set(evaluation.metadata["failed_expectations"].value["patches"])
     assert {f"{t}({c})" for t, c in failing} <= named
-    assert planted["path"] in evaluation.metadata["summary"].value
+    summary = evaluation.metadata["summary"].value
+    assert planted["path"] in summary  # the offending row
+    assert all(f"{t}({c})" in summary for t, c in failing)  # the expectation
+    assert f"{RECURATE} {settings.layout.patches}" in summary  # and the command that fixes it
     assert instance.get_latest_materialization_event(dg.AssetKey("patch_index")) is None
     assert not run.success
 
@@ -293,8 +289,33 @@ def test_bad_index_fails_its_check_and_blocks_the_shards(case, env, instance, mo
     (evaluation,) = _evaluations(run, "patch_index_expectations")
     assert not evaluation.passed
     assert f"{etype}({column})" in evaluation.metadata["failed_expectations"].value["patch_index"]
+    summary = evaluation.metadata["summary"].value
+    assert f"{etype}({column})" in summary and re.search(r"unexpected: \d{7}/\d{5}", summary)
+    assert "materialize patch_index" in summary and RECURATE in summary
     assert instance.get_latest_materialization_event(dg.AssetKey("training_shards")) is None
     assert not run.success
+
+
+def test_curate_parameter_change_fails_the_index_naming_rows_and_the_fix(env, instance):
+    """#15 (c): a `curate:` threshold made stricter on the same data folder (as `dvc exp run -S
+    curate.max_cloud_frac=0.01` does): the index check fails naming the expectation, its
+    params.yaml threshold, the patches above it and the command that re-curates."""
+    settings, params, _ = env
+    index = read_index(settings.layout.patches)
+    cloudy = index.loc[index["cloud_frac"] > 0.01, "patch_id"].tolist()
+    assert cloudy, "the template has no patch with cloud_frac > 0.01: the test proves nothing"
+    stricter = yaml.safe_load(params.read_text())
+    stricter["curate"]["max_cloud_frac"] = 0.01
+    params.write_text(yaml.safe_dump(stricter, sort_keys=False))
+    run = _materialize(instance, params, ["patch_index", "training_shards"])
+    (evaluation,) = _evaluations(run, "patch_index_expectations")
+    assert not evaluation.passed and not run.success
+    summary = evaluation.metadata["summary"].value
+    assert "expect_column_values_to_be_between(cloud_frac)" in summary
+    assert "curate_max_cloud_frac = 0.01" in summary
+    assert all(patch in summary for patch in cloudy)
+    assert f"{RECURATE} {settings.layout.patches}" in summary
+    assert "materialize curated_patches" in summary
 
 
 def _good_index(template) -> pd.DataFrame:
@@ -335,15 +356,23 @@ def _put(df: pd.DataFrame, column: str, value) -> pd.DataFrame:
 
 
 def test_every_blocking_index_expectation_has_a_planted_violation(template, env):
+    """Each expectation fails on its planted row and the summary says what to run."""
     settings = env[0]
-    suite = v._with(v.load_suite_dict("patch_index"), v.threshold_expectations(settings.curate))
-    assert _keys(suite) == set(INDEX_ROW_DAMAGE)
+    assert _keys(v.load_suite_dict("patch_index")) == set(INDEX_ROW_DAMAGE)
     index = _good_index(template)
-    assert v.validate_patch_index(index, settings.curate).success
+    assert v.validate_patch_index(index, settings).success
+    curated = settings.layout.patches
     for (etype, column), damage in INDEX_ROW_DAMAGE.items():
-        report = v.validate_patch_index(damage(index), settings.curate)
-        named = {(r["expectation"], r["column"] or "") for r in report.failed}
+        report = v.validate_patch_index(
+            damage(index), settings, fix_context={"curated": str(curated)}
+        )
+        named = {(r.expectation, r.column or "") for r in report.failed}
         assert (etype, column) in named, (etype, column, report.summary())
+        failed = next(
+            r for r in report.failed if (r.expectation, r.column or "") == (etype, column)
+        )
+        assert failed.fix and f"{RECURATE} {curated}" in failed.fix, (etype, column, failed.fix)
+        assert failed.name in report.summary() and f"fix: {failed.fix}" in report.summary()
 
 
 # --- warnings -----------------------------------------------------------------------------
@@ -369,22 +398,23 @@ def test_drift_against_a_given_reference_and_fallback_to_own_stats(env, template
     means = v.dataset_band_means(index)
     std = np.full(202, 1000.0)
     same = v.Reference(means, std, "own")
-    assert v.validate_band_drift(index, same, 0.25).success
+    assert v.validate_band_drift(index, same, settings).success
     shifted = v.Reference(means + 500.0, std, "shifted")
-    report = v.validate_band_drift(index, shifted, 0.25)
+    report = v.validate_band_drift(index, shifted, settings)
     assert not report.success and not report.blocking
     assert report.observed["bands_beyond_tolerance"] == 202
+    assert "validate_max_band_drift_sigma = 0.25" in report.summary()
+    assert "validate.reference_stats" in report.summary()  # what to change if it is expected
     # no reference anywhere: skipped, and says so
-    assert v.resolve_reference(settings) is None
-    skipped = v.validate_band_drift(index, None, 0.25)
+    gate, curated = v.GateSettings.of(settings), settings.layout.patches
+    assert v.resolve_reference(gate, curated) is None
+    skipped = v.validate_band_drift(index, None, settings)
     assert skipped.success and "no reference" in skipped.summary()
-    # the pipeline's own band statistics of an earlier run are the fallback
-    settings.layout.curated.stats.parent.mkdir(parents=True, exist_ok=True)
-    settings.layout.curated.stats.write_text(
-        json.dumps({"mean": means.tolist(), "std": std.tolist()})
-    )
-    ref = v.resolve_reference(settings)
-    assert ref is not None and ref.source == str(settings.layout.curated.stats)
+    # the curated folder's own band statistics of an earlier run are the fallback
+    own = curated / "band_stats.json"
+    own.write_text(json.dumps({"mean": means.tolist(), "std": std.tolist()}))
+    ref = v.resolve_reference(gate, curated)
+    assert ref is not None and ref.source == str(own)
 
 
 def test_reference_from_params_and_multitemporal_minimum(env, tmp_path, tiny_archive):
@@ -401,34 +431,41 @@ def test_reference_from_params_and_multitemporal_minimum(env, tmp_path, tiny_arc
         data_docs=False,
     )
     strict = load_settings(params)
-    q = v.QualitySettings.from_settings(strict)
-    assert q.reference_stats == ref_dir and q.min_multitemporal_share == 0.9
+    assert strict.validate.reference_stats == ref_dir
+    assert strict.validate.min_multitemporal_share == 0.9
     index = read_index(settings.layout.patches)
-    drift, multi = v.validate_warnings(strict, index=index)
+    report_dir = tmp_path / "reports"
+    drift, multi = v.validate_warnings(settings.layout.patches, report_dir, strict, index=index)
     assert drift.observed["reference"] == str(ref_dir)
     assert not multi.success and not multi.blocking
     assert 0 < multi.observed["multitemporal_share"] < 0.9
     assert "expect_column_mean_to_be_between(multitemporal)" in multi.summary()
-    assert (
-        json.loads((strict.layout.validation / "warnings.json").read_text())[1]["success"] is False
-    )
+    assert "validate_min_multitemporal_share = 0.9" in multi.summary()
+    assert json.loads((report_dir / "warnings.json").read_text())[1]["success"] is False
 
 
 def test_absent_reference_skips_the_drift_warning_and_says_why(env, tmp_path, monkeypatch):
-    settings = env[0]
+    settings, params, _ = env
     monkeypatch.setenv(v.REFERENCE_ENV, str(tmp_path / "not-there"))
-    drift, multi = v.validate_warnings(settings)
+    settings = load_settings(params)  # the environment is read with params.yaml
+    drift, multi = v.validate_warnings(settings.layout.patches, tmp_path / "reports", settings)
     assert drift.success and "not-there" in drift.summary() and multi.success
 
 
-def test_scene_without_patches_passes(env):
+def test_scene_without_patches_passes(env, tmp_path):
     settings = env[0]
-    scenes = settings.layout.patches / "scenes"
-    pd.DataFrame().to_parquet(scenes / "EMPTY.parquet")  # what curation writes for 0 kept
-    report = v.validate_scene(settings, "EMPTY")
+    curated, reports = settings.layout.patches, tmp_path / "reports"
+    pd.DataFrame().to_parquet(
+        curated / "scenes" / "EMPTY.parquet"
+    )  # what curation writes for 0 kept
+    report = v.validate_scene(curated, "EMPTY", reports, settings)
     assert report.success and report.rows == 0
-    with pytest.raises(FileNotFoundError, match="no index fragment"):
-        v.validate_scene(settings, "NEVER-CURATED")
+    assert json.loads((reports / "patches" / "EMPTY.json").read_text())["success"]
+    with pytest.raises(FileNotFoundError, match="no index fragment for scene NEVER-CURATED"):
+        v.validate_scene(curated, "NEVER-CURATED", reports, settings)
+    assert not (reports / "patches" / "NEVER-CURATED.json").exists()
+    with pytest.raises(ValueError, match="not a plain name"):
+        v.validate_scene(curated, "../EMPTY", reports, settings)
 
 
 def test_expectations_override_folder_falls_back_to_the_repo_suites(tmp_path, monkeypatch):
@@ -438,25 +475,41 @@ def test_expectations_override_folder_falls_back_to_the_repo_suites(tmp_path, mo
     )
     (tmp_path / "patches.json").write_text(json.dumps(strict))
     monkeypatch.setenv("SPECTRALEARTH_EXPECTATIONS", str(tmp_path))
-    assert v.load_suite_dict("patches") == strict
+    override = v.load_suite_dict("patches")
+    assert override["expectations"] == strict["expectations"]
+    assert override["meta"]["source"] == str(tmp_path / "patches.json")
     assert v.load_suite_dict("patch_index")["name"] == "patch_index"  # from expectations/
     with pytest.raises(FileNotFoundError):
         v.load_suite_dict("no_such_suite")
 
 
-def test_unknown_validate_key_is_rejected(tmp_path, tiny_archive):
-    settings = load_settings(_write_params(tmp_path, tiny_archive, max_drift=1))
-    with pytest.raises(ValueError, match="unknown keys"):
-        v.QualitySettings.from_settings(settings)
+@pytest.mark.parametrize(
+    "validate, message",
+    [
+        ({"max_drift": 1}, r"\[validate\]: unknown keys \['max_drift'\]"),
+        ({"max_band_drift_sigma": "0.25"}, "max_band_drift_sigma: expected a number, got '0.25'"),
+        ({"min_multitemporal_share": 1.5}, r"min_multitemporal_share: 1.5 must lie in \[0, 1\]"),
+        ({"data_docs": "yes"}, "data_docs: expected true or false, got 'yes'"),
+    ],
+)
+def test_bad_validate_section_is_refused_at_load(tmp_path, tiny_archive, validate, message):
+    with pytest.raises(ValueError, match=message):
+        load_settings(_write_params(tmp_path, tiny_archive, **validate))
 
 
-def test_quality_gates_on_the_whole_dataset(env_docs):
+def test_quality_gates_on_the_whole_dataset(env_docs, tmp_path):
     settings = env_docs[0]
-    reports = v.quality_gates(settings)
-    assert set(reports) == {"patch_index", "patches", "band_drift", "multitemporal"}
-    assert all(r.success for r in reports.values() if r.blocking)
-    assert reports["patches"].rows == len(read_index(settings.layout.patches))
-    assert (settings.layout.validation / "data_docs" / "index.html").is_file()
+    reports_dir = tmp_path / "reports"
+    gates = v.quality_gates(settings.layout.patches, reports_dir, settings)
+    assert set(gates) == {"patch_index", "patches", "band_drift", "multitemporal"}
+    assert gates.passed and all(r.success for r in gates.values() if r.blocking)
+    assert gates["patches"].rows == len(read_index(settings.layout.patches))
+    assert gates.docs == reports_dir / "data_docs" / "index.html" and gates.docs.is_file()
+    for name in ("patch_index.json", "patches.json", "warnings.json"):
+        assert (reports_dir / name).is_file()
+    assert "every blocking gate passed" in gates.summary()
+    meta = gates.metadata()
+    assert meta["passed"] is True and meta["failed"] == 0 and meta["evaluated"] > 30
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -6,7 +6,17 @@ importing a deep-learning stack. The loaders live in :mod:`spectralearth.downstr
 
 from __future__ import annotations
 
-from spectralearth.cards import bdforet, bnetd, cdl, corine, eurocrops, nlcd, potsdam, treemap
+from spectralearth.cards import (
+    bdforet,
+    bnetd,
+    cdl,
+    corine,
+    eurocrops,
+    hyperview,
+    nlcd,
+    potsdam,
+    treemap,
+)
 from spectralearth.cards.card import (
     IGNORE_INDEX,
     MULTILABEL,
@@ -31,7 +41,10 @@ PAPER_CARDS: tuple[DatasetCard, ...] = (
     cdl.EO1_CDL,
 )
 PAPER_DATASETS: tuple[str, ...] = tuple(c.name for c in PAPER_CARDS)
-CARDS: dict[str, DatasetCard] = {c.name: c for c in (*PAPER_CARDS, potsdam.ENMAP_POTSDAM)}
+# Besides them: the real Potsdam tiles and the reference code's tenth task (HYPERVIEW).
+CARDS: dict[str, DatasetCard] = {
+    c.name: c for c in (*PAPER_CARDS, potsdam.ENMAP_POTSDAM, hyperview.HYPERVIEW)
+}
 
 
 def get_card(name: str) -> DatasetCard:

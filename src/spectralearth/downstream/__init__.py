@@ -1,4 +1,4 @@
-"""Downstream evaluation: datasets, the frozen-encoder protocol, checkpoint benchmarking."""
+"""Downstream evaluation: datasets, recipes and protocols on Lightning, benchmarking."""
 
 from spectralearth.downstream.datasets import (
     IGNORE_INDEX,
@@ -11,7 +11,8 @@ from spectralearth.downstream.run import (
     EVALUATION_COLUMNS,
     REPORT_SPLIT,
     TRAIN_SPLIT,
-    evaluate_checkpoint,
+    EvaluationOutcome,
+    evaluate_model,
     write_evaluations,
 )
 
@@ -20,10 +21,11 @@ __all__ = [
     "IGNORE_INDEX",
     "REPORT_SPLIT",
     "TRAIN_SPLIT",
+    "EvaluationOutcome",
     "SegmentationDataset",
     "build_synth_landcover",
-    "evaluate_checkpoint",
     "evaluate_encoder",
+    "evaluate_model",
     "extract_features",
     "load_stats",
     "write_evaluations",

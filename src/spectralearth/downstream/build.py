@@ -303,7 +303,7 @@ def sensor_matrix(source_wavelengths: np.ndarray, sensor: str) -> np.ndarray:
     the sensor would have seen, not a radiative-transfer simulation.
     """
     from spectralearth.bands import gaussian_srf_matrix, in_water_vapour, sensor_bands
-    from spectralearth.synth.scene import _absorption_depth
+    from spectralearth.synth.scene import absorption_depth
 
     src = np.asarray(source_wavelengths, dtype=float)
     table = sensor_bands(sensor)
@@ -314,7 +314,7 @@ def sensor_matrix(source_wavelengths: np.ndarray, sensor: str) -> np.ndarray:
     order = np.argsort(src)
     interp = np.stack([np.interp(grid, src[order], np.eye(len(src))[i]) for i in order], axis=1)
     gap = in_water_vapour(grid)
-    interp[gap] *= (1.0 - _absorption_depth(grid[gap]))[:, None]
+    interp[gap] *= (1.0 - absorption_depth(grid[gap]))[:, None]
     srf = gaussian_srf_matrix(grid, table.wavelengths, table.fwhms)
     return srf @ interp[:, np.argsort(order)]
 

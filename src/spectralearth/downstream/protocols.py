@@ -1,68 +1,129 @@
-"""Downstream evaluation protocols: how much of the encoder trains, and a per-pixel head.
+"""Downstream evaluation protocols on Lightning: how much of the encoder trains, and the head.
 
-* ``frozen`` (default; SpectralEarth's "linear probing"): the encoder runs once per image in
-  eval mode without gradients and its spatial feature map ``forward_features(x) ->
-  [B, C, h, w]`` is cached. The head is a 1x1 convolution applied to the feature map
-  bilinearly upsampled to the input size, trained with cross-entropy (``ignore_index=-1``)
-  and Adam. Since bilinear upsampling is a convex combination of neighbours and a 1x1
-  convolution is affine, ``conv(upsample(f)) == upsample(conv(f))``: the head is computed at
-  feature resolution and its K logits are upsampled, which gives the same model at a
-  fraction of the cost. Features are standardised per channel with train-set statistics
-  first (a fixed affine map, so the head stays a linear probe; it only makes Adam's step
-  size independent of the encoder's feature scale).
-* ``adapter``: the spectral adapter and the head train, the rest of the encoder is frozen.
-* ``first-n``: the first ``first_n`` stages of the encoder (see :func:`encoder_stages`: the
-  spectral adapter, then the ResNet stages or the ViT patch embedding and blocks) train.
-* ``full``: every encoder parameter trains (at ``ENCODER_LR_SCALE`` x the head's rate).
+Protocols (:mod:`~spectralearth.downstream.finetuning`, ``BaseFinetuning`` callbacks):
 
-The three fine-tuning protocols train on a deep copy: the caller's encoder is never changed.
-Frozen modules stay in eval mode (their BatchNorm statistics do not move).
+* ``frozen`` (SpectralEarth's "linear probing"): only the head trains.
+* ``adapter``: the spectral adapter and the head train.
+* ``first-n``: the first ``first_n`` encoder stages and the head train.
+* ``full``: every encoder parameter trains.
 
-Heads (``head``; :mod:`spectralearth.models.heads`): ``linear`` (above, the default: cheap
-enough for a CPU), ``fcn`` (the FCN head on the Spec-ResNet dilated to output stride 1),
-``upconv`` (an upsampling conv head on ViT patch tokens) or ``paper`` (FCN for ResNets,
-upconv for ViTs, as the SpectralEarth paper evaluates). A dense head is not a linear map, so
-under ``frozen`` its features are not cached: the frozen encoder runs without gradients on
-every batch (an output-stride-1 ResNet-50 feature map is 2048 x H x W per image, too big
-to keep for a whole dataset), through the same loop as the fine-tuning protocols.
+How the head trains is the recipe's (:class:`~spectralearth.config.RecipeSettings`: head,
+epochs, optimiser, schedule, augmentation, feature standardisation, epoch selection,
+BatchNorm of frozen parts, how first-n counts). One training path serves every protocol:
+:func:`fit_and_test` runs a task's LightningModule (:mod:`~spectralearth.downstream.tasks`)
+with ``Trainer.fit``, picks the epoch with ``ModelCheckpoint`` (on ``val_<metric>``: macro
+IoU, mAP or normalised MSE; or on ``val_loss``) when there is a val split, the last epoch
+otherwise, and scores the test split with ``Trainer.test``. Accelerator, precision and data
+workers come from :class:`~spectralearth.config.EvaluateSettings`.
 
-Multi-label tasks (CORINE) use a linear head on the globally averaged feature map, trained
-with binary cross-entropy. With ``val_ds`` the head (and encoder) of the epoch with the best
-validation score (``macro_iou``, or ``map`` for multi-label) is the one scored on
-``test_ds``; without it, the last epoch's.
+**The cached-feature path** (``frozen`` + ``linear`` head + the recipe's ``cache_features``,
+without augmentation; what makes CPU evaluation affordable): the frozen encoder runs once per
+image in eval mode without gradients and its features are kept; the head trains on them.
+Since bilinear upsampling is a convex combination of neighbours and a 1x1 convolution is
+affine, ``conv(upsample(f)) == upsample(conv(f))``: the head runs at feature resolution and
+its K logits are upsampled, the same model at a fraction of the cost. With
+``standardise_features`` the features are standardised per channel with train statistics (a
+fixed affine map, so the head stays a linear probe; it only makes the optimiser's step
+independent of the encoder's feature scale).
+
+Every other combination trains end to end on a deep copy of the encoder (the caller's is
+never changed; dilated for ``fcn``). A dense head is not a linear map, so under ``frozen``
+its features are not cached (an output-stride-1 ResNet-50 feature map is 2048 x H x W per
+image); under the paper recipe the frozen encoder's BatchNorm runs in train mode, so its
+features change with every batch and cannot be cached either.
+
+Pooled tasks (multi-label, regression) read the class token of a ViT and the averaged
+feature map of any other encoder (:func:`~spectralearth.models.heads.pooling_for`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
-import resource
-import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
-from spectralearth.config import EvaluateSettings
-from spectralearth.downstream.metrics import metrics_for
+from spectralearth.cards import MULTILABEL, REGRESSION, SEGMENTATION
+from spectralearth.config import EvaluateSettings, RecipeSettings
+from spectralearth.downstream.finetuning import (
+    ProtocolFinetuning,
+    encoder_stages,
+    set_trainable,
+    trainable_modules,
+)
+from spectralearth.downstream.metrics import IGNORE_INDEX, SELECTION_METRIC
+from spectralearth.memory import PeakMemory
 from spectralearth.names import PROTOCOLS
 
-IGNORE_INDEX = -1
-SEGMENTATION = "segmentation"
-MULTILABEL = "multilabel"
-ENCODER_LR_SCALE = 0.1
+TASKS = (SEGMENTATION, MULTILABEL, REGRESSION)
 DEFAULT_FIRST_N = 2
-SELECTION_METRIC = {SEGMENTATION: "macro_iou", MULTILABEL: "map"}
+ENCODER_LR_SCALE = RecipeSettings().encoder_lr_scale  # the cpu recipe's
+
+__all__ = [
+    "DEFAULT_FIRST_N",
+    "IGNORE_INDEX",
+    "MULTILABEL",
+    "PROTOCOLS",
+    "REGRESSION",
+    "SEGMENTATION",
+    "Runtime",
+    "encoder_stages",
+    "evaluate_encoder",
+    "extract_features",
+    "fit_and_test",
+    "label_subset",
+    "set_trainable",
+]
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (``getrusage`` maxrss) in MB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes vs KB
+@dataclass(frozen=True)
+class Runtime:
+    """Where training runs: a Lightning accelerator (``cpu``/``gpu``; ``auto`` resolved),
+    its precision and the data-loading processes."""
+
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+    num_workers: int = 0
+
+    @classmethod
+    def of(cls, settings: EvaluateSettings | None) -> Runtime:
+        if settings is None:
+            return cls()
+        accelerator = settings.accelerator
+        if accelerator == "auto":
+            accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"params.yaml [evaluate]: accelerator {settings.accelerator!r} but no CUDA "
+                "device is visible (use auto or cpu)"
+            )
+        return cls(
+            "gpu" if accelerator in ("gpu", "cuda") else "cpu",
+            settings.precision,
+            int(settings.num_workers),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if self.accelerator == "gpu" else "cpu")
+
+    def autocast(self):
+        """Autocast for code run outside Lightning (feature extraction) at this precision."""
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -83,94 +144,162 @@ def label_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
     return Subset(dataset, idx.tolist())
 
 
-def encoder_stages(encoder: nn.Module) -> list[nn.Module]:
-    """The encoder's stages from input to output, the unit of the ``first-n`` protocol."""
-    stages: list[nn.Module] = []
-    if getattr(encoder, "spectral_adapter", None) is not None:
-        stages.append(encoder.spectral_adapter)
-    if hasattr(encoder, "resnet"):
-        stages += [getattr(encoder.resnet, f"layer{i}") for i in range(1, 5)]
-    elif hasattr(encoder, "vit"):
-        stages += [encoder.vit.patch_embed, *encoder.vit.blocks, encoder.vit.norm]
-    else:
-        stages += [m for m in encoder.children() if m not in stages]
-    return stages
+class EpochPermutation(Sampler[int]):
+    """A fresh ``torch.randperm(n, generator=...)`` every epoch (no other draw from it)."""
 
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n = n
+        self.generator = generator
 
-def _set_trainable(encoder: nn.Module, protocol: str, first_n: int) -> list[nn.Module]:
-    """Freeze ``encoder`` except what ``protocol`` trains; returns the trainable modules."""
-    if protocol == "frozen":
-        trainable = []
-    elif protocol == "full":
-        trainable = [encoder]
-    elif protocol == "adapter":
-        adapter = getattr(encoder, "spectral_adapter", None)
-        if adapter is None:
-            raise ValueError("protocol 'adapter' needs an encoder with a spectral adapter")
-        trainable = [adapter]
-    else:
-        stages = encoder_stages(encoder)
-        if not 1 <= first_n <= len(stages):
-            raise ValueError(f"first_n must lie in 1..{len(stages)}, got {first_n}")
-        trainable = stages[:first_n]
-    encoder.requires_grad_(False)
-    encoder.eval()
-    for m in trainable:
-        m.requires_grad_(True)
-        m.train()
-    if protocol == "full":
-        # timm ViTs keep cls_token / pos_embed as parameters of the encoder root
-        encoder.requires_grad_(True)
-    return trainable
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module, dataset: Dataset, batch_size: int
+    encoder: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    runtime: Runtime | None = None,
+    pooled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the frozen encoder once over ``dataset``: features ``[N, C, h, w]`` (CPU, float32)
-    and targets (masks ``[N, H, W]`` int16 with -1 = ignore, or multi-hot ``[N, K]``)."""
-    device = _device_of(encoder)
+    """Run the frozen encoder once over ``dataset``: features ``[N, C, h, w]`` (``pooled``:
+    the encoder's pooled embeddings ``[N, C]``; CPU, float32) and targets (masks
+    ``[N, H, W]`` int16 with -1 = ignore, multi-hot ``[N, K]`` or regression targets
+    ``[N, K]``, float32). Runs on ``runtime``'s device (default: the encoder's); the encoder
+    is back on its own device afterwards."""
+    home = _device_of(encoder)
+    device = runtime.device if runtime else home
     feats, targets = [], []
-    for images, target in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        f = encoder.forward_features(images.to(device))
-        if f.ndim != 4:
-            raise ValueError(f"forward_features must return [B, C, h, w], got {tuple(f.shape)}")
-        feats.append(f.float().cpu())
-        targets.append(target.to(torch.int16) if target.ndim == 3 else target.float())
+    encoder.to(device)
+    try:
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=False,
+            num_workers=runtime.num_workers if runtime else 0,
+        )  # fmt: skip
+        for images, target in loader:
+            with runtime.autocast() if runtime else contextlib.nullcontext():
+                images = images.to(device)
+                f = encoder(images) if pooled else encoder.forward_features(images)
+            want = 2 if pooled else 4
+            if f.ndim != want:
+                what = "forward" if pooled else "forward_features"
+                raise ValueError(f"{what} must return a {want}-d tensor, got {tuple(f.shape)}")
+            feats.append(f.float().cpu())
+            targets.append(target.to(torch.int16) if target.ndim == 3 else target.float())
+    finally:
+        encoder.to(home)
     if not feats:
         raise ValueError("empty dataset")
     return torch.cat(feats), torch.cat(targets)
 
 
-def _loss(out: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor | None:
-    if task == MULTILABEL:
-        return F.binary_cross_entropy_with_logits(out, target.float())
-    if not (target != IGNORE_INDEX).any():
-        return None  # no labelled pixel: the mean loss is undefined
-    return F.cross_entropy(out, target.long(), ignore_index=IGNORE_INDEX)
+@contextlib.contextmanager
+def _quiet():
+    """Lightning's banners (GPU available ...) and data-loader hints off for library runs."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            warnings.filterwarnings("ignore", message=".*modules? in eval mode.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+            yield
+    finally:
+        log.setLevel(level)
 
 
-def _head_logits(head: nn.Module, f: torch.Tensor, target: torch.Tensor, task: str):
-    if task == MULTILABEL:
-        return head(f.mean(dim=(2, 3)))
-    return F.interpolate(
-        head(f), size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False
-    )
+def fit_and_test(
+    module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    test_loader: DataLoader,
+    recipe: RecipeSettings,
+    runtime: Runtime,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Train ``module`` (a :class:`~spectralearth.downstream.tasks.DownstreamTask`) for
+    ``recipe.epochs``, restore the selected epoch, score the test split.
+
+    The epoch: the best ``val_<metric>`` (the task's selection metric) or the lowest
+    ``val_loss`` (``recipe.select``), chosen by Lightning's ``ModelCheckpoint`` (weights in a
+    temporary folder, removed afterwards); early stopping on the same quantity where the
+    recipe asks; the last epoch without a val split. Returns the test metrics with
+    ``best_epoch``, ``val`` (the selected epoch's validation results, when there is a val
+    split; with its loss per epoch under ``val_loss`` and the selection metric's under
+    ``val_<metric>``) and ``train_seconds`` / ``test_seconds``.
+    """
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    metric, mode = SELECTION_METRIC[module.task]
+    monitor, mode = ("val_loss", "min") if recipe.select == "val_loss" else (f"val_{metric}", mode)
+    with tempfile.TemporaryDirectory(prefix="spectralearth-eval-") as tmp, _quiet():
+        picks = list(callbacks)
+        checkpoint = None
+        if val_loader is not None:
+            checkpoint = ModelCheckpoint(
+                dirpath=tmp, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                save_weights_only=True, enable_version_counter=False,
+            )  # fmt: skip
+            picks.append(checkpoint)
+            if recipe.early_stopping_patience > 0:
+                picks.append(
+                    EarlyStopping(
+                        monitor=monitor, mode=mode, patience=recipe.early_stopping_patience
+                    )
+                )
+        trainer = pl.Trainer(
+            accelerator=runtime.accelerator, devices=1, precision=runtime.precision,
+            max_epochs=recipe.epochs, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+            enable_checkpointing=checkpoint is not None, callbacks=picks,
+            limit_val_batches=1.0 if val_loader is not None else 0, default_root_dir=tmp,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        trainer.fit(module, train_loader, val_loader)
+        best_epoch = max(len(module.train_loss) - 1, 0)
+        if checkpoint is not None and checkpoint.best_model_path:
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+            best_epoch = int(state["epoch"])
+        train_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        trainer.test(module, test_loader, verbose=False)
+        test_seconds = time.perf_counter() - t1
+    result = dict(module.test_result or {})
+    result.update(best_epoch=best_epoch, train_seconds=train_seconds, test_seconds=test_seconds)
+    if checkpoint is not None and best_epoch in module.val_history:
+        result["val"] = module.val_history[best_epoch]
+        epochs = sorted(module.val_history)
+        result["val_loss"] = [module.val_history[e]["loss"] for e in epochs]
+        result[f"val_{metric}"] = [module.val_history[e][metric] for e in epochs]
+    return result
 
 
-def _make_head(
-    num_features: int, num_classes: int, task: str, head: str = "linear", patch_size: int = 0
-) -> nn.Module:
-    from spectralearth.models.heads import make_head
+def _counts(prefix: str, counts: dict[str, int], task: str) -> dict[str, int]:
+    out = {f"{prefix}_images": counts["images"]}
+    if task == SEGMENTATION:
+        out[f"{prefix}_pixels"] = counts["pixels"]
+    return out
 
-    return make_head(num_features, num_classes, task, head, patch_size)
 
-
-def _trained_model(encoder: nn.Module, head: nn.Module, mu, sd, task: str) -> nn.Module:
-    from spectralearth.models.heads import SegmentationModel
-
-    return SegmentationModel(encoder, head, mu.flatten(), sd.flatten(), task)
+def _feature_stats(feats: torch.Tensor, standardise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of features ``[N, C, h, w]`` or ``[N, C]`` (identity when
+    not ``standardise``)."""
+    c = feats.shape[1]
+    if not standardise:
+        return torch.zeros(c), torch.ones(c)
+    dims = (0, 2, 3) if feats.ndim == 4 else (0,)
+    mean = feats.mean(dim=dims, keepdim=True)
+    std = feats.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    return mean.flatten(), std.flatten()
 
 
 def evaluate_encoder(
@@ -178,272 +307,194 @@ def evaluate_encoder(
     train_ds: Dataset,
     test_ds: Dataset,
     num_classes: int,
-    settings: EvaluateSettings,
+    settings: EvaluateSettings | RecipeSettings,
     protocol: str = "frozen",
     *,
     val_ds: Dataset | None = None,
     task: str = SEGMENTATION,
     first_n: int = DEFAULT_FIRST_N,
     keep_model: bool = False,
-    head: str = "linear",
+    head: str | None = None,
+    seed: int | None = None,
+    runtime: Runtime | None = None,
+    baseline: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Train a head (and, by ``protocol``, part of the encoder) on ``train_ds``; score ``test_ds``.
+    """Train a head (and, by ``protocol``, part of the encoder) on ``train_ds``; score
+    ``test_ds``.
 
-    ``head`` is a kind of :mod:`spectralearth.models.heads` (``linear``, ``fcn``, ``upconv``
-    or ``paper``); the caller's encoder is never changed (a dense head runs on a copy,
-    dilated for ``fcn``).
-    Uses ``settings.epochs``, ``settings.batch_size``, ``settings.lr`` (Adam) and
-    ``settings.seed`` (head init and batch order; the global RNG state is left unchanged).
+    ``settings``: the evaluation section (its recipe, with its overrides, and where it runs)
+    or a recipe (then ``seed`` and ``runtime``, default seed 0 on the CPU). ``head``: a kind
+    of :mod:`spectralearth.models.heads` (default the recipe's). ``task``: segmentation,
+    multilabel or regression (``num_classes`` = outputs; ``baseline`` = the regression
+    metrics' naive prediction, default 0). The caller's encoder is never changed, and the
+    global RNG state is left as it was.
+
     Returns the metrics of :mod:`spectralearth.downstream.metrics` for ``test_ds`` (and, with
-    ``val_ds``, the best epoch's under ``"val"``), ``best_epoch``, the training loss per
-    epoch, image and pixel counts, timings (``seconds`` = all of it) and ``peak_mem_mb``.
-    With ``keep_model`` the trained model (encoder + feature standardisation + head, a
-    :class:`spectralearth.models.heads.SegmentationModel`; under ``frozen`` it shares the
-    caller's encoder) is under ``"model"``: pop it before keeping the result around.
+    ``val_ds``, the selected epoch's under ``"val"``), ``best_epoch``, the training loss per
+    epoch, image and pixel counts, timings (``seconds`` = all of it), ``peak_mem_mb`` (peak
+    RSS of this evaluation) and ``peak_gpu_mem_mb`` (NaN without CUDA). With ``keep_model``
+    the trained model (a :class:`spectralearth.models.heads.DownstreamModel`, on the CPU;
+    on the cached path it shares the caller's encoder) is under ``"model"``: pop it before
+    keeping the result around.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; have {PROTOCOLS}")
-    if task not in (SEGMENTATION, MULTILABEL):
+    if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
-    if num_classes < 2:
+    if num_classes < 1 or (task != REGRESSION and num_classes < 2):
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     from spectralearth.models.heads import LINEAR, resolve_head
 
-    head = resolve_head(head, encoder, task)
-    if protocol == "frozen" and head == LINEAR:
-        result = _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, task)
+    if isinstance(settings, EvaluateSettings):
+        recipe = settings.recipe_for(None)
+        seed = settings.seed if seed is None else seed
+        runtime = runtime or Runtime.of(settings)
     else:
-        result = _evaluate_finetune(
-            encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n,
-            head,
+        recipe, seed, runtime = settings, 0 if seed is None else seed, runtime or Runtime()
+    head = resolve_head(head or recipe.head, encoder, task)
+    trainable_modules(encoder, protocol, first_n, recipe.first_n_from)  # refuse early
+    cached = protocol == "frozen" and head == LINEAR and recipe.cache_features
+    cached = cached and not recipe.augment
+    t0 = time.perf_counter()
+    with PeakMemory() as peak:
+        run = _evaluate_cached if cached else _evaluate_end_to_end
+        result = run(
+            encoder, train_ds, test_ds, val_ds, num_classes, recipe, seed, runtime, task,
+            protocol, first_n, head, baseline,
         )  # fmt: skip
-    result["head"] = head
+    result.update(
+        protocol=protocol,
+        task=task,
+        head=head,
+        num_classes=num_classes,
+        epochs=recipe.epochs,
+        seconds=time.perf_counter() - t0,
+        peak_mem_mb=peak.rss_mb,
+        peak_gpu_mem_mb=peak.gpu_mb,
+    )
+    if protocol == "first-n":
+        result["first_n"] = first_n
     if not keep_model:
         result.pop("model")
     return result
 
 
-def _check_labels(target: torch.Tensor, num_classes: int, task: str) -> None:
-    if task == SEGMENTATION and target.numel() and int(target.max()) >= num_classes:
-        raise ValueError(f"labels exceed num_classes={num_classes}")
-    if task == MULTILABEL and target.shape[-1] != num_classes:
-        raise ValueError(f"multi-label targets have {target.shape[-1]} classes, not {num_classes}")
+def _task_module(model, num_classes, recipe, task, baseline):
+    from spectralearth.downstream.tasks import TASK_MODULES
+
+    return TASK_MODULES[task](model, num_classes, recipe, baseline)
 
 
-def _counts(prefix: str, target: torch.Tensor, task: str) -> dict[str, int]:
-    out = {f"{prefix}_images": int(target.shape[0])}
-    if task == SEGMENTATION:
-        out[f"{prefix}_pixels"] = int((target != IGNORE_INDEX).sum())
-    return out
+def _evaluate_cached(
+    encoder, train_ds, test_ds, val_ds, num_classes, recipe, seed, runtime, task, protocol,
+    first_n, head_kind, baseline,
+):  # fmt: skip
+    from spectralearth.downstream.tasks import FeatureHead, check_targets
+    from spectralearth.models.heads import DownstreamModel, make_head, pooling_for
 
-
-def _evaluate_frozen(encoder, train_ds, test_ds, val_ds, num_classes, settings, task):
+    pool = pooling_for(encoder) if task != SEGMENTATION else "mean"  # pool: pooled tasks only
+    pooled = pool == "token"
+    bs = recipe.batch_size
     t0 = time.perf_counter()
     was_training = encoder.training
     encoder.eval()
     try:
-        train_f, train_m = extract_features(encoder, train_ds, settings.batch_size)
-        test_f, test_m = extract_features(encoder, test_ds, settings.batch_size)
-        val = extract_features(encoder, val_ds, settings.batch_size) if val_ds else None
+        train_f, train_m = extract_features(encoder, train_ds, bs, runtime, pooled)
+        test_f, test_m = extract_features(encoder, test_ds, bs, runtime, pooled)
+        val = extract_features(encoder, val_ds, bs, runtime, pooled) if val_ds else None
     finally:
         encoder.train(was_training)
     t_feat = time.perf_counter() - t0
     for m in (train_m, test_m) + ((val[1],) if val else ()):
-        _check_labels(m, num_classes, task)
-
-    # Per-channel standardisation with train statistics (a fixed affine map).
-    mu = train_f.mean(dim=(0, 2, 3), keepdim=True)
-    sd = train_f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        check_targets(m, num_classes, task)
+    mu, sd = _feature_stats(train_f, recipe.standardise_features)
     num_features = train_f.shape[1]
-    device = _device_of(encoder)
 
-    def score(head: nn.Module, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        metrics = metrics_for(task, num_classes)
-        head.eval()
-        with torch.no_grad():
-            for s in range(0, feats.shape[0], settings.batch_size):
-                target = targets[s : s + settings.batch_size]
-                f = ((feats[s : s + settings.batch_size] - mu) / sd).to(device)
-                metrics.update(_head_logits(head, f, target, task).cpu(), target)
-        head.train()
-        return metrics.compute()
-
-    t1 = time.perf_counter()
-    losses: list[float] = []
-    best: tuple[float, int, dict, dict] | None = None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        head = _make_head(num_features, num_classes, task).to(device)
-        gen = torch.Generator().manual_seed(settings.seed)
-        opt = torch.optim.Adam(head.parameters(), lr=settings.lr)
-        n = train_f.shape[0]
-        for epoch in range(settings.epochs):
-            order = torch.randperm(n, generator=gen)
-            total, count = 0.0, 0
-            for start in range(0, n, settings.batch_size):
-                idx = order[start : start + settings.batch_size]
-                target = train_m[idx].to(device)
-                f = ((train_f[idx] - mu) / sd).to(device)
-                loss = _loss(_head_logits(head, f, target, task), target, task)
-                if loss is None:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-            losses.append(total / max(count, 1))
-            if val is not None:
-                res = score(head, *val)
-                key = res[SELECTION_METRIC[task]]
-                if best is None or (not math.isnan(key) and (math.isnan(best[0]) or key > best[0])):
-                    best = (key, epoch, copy.deepcopy(head.state_dict()), res)
-    if best is not None:
-        head.load_state_dict(best[2])
-    t_train = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    result = score(head, test_f, test_m)
-    t_test = time.perf_counter() - t2
+        torch.manual_seed(seed)
+        head = make_head(num_features, num_classes, task)
+        gen = torch.Generator().manual_seed(seed)
+        module = _task_module(FeatureHead(head, mu, sd, task, pool), num_classes, recipe, task,
+                              baseline)  # fmt: skip
+        loader = {"batch_size": bs, "num_workers": 0}
+        train = DataLoader(
+            TensorDataset(train_f, train_m), sampler=EpochPermutation(len(train_f), gen), **loader
+        )
+        result = fit_and_test(
+            module, train,
+            DataLoader(TensorDataset(*val), **loader) if val else None,
+            DataLoader(TensorDataset(test_f, test_m), **loader),
+            recipe, runtime, [ProtocolFinetuning(protocol, first_n)],
+        )  # fmt: skip
+    module.cpu()
     result.update(
-        protocol="frozen",
-        task=task,
-        num_classes=num_classes,
         num_features=num_features,
-        feature_size=list(train_f.shape[-2:]),
-        epochs=settings.epochs,
-        best_epoch=best[1] if best else settings.epochs - 1,
-        train_loss=losses,
+        feature_size=list(train_f.shape[-2:]) if train_f.ndim == 4 else [],
+        train_loss=module.train_loss,
         feature_seconds=t_feat,
-        train_seconds=t_train,
-        test_seconds=t_test,
-        seconds=time.perf_counter() - t0,
-        peak_mem_mb=peak_memory_mb(),
-        **_counts("train", train_m, task),
-        **_counts("test", test_m, task),
+        **_counts("train", _target_counts(train_m, task), task),
+        **_counts("test", _target_counts(test_m, task), task),
     )
-    if best is not None:
-        result["val"] = best[3]
-    result["model"] = _trained_model(encoder, head, mu, sd, task)
+    result["model"] = DownstreamModel(encoder, module.model.head, mu, sd, task, pool)
     return result
 
 
-def _evaluate_finetune(
-    encoder, train_ds, test_ds, val_ds, num_classes, settings, task, protocol, first_n, head_kind
-):
-    from spectralearth.models.heads import prepare_encoder
+def _target_counts(target: torch.Tensor, task: str) -> dict[str, int]:
+    counts = {"images": int(target.shape[0]), "pixels": 0}
+    if task == SEGMENTATION:
+        counts["pixels"] = int((target != IGNORE_INDEX).sum())
+    return counts
 
-    t0 = time.perf_counter()
-    device = _device_of(encoder)
-    bs = settings.batch_size
+
+def _evaluate_end_to_end(
+    encoder, train_ds, test_ds, val_ds, num_classes, recipe, seed, runtime, task, protocol,
+    first_n, head_kind, baseline,
+):  # fmt: skip
+    from spectralearth.models.heads import DownstreamModel, make_head, pooling_for, prepare_encoder
+
+    bs = recipe.batch_size
+    device = runtime.device
+    loader = {"batch_size": bs, "num_workers": runtime.num_workers}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        model = prepare_encoder(copy.deepcopy(encoder), head_kind)
-        _set_trainable(model, protocol, first_n)
-        train_modes = {id(m): m.training for m in model.modules()}
-        # Fixed per-channel standardisation of the initial features (as for `frozen`).
+        torch.manual_seed(seed)
+        model = prepare_encoder(copy.deepcopy(encoder), head_kind).to(device)
+        pool = pooling_for(model) if task != SEGMENTATION else "mean"
+        pooled = pool == "token"
+        # Fixed per-channel standardisation of the initial features (as on the cached path)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), runtime.autocast():
             firsts = []
-            for i, (images, _) in enumerate(DataLoader(train_ds, batch_size=bs)):
-                firsts.append(model.forward_features(images.to(device)).float())
-                if i >= 3:
+            for i, (images, _) in enumerate(DataLoader(train_ds, **loader)):
+                images = images.to(device)
+                firsts.append((model(images) if pooled else model.forward_features(images)).float())
+                if i >= 3 or not recipe.standardise_features:
                     break
             f0 = torch.cat(firsts)
-        mu = f0.mean(dim=(0, 2, 3), keepdim=True)
-        sd = f0.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        model.train()
+        mu, sd = _feature_stats(f0.cpu(), recipe.standardise_features)
         num_features = f0.shape[1]
         patch = int(getattr(model, "patch_size", 0) or 0)
-        head = _make_head(num_features, num_classes, task, head_kind, patch).to(device)
-        enc_params = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": list(head.parameters()), "lr": settings.lr}]
-        if enc_params:  # none under `frozen` (a dense head on the frozen encoder)
-            groups.append({"params": enc_params, "lr": settings.lr * ENCODER_LR_SCALE})
-        opt = torch.optim.Adam(groups)
-        gen = torch.Generator().manual_seed(settings.seed)
-
-        def set_train(flag: bool) -> None:
-            for m in model.modules():
-                m.train(flag and train_modes[id(m)])
-            head.train(flag)
-
-        def forward(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            f = (model.forward_features(images.to(device)) - mu) / sd
-            return _head_logits(head, f, target, task)
-
-        def score(ds: Dataset) -> tuple[dict[str, Any], torch.Tensor]:
-            set_train(False)
-            metrics = metrics_for(task, num_classes)
-            targets = []
-            with torch.no_grad():
-                for images, target in DataLoader(ds, batch_size=bs):
-                    _check_labels(target, num_classes, task)
-                    metrics.update(forward(images, target).cpu(), target)
-                    targets.append(target)
-            set_train(True)
-            return metrics.compute(), torch.cat(targets)
-
-        losses: list[float] = []
-        best = None
-        t1 = time.perf_counter()
-        train_targets = []
-        set_train(True)
-        for epoch in range(settings.epochs):
-            total, count = 0.0, 0
-            loader = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=gen)
-            for images, target in loader:
-                if epoch == 0:
-                    _check_labels(target, num_classes, task)
-                    train_targets.append(target)
-                loss = _loss(forward(images, target.to(device)), target.to(device), task)
-                if loss is None:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(images)
-                count += len(images)
-            losses.append(total / max(count, 1))
-            if val_ds is not None:
-                res, _ = score(val_ds)
-                key = res[SELECTION_METRIC[task]]
-                if best is None or (not math.isnan(key) and (math.isnan(best[0]) or key > best[0])):
-                    best = (
-                        key,
-                        epoch,
-                        copy.deepcopy(head.state_dict()),
-                        # a frozen encoder (dense head under `frozen`) never changes: no copy
-                        copy.deepcopy(model.state_dict()) if enc_params else None,
-                        res,
-                    )
-        if best is not None:
-            head.load_state_dict(best[2])
-            if best[3] is not None:
-                model.load_state_dict(best[3])
-        t_train = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        result, test_targets = score(test_ds)
-        t_test = time.perf_counter() - t2
+        head = make_head(num_features, num_classes, task, head_kind, patch)
+        net = DownstreamModel(model, head, mu, sd, task, pool)
+        module = _task_module(net, num_classes, recipe, task, baseline)
+        gen = torch.Generator().manual_seed(seed)
+        result = fit_and_test(
+            module,
+            DataLoader(train_ds, shuffle=True, generator=gen, **loader),
+            DataLoader(val_ds, **loader) if val_ds is not None else None,
+            DataLoader(test_ds, **loader),
+            recipe,
+            runtime,
+            [ProtocolFinetuning(protocol, first_n, recipe.first_n_from, recipe.frozen_batchnorm)],
+        )
+    module.cpu()
     result.update(
-        protocol=protocol,
-        task=task,
-        num_classes=num_classes,
         num_features=num_features,
-        feature_size=list(f0.shape[-2:]),
-        epochs=settings.epochs,
-        best_epoch=best[1] if best else settings.epochs - 1,
-        train_loss=losses,
-        trainable_encoder_params=sum(p.numel() for p in enc_params),
-        train_seconds=t_train,
-        test_seconds=t_test,
-        seconds=time.perf_counter() - t0,
-        peak_mem_mb=peak_memory_mb(),
-        **(_counts("train", torch.cat(train_targets), task) if train_targets else {}),
-        **_counts("test", test_targets, task),
+        feature_size=list(f0.shape[-2:]) if f0.ndim == 4 else [],
+        train_loss=module.train_loss,
+        trainable_encoder_params=module.trainable_encoder_params,
+        **_counts("train", module.train_counts, task),
+        **_counts("test", module.test_counts, task),
     )
-    if protocol == "first-n":
-        result["first_n"] = first_n
-    if best is not None:
-        result["val"] = best[4]
-    result["model"] = _trained_model(model, head, mu, sd, task)
+    result["model"] = net.cpu().eval()
     return result

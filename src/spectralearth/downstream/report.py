@@ -2,9 +2,10 @@
 
 Input: evaluation rows (``run.EVALUATION_COLUMNS``), one CSV per (checkpoint, dataset,
 protocol). :func:`summarize` keeps the ``test`` split and aggregates over seeds (mean, sample
-std, number of seeds) per dataset, label fraction, model, protocol and metric, with the wall
-time (mean) and peak memory (max) of the runs (P6: fine-tuning cost per protocol and dataset,
-and its ratio to the frozen protocol of the same model on the same dataset).
+std, number of seeds) per dataset, label fraction, model, protocol, head, recipe and metric,
+with the wall time (mean) and peak memory (max; resident and GPU) of the runs (P6:
+fine-tuning cost per protocol and dataset, and its ratio to the frozen protocol of the same
+model on the same dataset with the same head and recipe).
 """
 
 from __future__ import annotations
@@ -14,21 +15,36 @@ import math
 import pandas as pd
 
 BASELINE_MODELS = ("random_init", "random_forest")
-KEYS = ["dataset", "label_fraction", "model", "method", "backbone", "protocol", "head", "metric"]
+KEYS = [
+    "dataset",
+    "label_fraction",
+    "model",
+    "method",
+    "backbone",
+    "protocol",
+    "head",
+    "recipe",
+    "metric",
+]
+DEFAULT_RECIPE = "cpu"  # rows written before recipes existed were the cpu recipe's
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """Test-split rows -> one row per (dataset, fraction, model, protocol, metric) with
     ``mean``, ``std`` (NaN for one seed), ``n_seeds``, ``seconds`` (mean),
-    ``seconds_std``, ``peak_mem_mb`` (max) and ``seconds_vs_frozen``."""
+    ``seconds_std``, ``peak_mem_mb`` and ``peak_gpu_mem_mb`` (max) and ``seconds_vs_frozen``."""
     test = rows[rows["split"] == "test"].copy()
     cols = [*KEYS, "mean", "std", "n_seeds", "seconds", "seconds_std", "peak_mem_mb"]
+    cols.append("peak_gpu_mem_mb")
     if test.empty:
         return pd.DataFrame(columns=[*cols, "seconds_vs_frozen"])
     for k in ("method", "backbone"):
         test[k] = test[k].fillna("none")
     # rows written before dense heads existed had no head column: theirs was the linear one
     test["head"] = test["head"].fillna("linear") if "head" in test else "linear"
+    test["recipe"] = test["recipe"].fillna(DEFAULT_RECIPE) if "recipe" in test else DEFAULT_RECIPE
+    if "peak_gpu_mem_mb" not in test:
+        test["peak_gpu_mem_mb"] = float("nan")
     g = test.groupby(KEYS, dropna=False, sort=True)
     out = g.agg(
         mean=("value", "mean"),
@@ -37,8 +53,9 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         seconds=("seconds", "mean"),
         seconds_std=("seconds", "std"),
         peak_mem_mb=("peak_mem_mb", "max"),
+        peak_gpu_mem_mb=("peak_gpu_mem_mb", "max"),
     ).reset_index()
-    same = ["dataset", "label_fraction", "model", "head", "metric"]
+    same = ["dataset", "label_fraction", "model", "head", "recipe", "metric"]
     frozen = out[out["protocol"] == "frozen"].set_index(same)["seconds"]
     idx = pd.MultiIndex.from_frame(out[same])
     out["seconds_vs_frozen"] = out["seconds"].to_numpy() / frozen.reindex(idx).to_numpy()
@@ -53,10 +70,15 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f}"
 
 
-def _column(model: str, protocol: str, head: str = "linear") -> str:
-    if protocol in ("rf", "none"):  # a baseline without an encoder (rows before "none": "rf")
+def _column(model: str, protocol: str, head: str = "linear", recipe: str = DEFAULT_RECIPE) -> str:
+    if protocol in ("rf", "none"):  # a baseline without an encoder (older rows: "rf")
         return model
-    return f"{model} ({protocol})" if head == "linear" else f"{model} ({protocol}, {head} head)"
+    parts = [protocol]
+    if head != "linear":
+        parts.append(f"{head} head")
+    if recipe != DEFAULT_RECIPE:
+        parts.append(f"{recipe} recipe")
+    return f"{model} ({', '.join(parts)})"
 
 
 def _column_order(summary: pd.DataFrame) -> list[str]:
@@ -64,10 +86,11 @@ def _column_order(summary: pd.DataFrame) -> list[str]:
 
     def rank(row) -> tuple:
         base = BASELINE_MODELS.index(row.model) + 1 if row.model in BASELINE_MODELS else 0
-        return (base, row.model, row.protocol, row.head)
+        return (base, row.model, row.protocol, row.head, row.recipe)
 
-    pairs = summary[["model", "protocol", "head"]].drop_duplicates()
-    return [_column(r.model, r.protocol, r.head) for r in sorted(pairs.itertuples(), key=rank)]
+    pairs = summary[["model", "protocol", "head", "recipe"]].drop_duplicates()
+    ordered = sorted(pairs.itertuples(), key=rank)
+    return [_column(r.model, r.protocol, r.head, r.recipe) for r in ordered]
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -84,8 +107,14 @@ def results_markdown(summary: pd.DataFrame) -> str:
         return "(no finished evaluation yet)"
     s = summary.assign(
         column=[
-            _column(m, p, h)
-            for m, p, h in zip(summary["model"], summary["protocol"], summary["head"], strict=True)
+            _column(m, p, h, r)
+            for m, p, h, r in zip(
+                summary["model"],
+                summary["protocol"],
+                summary["head"],
+                summary["recipe"],
+                strict=True,
+            )
         ]
     )
     s["cell"] = [_cell(m, d, n) for m, d, n in zip(s["mean"], s["std"], s["n_seeds"], strict=True)]
@@ -110,7 +139,9 @@ def cost_markdown(summary: pd.DataFrame) -> str:
     and the time as a multiple of the frozen protocol's."""
     if summary.empty:
         return "(no finished evaluation yet)"
-    one = summary.drop_duplicates(["dataset", "label_fraction", "model", "protocol", "head"])
+    one = summary.drop_duplicates(
+        ["dataset", "label_fraction", "model", "protocol", "head", "recipe"]
+    )
     rows = []
     for r in one.itertuples():
         ratio = r.seconds_vs_frozen
@@ -121,8 +152,12 @@ def cost_markdown(summary: pd.DataFrame) -> str:
                 "model": r.model,
                 "protocol": r.protocol,
                 "head": r.head,
+                "recipe": r.recipe,
                 "seconds": _cell(r.seconds, r.seconds_std, r.n_seeds),
                 "peak_mem_mb": f"{r.peak_mem_mb:.0f}",
+                "peak_gpu_mem_mb": "-"
+                if pd.isna(r.peak_gpu_mem_mb)
+                else f"{r.peak_gpu_mem_mb:.0f}",
                 "x frozen": "-" if pd.isna(ratio) else f"{ratio:.2f}",
             }
         )
@@ -135,6 +170,6 @@ def report_markdown(summary: pd.DataFrame) -> str:
         + results_markdown(summary)
         + "\n\n## Cost per protocol (P6)\n\n"
         + cost_markdown(summary)
-        + "\n\nPeak memory is the evaluating process's peak resident set (getrusage), "
-        "which includes everything that process ran before.\n"
+        + "\n\nPeak memory is each evaluation's own peak resident set (sampled while it ran) "
+        "and, on a GPU, its peak of torch.cuda.max_memory_allocated.\n"
     )

@@ -1,17 +1,19 @@
-"""Evaluate a pretrained checkpoint against the same backbone with random weights.
+"""Evaluate any model (a checkpoint, ``random`` init or the random forest) on any downstream
+dataset under any protocol and recipe: :func:`evaluate_model`, the results rows contract
+(:data:`EVALUATION_COLUMNS`) and their CSV (:func:`write_evaluations`).
 
-Final numbers: the head trains on the ``train`` split and is scored on ``test``
-(``TRAIN_SPLIT`` / ``REPORT_SPLIT``). :func:`evaluate_checkpoint` (the ``make run`` stage)
-does not use ``val``; :func:`evaluate_model` (any model, dataset and protocol) selects the
-epoch on ``val`` when the dataset has one.
+Final numbers: the head trains on the ``train`` split (a seeded ``label_fraction`` of it),
+the epoch is selected on ``val`` when the dataset has one, and the numbers come from
+``test`` only (``TRAIN_SPLIT`` / ``REPORT_SPLIT``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +21,14 @@ import pandas as pd
 import torch
 
 from spectralearth.config import EvaluateSettings
-from spectralearth.downstream.datasets.synth_landcover import SegmentationDataset, load_stats
-from spectralearth.downstream.protocols import evaluate_encoder
 from spectralearth.io import atomic_path
+from spectralearth.names import NO_HEAD, NO_PROTOCOL, RANDOM_FOREST
+
+log = logging.getLogger(__name__)
 
 TRAIN_SPLIT = "train"
 REPORT_SPLIT = "test"
 LABEL_FRACTION = 1.0
-METRICS = ("overall_accuracy", "macro_f1")
 # The results contract: one row per (model, metric).
 EVALUATION_COLUMNS = (
     "model",
@@ -35,96 +37,66 @@ EVALUATION_COLUMNS = (
     "dataset",
     "protocol",
     "head",
+    "recipe",
     "label_fraction",
     "split",
     "seed",
     "metric",
     "value",
     "seconds",
-    "peak_mem_mb",
+    "peak_mem_mb",  # peak RSS of this evaluation (not of the process's life)
+    "peak_gpu_mem_mb",  # peak torch.cuda.max_memory_allocated of it; NaN on the CPU
 )
+RANDOM = "random"
+RF = RANDOM_FOREST  # the per-pixel forest: one name, as a baseline and as a model
+DEFAULT_BACKBONE = "spec_resnet18"
+NO_RECIPE = "none"  # the random forest has no training recipe
 
 
-def evaluate_checkpoint(
-    checkpoint_dir: str | os.PathLike,
-    dataset_dir: str | os.PathLike,
-    stats: str | os.PathLike | Mapping[str, Any],
-    settings: EvaluateSettings,
-) -> pd.DataFrame:
-    """Score the checkpoint's encoder and a random-init encoder of the same backbone.
+@dataclass(frozen=True, eq=False)
+class EvaluationOutcome:
+    """What :func:`evaluate_model` returns.
 
-    ``checkpoint_dir`` holds ``model.safetensors`` + ``run.json`` (read by
-    ``spectralearth.models.load_pretrained``); ``dataset_dir`` is a segmentation dataset in
-    the released-data layout (see ``datasets.synth_landcover``); ``stats`` is the band
-    statistics dict or JSON path. Returns the rows of ``EVALUATION_COLUMNS`` (model =
-    "pretrained" / "random_init"); the full per-model results (confusion matrices,
-    per-class F1, timings) are in ``df.attrs["details"]``. Writes nothing.
+    ``rows``: one row per metric (:data:`EVALUATION_COLUMNS`) for each seed and label
+    fraction, split ``val`` (the selected epoch) and ``test``. ``details``: the full results
+    per ``(model, seed, label_fraction)`` (confusion matrices, per-class scores, losses,
+    timings). ``classes``: the dataset's class (or target) names. ``trained_model_dir``: the
+    saved trained model, when one was asked for.
     """
-    from spectralearth.models import create_model, load_pretrained
 
-    checkpoint_dir = Path(checkpoint_dir)
-    run = json.loads((checkpoint_dir / "run.json").read_text())
-    backbone = run["backbone"]
-    in_chans = int(run.get("in_chans", 202))
-    stats = load_stats(stats)
+    rows: pd.DataFrame
+    details: dict[tuple[str, int, float], dict[str, Any]] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    trained_model_dir: Path | None = None
+    recipe: str = "cpu"
 
-    train_ds = SegmentationDataset(dataset_dir, TRAIN_SPLIT, stats)
-    test_ds = SegmentationDataset(dataset_dir, REPORT_SPLIT, stats)
-    if len(train_ds) == 0 or len(test_ds) == 0:
-        raise ValueError(
-            f"{dataset_dir}: need patches in both {TRAIN_SPLIT!r} ({len(train_ds)}) and "
-            f"{REPORT_SPLIT!r} ({len(test_ds)})"
+    def test_rows(self) -> pd.DataFrame:
+        return self.rows[self.rows["split"] == REPORT_SPLIT]
+
+    def metadata(self) -> dict[str, Any]:
+        """Counts and the test metrics (mean over seeds) for a UI."""
+        test = self.test_rows()
+        means = test.groupby(["label_fraction", "metric"])["value"].mean()
+        return {
+            "rows": len(self.rows),
+            "recipe": self.recipe,
+            "trained_model_dir": str(self.trained_model_dir) if self.trained_model_dir else None,
+            "test": {f"{m}@{f:g}": float(v) for (f, m), v in means.items()},
+        }
+
+    def summary(self) -> str:
+        """The test metrics, one line per model / protocol / head / fraction / seed."""
+        table = self.test_rows().pivot_table(
+            index=["model", "protocol", "head", "label_fraction", "seed"],
+            columns="metric",
+            values="value",
         )
-    num_classes = train_ds.num_classes
-    if num_classes is None:
-        raise ValueError(f"{dataset_dir}: classes.json is missing")
-
-    pretrained = load_pretrained(checkpoint_dir)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        random_init = create_model(backbone, in_chans=in_chans)
-
-    rows, details = [], {}
-    for model_name, method, encoder in (
-        ("pretrained", run.get("method", "unknown"), pretrained),
-        ("random_init", "none", random_init),
-    ):
-        result = evaluate_encoder(
-            encoder,
-            train_ds,
-            test_ds,
-            num_classes,
-            settings,
-            protocol=settings.protocol,
-            head=settings.head,
-        )
-        details[model_name] = result
-        for metric in METRICS:
-            rows.append(
-                {
-                    "model": model_name,
-                    "method": method,
-                    "backbone": backbone,
-                    "dataset": settings.task,
-                    "protocol": result["protocol"],
-                    "head": result["head"],
-                    "label_fraction": LABEL_FRACTION,
-                    "split": REPORT_SPLIT,
-                    "seed": settings.seed,
-                    "metric": metric,
-                    "value": result[metric],
-                    "seconds": result["seconds"],
-                    "peak_mem_mb": result["peak_mem_mb"],
-                }
-            )
-    df = pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS))
-    df.attrs["details"] = details
-    df.attrs["classes"] = train_ds.classes
-    return df
+        return table.round(4).to_string()
 
 
-def write_evaluations(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+def write_evaluations(rows: pd.DataFrame | EvaluationOutcome, path: str | os.PathLike) -> Path:
     """Write the evaluation rows as CSV atomically (contract columns first)."""
+    df = rows.rows if isinstance(rows, EvaluationOutcome) else rows
     path = Path(path)
     cols = [c for c in EVALUATION_COLUMNS if c in df.columns]
     cols += [c for c in df.columns if c not in cols]
@@ -133,14 +105,8 @@ def write_evaluations(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-# --- any model x any dataset x any protocol (``spectralearth evaluate --model ...``) ---------
-
-RANDOM = "random"
-DEFAULT_BACKBONE = "spec_resnet18"
-
-
 class BandMismatchError(ValueError):
-    """A checkpoint's band count differs from the dataset's."""
+    """A checkpoint without a spectral adapter cannot take the dataset's band count."""
 
 
 def _checkpoint_run(path: Path) -> tuple[Path, dict[str, Any]]:
@@ -162,12 +128,15 @@ def load_encoder(
     """``"random"`` (``backbone`` from random init) or a checkpoint (folder or its
     ``model.safetensors``) -> ``(encoder, {"model", "method", "backbone", "in_chans"})``.
 
-    A checkpoint trained on another band count than ``bands`` is refused
-    (:class:`BandMismatchError`) unless ``allow_band_mismatch`` and the encoder has a
-    spectral adapter, which takes any band count.
+    A checkpoint trained on another band count than ``bands`` runs its spectral adapter on
+    the dataset's bands (the adapter takes any band count; the change is logged and
+    recorded as ``band_change``); one without an adapter is refused
+    (:class:`BandMismatchError`, saying why). ``allow_band_mismatch`` is accepted for older
+    callers and changes nothing.
     """
     from spectralearth.models import create_model, load_pretrained
 
+    del allow_band_mismatch  # the adapter decides, not a flag
     if str(model) == RANDOM:
         backbone = backbone or DEFAULT_BACKBONE
         with torch.random.fork_rng(devices=[]):
@@ -180,36 +149,45 @@ def load_encoder(
     folder, run = _checkpoint_run(path)
     in_chans = int(run.get("in_chans", 202))
     encoder = load_pretrained(folder)
-    if in_chans != bands:
-        has_adapter = getattr(encoder, "spectral_adapter", None) is not None
-        if not (allow_band_mismatch and has_adapter):
-            why = (
-                "pass --allow-band-mismatch to run its spectral adapter on the dataset's bands"
-                if has_adapter
-                else "its first layer takes exactly that many bands (no spectral adapter)"
-            )
-            raise BandMismatchError(
-                f"checkpoint {folder} was trained on {in_chans} bands but dataset "
-                f"{dataset_name} has {bands}: refused ({why})"
-            )
-    return encoder, {
+    meta = {
         "model": folder.name,
         "method": run.get("method", "unknown"),
         "backbone": run["backbone"],
         "in_chans": in_chans,
     }
+    if in_chans != bands:
+        if getattr(encoder, "spectral_adapter", None) is None:
+            raise BandMismatchError(
+                f"checkpoint {folder} was trained on {in_chans} bands but dataset "
+                f"{dataset_name} has {bands}: refused (its first layer takes exactly "
+                f"{in_chans} bands; it has no spectral adapter)"
+            )
+        log.info(
+            "checkpoint %s was trained on %d bands, dataset %s has %d: its spectral adapter "
+            "takes them",
+            folder,
+            in_chans,
+            dataset_name,
+            bands,
+        )
+        meta["band_change"] = f"{in_chans} -> {bands}"
+    return encoder, meta
 
 
 def _metric_rows(result: dict[str, Any], names, base: dict[str, Any], split: str) -> list[dict]:
-    return [
-        {
-            **base,
-            "split": split,
-            "metric": m,
-            "value": result[m],
-        }
-        for m in names
-    ]
+    return [{**base, "split": split, "metric": m, "value": result[m]} for m in names]
+
+
+def _dataset_stats(source, recipe) -> Mapping[str, Any] | None:
+    """The band statistics the recipe normalises with: the published ones of the dataset's
+    sensor (``reference``), or None (the train split's, computed by the loader)."""
+    if recipe.normalisation != "reference":
+        return None
+    from spectralearth.downstream.datasets.registry import sensor_of
+    from spectralearth.downstream.normalisation import reference_stats
+
+    sensor, bands = sensor_of(source)
+    return reference_stats(sensor, bands, recipe.reference_stats)
 
 
 def evaluate_model(
@@ -219,6 +197,7 @@ def evaluate_model(
     protocol: str | None = None,
     *,
     head: str | None = None,
+    recipe: str | None = None,
     baseline: str | None = None,
     backbone: str | None = None,
     label_fractions: tuple[float, ...] = (LABEL_FRACTION,),
@@ -230,43 +209,48 @@ def evaluate_model(
     rf_trees: int | None = None,
     rf_max_pixels: int | None = None,
     save_model_dir: str | os.PathLike | None = None,
-) -> pd.DataFrame:
-    """Evaluate ``model`` (or ``baseline="rf"``) on ``dataset`` under ``protocol`` with
-    ``head`` (default ``settings.head``; see :mod:`spectralearth.models.heads`).
+) -> EvaluationOutcome:
+    """Evaluate ``model`` (or ``baseline="random_forest"``) on ``dataset`` under ``protocol`` with the
+    recipe ``recipe`` (default ``settings.recipe``, see ``params.yaml evaluate.recipes``) and
+    ``head`` (default the recipe's; see :mod:`spectralearth.models.heads`).
 
     ``dataset`` is a registered name or folder (see
     :func:`spectralearth.downstream.datasets.registry.resolve`). Training uses the train
     split (a seeded ``label_fraction`` of it), model selection the val split when it has
-    patches, and the final numbers come from the test split only. Returns one row per metric
-    (``EVALUATION_COLUMNS``) for each seed and label fraction, with split ``val`` (the
-    selected epoch) and ``test``; details (confusion matrices, per-class scores) in
-    ``df.attrs["details"]``. Writes nothing, unless ``save_model_dir``: the trained model
-    (encoder + head, :mod:`spectralearth.models.heads`) of the first seed at the largest
-    label fraction is saved there, for ``spectralearth predict`` (not for ``rf``).
+    patches, and the final numbers come from the test split only. Normalisation is the
+    recipe's: the dataset's train statistics, or the published statistics of its sensor.
+    A checkpoint with a spectral adapter takes any band count (the change is logged).
+
+    Writes nothing, unless ``save_model_dir``: the trained model (encoder + head,
+    :mod:`spectralearth.models.heads`) of the first seed at the largest label fraction is
+    saved there, for ``spectralearth predict`` (not for ``rf``). ``allow_band_mismatch`` is
+    accepted for older callers and changes nothing.
     """
     from spectralearth.downstream.baselines import RF_MAX_PIXELS, RF_TREES, random_forest_baseline
     from spectralearth.downstream.datasets.registry import open_split, resolve
-    from spectralearth.downstream.metrics import MULTILABEL_METRICS, SEGMENTATION_METRICS
+    from spectralearth.downstream.metrics import metric_names
     from spectralearth.downstream.protocols import (
         DEFAULT_FIRST_N,
-        MULTILABEL,
         PROTOCOLS,
         label_subset,
     )
 
+    del allow_band_mismatch
     protocol = protocol or settings.protocol
-    head = head or settings.head
-    if baseline not in (None, "rf"):
-        raise ValueError(f"unknown baseline {baseline!r}; have 'rf'")
+    if baseline not in (None, RF):
+        raise ValueError(f"unknown baseline {baseline!r}; have {RF!r}")
     if baseline is None and protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; have {PROTOCOLS}")
     seeds = tuple(seeds) if seeds else (settings.seed,)
     source = resolve(dataset, downstream_dir, split_dir=split_dir)
-    train_full = open_split(source, TRAIN_SPLIT)
+    recipe_name = recipe or settings.recipe
+    chosen = settings.recipe_for(source.name, recipe_name)
+    size = {"resize_to": chosen.resize_to}
+    train_full = open_split(source, TRAIN_SPLIT, _dataset_stats(source, chosen), **size)
     stats = train_full.stats
-    test_ds = open_split(source, REPORT_SPLIT, stats)
+    test_ds = open_split(source, REPORT_SPLIT, stats, **size)
     try:
-        val_ds = open_split(source, "val", stats)
+        val_ds = open_split(source, "val", stats, **size)
         val_ds = val_ds if len(val_ds) else None
     except FileNotFoundError:
         val_ds = None
@@ -276,10 +260,11 @@ def evaluate_model(
             f"{REPORT_SPLIT!r} ({len(test_ds)})"
         )
     task, num_classes = train_full.task, train_full.num_classes
-    names = MULTILABEL_METRICS if task == MULTILABEL else SEGMENTATION_METRICS
+    target_baseline = getattr(train_full, "target_baseline", None)
+    names = metric_names(task)
 
     keep = (seeds[0], max(label_fractions)) if save_model_dir and baseline is None else None
-    rows, details = [], {}
+    rows, details, saved = [], {}, None
     from tqdm import tqdm
 
     # a bar on an interactive terminal only (disable=None): logs and CI stay clean
@@ -288,15 +273,13 @@ def evaluate_model(
     for seed in seeds:
         run_settings = replace(settings, seed=seed)
         if baseline is None:
-            encoder, meta = load_encoder(
-                model, train_full.bands, source.name, backbone, seed, allow_band_mismatch
-            )
+            encoder, meta = load_encoder(model, train_full.bands, source.name, backbone, seed)
         else:
-            meta = {"model": "random_forest", "method": "none", "backbone": "none"}
+            meta = {"model": RANDOM_FOREST, "method": "none", "backbone": "none"}
         for fraction in label_fractions:
             progress.update()
             train_ds = label_subset(train_full, fraction, seed)
-            if baseline == "rf":
+            if baseline == RF:
                 result = random_forest_baseline(
                     train_ds,
                     test_ds,
@@ -305,53 +288,70 @@ def evaluate_model(
                     task=task,
                     n_estimators=rf_trees or RF_TREES,
                     max_pixels=rf_max_pixels or RF_MAX_PIXELS,
+                    baseline=target_baseline,
                 )
-                result_protocol, result_head = "rf", "none"
+                where = {"protocol": NO_PROTOCOL, "head": NO_HEAD, "recipe": NO_RECIPE}
             else:
+                from spectralearth.downstream.protocols import evaluate_encoder
+
                 result = evaluate_encoder(
                     encoder,
                     train_ds,
                     test_ds,
                     num_classes,
-                    run_settings,
+                    chosen,
                     protocol,
                     val_ds=val_ds,
                     task=task,
                     first_n=first_n or DEFAULT_FIRST_N,
                     keep_model=keep == (seed, fraction),
                     head=head,
+                    seed=seed,
+                    runtime=_runtime(run_settings),
+                    baseline=target_baseline,
                 )
-                result_protocol, result_head = protocol, result["head"]
+                where = {"protocol": protocol, "head": result["head"], "recipe": recipe_name}
                 if "model" in result:
-                    _save_trained(
+                    saved = _save_trained(
                         result.pop("model"),
                         save_model_dir,
                         meta,
                         source,
                         train_full,
                         protocol=protocol,
+                        recipe=recipe_name,
+                        normalisation=chosen.normalisation,
                         seed=seed,
                         label_fraction=fraction,
                     )
             details[(meta["model"], seed, fraction)] = result
             base = {
-                **meta,
+                **{k: v for k, v in meta.items() if k in ("model", "method", "backbone")},
+                **where,
                 "dataset": source.name,
-                "protocol": result_protocol,
-                "head": result_head,
                 "label_fraction": fraction,
                 "seed": seed,
                 "seconds": result["seconds"],
                 "peak_mem_mb": result["peak_mem_mb"],
+                "peak_gpu_mem_mb": result["peak_gpu_mem_mb"],
             }
-            base.pop("in_chans", None)
             if "val" in result:
                 rows += _metric_rows(result["val"], names, base, "val")
             rows += _metric_rows(result, names, base, REPORT_SPLIT)
-    df = pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS))
-    df.attrs["details"] = details
-    df.attrs["classes"] = list(train_full.classes)
-    return df
+    progress.close()
+    return EvaluationOutcome(
+        rows=pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS)),
+        details=details,
+        classes=list(train_full.classes),
+        trained_model_dir=saved,
+        recipe=NO_RECIPE if baseline else recipe_name,
+    )
+
+
+def _runtime(settings: EvaluateSettings):
+    from spectralearth.downstream.protocols import Runtime
+
+    return Runtime.of(settings)
 
 
 def _save_trained(model, folder, meta: dict[str, Any], source, train_ds, **where: Any) -> Path:

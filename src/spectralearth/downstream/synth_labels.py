@@ -163,15 +163,16 @@ class ProductGround:
 
 def product_grounds(labels_dir: str | os.PathLike, synth) -> list[ProductGround]:
     """Rebuild each product's ground (see module doc) for the class maps in ``labels_dir``."""
-    from spectralearth.synth.archive import CLASSMAP_SUFFIX, _plan
-    from spectralearth.synth.scene import make_site, spectral_stack
+    from spectralearth.synth import CLASSMAP_SUFFIX, plan_acquisitions, site_of
+    from spectralearth.synth.scene import spectral_stack
 
     labels_dir = Path(labels_dir)
     on_disk = {p.name[: -len(CLASSMAP_SUFFIX)]: p for p in labels_dir.glob(f"*{CLASSMAP_SUFFIX}")}
     if not on_disk:
         raise FileNotFoundError(f"{labels_dir}: no *{CLASSMAP_SUFFIX} class maps")
     stack = spectral_stack(synth.seed)
-    acqs = {a.name: a for a in _plan(synth.scenes, synth.size, synth.seed, synth.revisit_fraction)}
+    plan = plan_acquisitions(synth.scenes, synth.size, synth.seed, synth.revisit_fraction)
+    acqs = {a.name: a for a in plan}
     unknown = sorted(set(on_disk) - set(acqs))
     if unknown:
         raise ValueError(
@@ -186,11 +187,9 @@ def product_grounds(labels_dir: str | os.PathLike, synth) -> list[ProductGround]
         acq = acqs[name]
         place = acq.place
         if place.index not in sites:
-            sites[place.index] = make_site(
-                np.random.default_rng([synth.seed, 1, place.index]), place.canvas, stack
-            )
+            sites[place.index] = site_of(place, synth.seed, stack)
         site = sites[place.index]
-        r0, c0 = place.margin + acq.shift[0], place.margin + acq.shift[1]
+        r0, c0 = acq.origin
         win = (slice(r0, r0 + synth.size), slice(c0, c0 + synth.size))
         with rasterio.open(on_disk[name]) as src:
             classmap = src.read(1)

@@ -1,7 +1,7 @@
 """Sensor-agnostic import: any GeoTIFF or ENVI hyperspectral image whose bands carry wavelengths.
 
 :func:`open_generic` returns a :class:`GenericScene` with the duck-typed interface that
-curation and the catalogue use on :class:`~spectralearth.enmap.product.L2AProduct`
+curation and the catalogue use on :class:`~spectralearth.enmap.l2a.L2AProduct`
 (``name``, ``scene_key``, ``meta``, ``image_path``, ``ql_paths``, ``read``, ``read_mask``,
 ``profile``). Whatever the stored dtype, :meth:`GenericScene.read` returns **int16
 reflectance x 10000** with nodata -32768, like an L2A SPECTRAL_IMAGE.
@@ -25,21 +25,17 @@ Units: micrometres when declared (and the values are < 100) or when every wavele
 
 How stored values become reflectance x 10000
 
-1. GDAL per-band scale/offset (``src.scales``/``src.offsets``) are applied when present.
-2. An explicit ``reflectance scale factor`` (ENVI header, or a dataset tag of that name)
-   fixes the factor to ``10000 / factor``. Otherwise float (or GDAL-scaled) data whose
-   99th percentile of valid values is < 2 is taken as 0..1 reflectance (x 10000); all
-   other data is taken as reflectance x 10000 already. The decision is made once per scene
-   at open time from a sample (see below), never per window, so every window of a scene
-   is converted alike.
-3. Values are rounded (``np.rint``), valid values clipped to [-32767, 32767] (so they never
-   collide with nodata), source nodata and NaN/inf become -32768. NaN/inf values that were
-   not the declared nodata, and clipped values, are counted in :attr:`GenericScene.counts`.
-
-The open-time sample is the whole image when it is at most ``SAMPLE_SIDE`` pixels on each
-side, otherwise ``SAMPLE_GRID`` x ``SAMPLE_GRID`` windows of ``SAMPLE_WINDOW`` pixels spread
-evenly over the image. Bands with no valid value in the sample are flagged bad (exact for
-small images, a heuristic for large ones), in addition to ``bbl`` flags.
+Through the shared rules of :mod:`spectralearth.enmap.values` (the L2A reader uses the same):
+GDAL per-band scale/offset are applied when present; an explicit ``reflectance scale
+factor`` (ENVI header, or a dataset tag of that name) fixes the factor to
+``10000 / factor``; otherwise float (or GDAL-scaled) data is 0..1 or x 10000 reflectance as
+its open-time sample says, and integer data is reflectance x 10000. The file's nodata tag
+(or the header's ``data ignore value``) is nodata; NaN/inf and values outside the int16
+range read as nodata and are counted in :attr:`GenericScene.counts`. A dtype that cannot
+hold reflectance x 10000 (uint8 without a scale factor) or values that are not
+reflectance x 10000 (a sample whose 99th percentile is outside 1 %..150 %) are refused.
+Bands with no valid value in the sample are flagged bad (exact for small images, a
+heuristic for large ones), in addition to ``bbl`` flags.
 """
 
 from __future__ import annotations
@@ -56,15 +52,12 @@ from pyproj import Transformer
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from spectralearth.enmap.product import NODATA, QL_LAYERS, ProductError
+from spectralearth.enmap.checks import check_wavelengths
+from spectralearth.enmap.scene import NODATA, QL_LAYERS, Grid, ProductError
+from spectralearth.enmap.values import SampleReport, ValueScaling, decide_scaling, read_sample
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 ENVI_SUFFIXES = frozenset({".bsq", ".bil", ".bip", ".img", ".dat", ""})
-SAMPLE_SIDE = 256
-SAMPLE_GRID, SAMPLE_WINDOW = 3, 64  # larger images: 3 x 3 windows of 64 x 64 px
-# 99th percentile of valid (scaled) values below this: the data is 0..1 reflectance.
-UNIT_REFLECTANCE_P99 = 2.0
-INT16_VALID_MIN, INT16_VALID_MAX = -32767, 32767
 COVER_KEYS = ("cloudCover", "hazeCover", "cirrusCover", "snowCover", "cloudShadow")
 
 _WL_KEYS = (
@@ -100,7 +93,7 @@ _DESC_WL_RE = re.compile(
 
 @dataclass
 class GenericMetadata:
-    """The :class:`~spectralearth.enmap.product.L2AMetadata` fields, for a generic image.
+    """The :class:`~spectralearth.enmap.l2a.L2AMetadata` fields, for a generic image.
 
     * ``wavelengths``/``fwhms`` in nm, file band order; ``fwhms`` NaN where unknown.
     * ``gains``/``offsets`` convert the *stored file values* to reflectance
@@ -140,20 +133,24 @@ class GenericScene:
 
     ``name`` and ``scene_key`` are the file stem; ``path`` and ``image_path`` are the image
     file (the data file for ENVI); ``header_path`` is the ENVI ``.hdr`` (None for GeoTIFF).
-    ``ql_paths`` is always empty: generic images have no EnMAP quality layers.
+    ``ql_paths`` and ``quality_layers`` are always empty: generic images have no EnMAP
+    quality layers (the catalogue's cover fractions are NaN, curation's cloud/snow filters
+    do not apply, and the view says so in its notes). ``scaling`` is what :meth:`read`
+    applies (:mod:`spectralearth.enmap.values`).
     """
 
     path: Path
     name: str
     meta: GenericMetadata
     image_path: Path
+    grid: Grid
+    scaling: ValueScaling
     header_path: Path | None = None
+    source: str = "generic"
     ql_paths: dict[str, Path] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: {"nonfinite": 0, "clipped": 0})
-    # stored -> reflectance x 10000: x = stored * _gain[b] + _offset[b]; nodata: _nodata
-    _gain: np.ndarray = field(default=None, repr=False)
-    _offset: np.ndarray = field(default=None, repr=False)
-    _nodata: float | None = field(default=None, repr=False)
+    quality_layers: tuple[str, ...] = ()
+    counts: dict[str, int] = field(default_factory=lambda: {"nonfinite": 0, "out_of_range": 0})
+    notes: list[str] = field(default_factory=list)
 
     @property
     def scene_key(self) -> str:
@@ -169,8 +166,8 @@ class GenericScene:
 
         ``bands`` are 0-based file band indices (any order, e.g. from ``select_view``).
         NaN/inf values not declared as nodata become -32768 and are added to
-        ``counts["nonfinite"]``; values outside the int16 range are clipped and counted in
-        ``counts["clipped"]``.
+        ``counts["nonfinite"]``; values outside the int16 range become -32768 and are
+        counted in ``counts["out_of_range"]``.
         """
         idx = np.arange(len(self.meta.wavelengths)) if bands is None else np.asarray(bands)
         indexes = [int(b) + 1 for b in idx]
@@ -179,9 +176,9 @@ class GenericScene:
                 raw = src.read(indexes, window=window)
         except RasterioError as exc:
             raise ProductError(self.image_path.name, f"image cannot be read: {exc}") from exc
-        out, nonfinite, clipped = _to_int16(raw, self._gain[idx], self._offset[idx], self._nodata)
+        out, nonfinite, out_of_range = self.scaling.convert(raw, idx)
         self.counts["nonfinite"] += nonfinite
-        self.counts["clipped"] += clipped
+        self.counts["out_of_range"] += out_of_range
         return out
 
     def read_reflectance(self, window: Window | None = None) -> np.ndarray:
@@ -192,55 +189,13 @@ class GenericScene:
     def read_mask(self, layer: str, window: Window | None = None) -> np.ndarray:
         """All-False mask [rows, cols]: a generic image has no QL layers (nothing is flagged).
 
-        Curation only calls this for layers in ``ql_paths`` (empty here), so cloud/snow/...
-        fractions of generic scenes are 0. An unknown layer name raises ProductError.
+        An unknown layer name raises ProductError.
         """
         if layer not in QL_LAYERS:
             raise ProductError(self.name, f"unknown quality layer {layer}")
-        with rasterio.open(self.image_path) as src:
-            full = Window(0, 0, src.width, src.height)
+        full = Window(0, 0, self.grid.width, self.grid.height)
         win = full if window is None else window.intersection(full)
         return np.zeros((int(round(win.height)), int(round(win.width))), dtype=bool)
-
-
-# ----------------------------------------------------------------------------- conversion
-
-
-def _nodata_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
-    if nodata is None:
-        return np.zeros(raw.shape, dtype=bool)
-    if isinstance(nodata, float) and math.isnan(nodata):
-        return np.isnan(raw) if raw.dtype.kind == "f" else np.zeros(raw.shape, dtype=bool)
-    return raw == nodata
-
-
-def _to_int16(
-    raw: np.ndarray, gain: np.ndarray, offset: np.ndarray, nodata: float | None
-) -> tuple[np.ndarray, int, int]:
-    """Stored values -> (int16 reflectance x 10000, #non-finite, #clipped)."""
-    nod = _nodata_mask(raw, nodata)
-    identity = bool(np.all(gain == 1.0) and np.all(offset == 0.0))
-    if identity and raw.dtype == np.int16:
-        out = raw.copy()
-        out[nod] = NODATA
-        # a stored -32768 that is not declared nodata still reads as nodata downstream
-        return out, 0, 0
-    work = np.float64 if raw.dtype in (np.float64, np.int64, np.uint64) else np.float32
-    vals = raw.astype(work, copy=True)
-    if not identity:
-        vals *= gain.astype(work)[:, None, None]
-        vals += offset.astype(work)[:, None, None]
-    bad = ~np.isfinite(vals) & ~nod
-    nonfinite = int(bad.sum())
-    invalid = nod | bad
-    vals[invalid] = 0
-    np.rint(vals, out=vals)
-    over = (vals < INT16_VALID_MIN) | (vals > INT16_VALID_MAX)
-    clipped = int(over.sum())
-    np.clip(vals, INT16_VALID_MIN, INT16_VALID_MAX, out=vals)
-    out = vals.astype(np.int16)
-    out[invalid] = NODATA
-    return out, nonfinite, clipped
 
 
 # ----------------------------------------------------------------------------- ENVI header
@@ -603,23 +558,6 @@ def _envi_problem(src, path: Path) -> str | None:
     return None
 
 
-def _sample(src) -> np.ndarray:
-    """The whole image when small, else SAMPLE_GRID x SAMPLE_GRID windows side by side.
-
-    Windows of SAMPLE_WINDOW pixels are spread evenly over the image and concatenated along
-    the column axis -> [bands, rows, n_windows * cols]. Far cheaper than a decimated read,
-    which makes GDAL visit every block of every band (~1 min for a 1024 px x 224 band
-    tiled float32 image here).
-    """
-    if src.width <= SAMPLE_SIDE and src.height <= SAMPLE_SIDE:
-        return src.read()
-    wh, ww = min(src.height, SAMPLE_WINDOW), min(src.width, SAMPLE_WINDOW)
-    rows = np.linspace(0, src.height - wh, SAMPLE_GRID).round().astype(int)
-    cols = np.linspace(0, src.width - ww, SAMPLE_GRID).round().astype(int)
-    parts = [src.read(window=Window(int(c), int(r), ww, wh)) for r in rows for c in cols]
-    return np.concatenate(parts, axis=2)
-
-
 # ----------------------------------------------------------------------------- open
 
 
@@ -646,8 +584,10 @@ def open_generic(path: str | Path) -> GenericScene:
 
     Raises :class:`ProductError` naming the file (``exc.product`` is the file name) when it
     is missing, empty, truncated or unreadable, has no CRS, has no wavelength information,
-    lists a different number of wavelengths than bands, or has non-finite/non-positive or
-    index-unit wavelengths.
+    lists a different number of wavelengths than bands, has non-finite, non-positive,
+    duplicate or index-unit wavelengths, or values that cannot be reflectance x 10000 (see
+    :mod:`spectralearth.enmap.values`). Georeferencing (north-up 30 m) and the 202-band
+    match are the view's checks (:func:`spectralearth.enmap.view.open_view`).
     """
     path = Path(path)
     name = path.name
@@ -686,7 +626,8 @@ def open_generic(path: str | Path) -> GenericScene:
                     "no wavelength information: no per-band wavelength tags, ENVI header "
                     f"wavelengths or band descriptions with units{extra}",
                 )
-            sample = _sample(src)
+            sample = read_sample(src)
+            grid = Grid.of(src)
             tags = _lower(src.tags())
             scales = np.array(src.scales, dtype=float)
             offsets = np.array(src.offsets, dtype=float)
@@ -712,44 +653,40 @@ def open_generic(path: str | Path) -> GenericScene:
     scaled = bool(np.any(scales != 1.0) or np.any(offsets != 0.0))
     scales = np.where(np.isfinite(scales), scales, 1.0)
     offsets = np.where(np.isfinite(offsets), offsets, 0.0)
-
-    # physical values of the sample (GDAL scale/offset applied), to decide the factor
-    nod = _nodata_mask(sample, nodata)
-    work = np.float64 if sample.dtype == np.float64 else np.float32
-    phys = sample.astype(work) * scales.astype(work)[:, None, None]
-    phys += offsets.astype(work)[:, None, None]
-    valid = ~nod & np.isfinite(phys)
-    bad |= ~valid.any(axis=(1, 2))
-    raw["nonfinite_in_sample"] = str(int((~np.isfinite(phys) & ~nod).sum()))
     rsf = hdr.get("reflectance scale factor") or tags.get("reflectance_scale_factor")
     if rsf:
         value = float(_floats([rsf], "reflectance scale factor", name)[0])
         if not (math.isfinite(value) and value > 0):
             raise ProductError(name, f"reflectance scale factor {rsf!r} is not positive")
-        factor = 10000.0 / value
-        raw["source_scaling"] = f"reflectance scale factor {rsf}"
-    elif (dtype.kind == "f" or scaled) and valid.any():
-        p99 = float(np.percentile(phys[valid], 99))
-        factor = 10000.0 if p99 < UNIT_REFLECTANCE_P99 else 1.0
-        unit = "reflectance 0..1" if factor != 1 else "reflectance x 10000"
-        raw["source_scaling"] = f"GDAL scale/offset -> {unit}" if scaled else unit
-        raw["sample_p99"] = f"{p99:.6g}"
+        factor, declared, detect = 10000.0 / value, f"reflectance scale factor {rsf}", False
+    elif dtype.kind == "f" or scaled:
+        factor, declared, detect = 1.0, "GDAL scale/offset" if scaled else "", True
     else:
-        factor = 1.0
-        raw["source_scaling"] = "reflectance x 10000"
-    gain = scales * factor
-    offset = offsets * factor
-    # exact identity where the product is 1 up to float noise (e.g. GDAL scale 1e-4 x 10000)
-    gain = np.where(np.isclose(gain, 1.0, rtol=1e-9, atol=0), 1.0, gain)
-    offset = np.where(np.abs(offset) < 1e-9, 0.0, offset)
+        factor, declared, detect = 1.0, "reflectance x 10000", False
+    scaling, report = decide_scaling(
+        name,
+        sample,
+        nodata,
+        gain=scales * factor,
+        offset=offsets * factor,
+        declared=declared,
+        detect_unit=detect,
+        what="image",
+    )
+    bad |= report.empty_bands
+    raw["nonfinite_in_sample"] = str(report.nonfinite)
+    raw["source_scaling"] = scaling.source
+    if scaling.p99 is not None:
+        raw["sample_p99"] = f"{scaling.p99:.6g}"
+    check_wavelengths(name, wl)
 
     start, stop = _times(tags, hdr, raw)
     meta = GenericMetadata(
         band_numbers=np.arange(1, count + 1),
         wavelengths=wl,
         fwhms=fw,
-        gains=gain * 1e-4,
-        offsets=offset * 1e-4,
+        gains=scaling.reflectance_gains,
+        offsets=scaling.reflectance_offsets,
         bad_bands=bad,
         footprint_lonlat=footprint,
         start_time=start,
@@ -762,11 +699,21 @@ def open_generic(path: str | Path) -> GenericScene:
         name=data.stem,
         meta=meta,
         image_path=data,
+        grid=grid,
+        scaling=scaling,
         header_path=hdr_path,
-        _gain=gain,
-        _offset=offset,
-        _nodata=None if nodata is None else float(nodata),
+        notes=_notes(scaling, report),
     )
+
+
+def _notes(scaling: ValueScaling, report: SampleReport) -> list[str]:
+    notes = [
+        "no quality layers (a generic image): cloud, snow, haze, shadow and cirrus filters "
+        "do not apply"
+    ]
+    if scaling.dtype != "int16" or not scaling.identity:
+        notes.append(f"image {scaling.dtype}: {scaling.source}")
+    return notes + report.notes
 
 
 def _wavelengths_nm(spectral: _Spectral, name: str, raw: dict[str, str]):

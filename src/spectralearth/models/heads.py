@@ -1,19 +1,26 @@
 """A trained downstream model: encoder + fixed feature standardisation + head, saved as a folder.
 
-Heads (:func:`make_head`): ``linear`` (a 1x1 convolution, the cheap probe; always the head of
-multi-label tasks, on pooled features), ``fcn`` (:class:`FCNHead` on the dilated Spec-ResNet,
-output stride 1) and ``upconv`` (:class:`UpConvHead` on ViT patch tokens); ``paper`` picks
-the SpectralEarth paper's head for the encoder (:func:`resolve_head`).
+Heads (:func:`make_head`): ``linear`` (a 1x1 convolution per pixel for segmentation, the
+cheap probe; a linear layer on the pooled embedding for multi-label and regression),
+``fcn`` (:class:`FCNHead` on the dilated Spec-ResNet, output stride 1), ``upconv``
+(:class:`UpConvHead` on ViT patch tokens) and ``mlp`` (:class:`MLPHead`, the reference's
+regression head on the pooled embedding); ``paper`` picks the SpectralEarth reference code's
+head for the encoder and task (:func:`resolve_head`).
+
+Pooled tasks (multi-label, regression) read the encoder's embedding the way the reference
+does: a Spec-ViT's class token, the global average of any other encoder's feature map
+(:func:`pooling_for`).
 
 The evaluation protocols (``spectralearth.downstream.protocols``) train a head (and, by
 protocol, part of the encoder) on standardised features ``(f - feature_mean) /
-feature_std``; :class:`SegmentationModel` holds those pieces so the same model can map a
-whole scene (``spectralearth.predict``). A saved model is a folder::
+feature_std`` (the identity where the recipe does not standardise); :class:`DownstreamModel`
+holds those pieces so the same model can map a whole scene (``spectralearth.predict``). A
+saved model is a folder::
 
-    head.json          kind, task, head (linear, fcn, upconv), dilated, backbone, in_chans,
-                       num_classes, classes, band statistics
-                       the inputs were normalised with, and where it came from (model,
-                       dataset, protocol, seed, label fraction)
+    head.json          kind, task, head (linear, fcn, upconv, mlp), pool, dilated, backbone,
+                       in_chans, num_classes, classes (regression: target names), band
+                       statistics the inputs were normalised with, and where it came from
+                       (model, dataset, protocol, recipe, seed, label fraction)
     model.safetensors  every weight: ``encoder.*``, ``head.*``, ``feature_mean``, ``feature_std``
 
 Weights are read with safetensors only (no pickle).
@@ -38,9 +45,12 @@ WEIGHTS_FILE = "model.safetensors"
 KIND = "spectralearth-downstream-model"
 SEGMENTATION = "segmentation"
 MULTILABEL = "multilabel"
+REGRESSION = "regression"
+TASKS = (SEGMENTATION, MULTILABEL, REGRESSION)
+MEAN, TOKEN = "mean", "token"  # how a pooled task reads the encoder (pooling_for)
 
 
-LINEAR, FCN, UPCONV, PAPER = HEADS
+LINEAR, FCN, UPCONV, MLP, PAPER = HEADS
 
 
 class FCNHead(nn.Sequential):
@@ -85,16 +95,57 @@ class UpConvHead(nn.Sequential):
         self.patch_size = patch_size
 
 
+class MLPHead(nn.Sequential):
+    """The SpectralEarth reference code's regression head on the pooled embedding:
+    BatchNorm1d, then per hidden width a Linear, ReLU and Dropout(0.2), and a Linear to the
+    outputs (hidden widths 2048, 1024 as its HYPERVIEW config)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        hidden: tuple[int, ...] = (2048, 1024),
+        dropout: float = 0.2,
+    ) -> None:
+        layers: list[nn.Module] = [nn.BatchNorm1d(in_features)]
+        widths = [in_features, *hidden]
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(cin, cout), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(widths[-1], num_outputs))
+        super().__init__(*layers)
+        self.out_features = num_outputs
+
+
+def pooling_for(encoder: nn.Module) -> str:
+    """How a pooled task (multi-label, regression) reads ``encoder``: ``token`` (its pooled
+    output, the class token) for a ViT, ``mean`` (the global average of its feature map)
+    for any other encoder, as the reference code's classifiers do."""
+    from spectralearth.models.vit import ViTEncoder
+
+    return TOKEN if isinstance(encoder, ViTEncoder) else MEAN
+
+
 def resolve_head(head: str, encoder: nn.Module, task: str) -> str:
-    """The head kind ``head`` means for ``encoder`` and ``task``: ``paper`` picks the paper's
-    (FCN on a Spec-ResNet, upconv on a ViT); multi-label tasks always use the linear head on
-    pooled features. A head the encoder cannot carry is refused, saying why."""
+    """The head kind ``head`` means for ``encoder`` and ``task``: ``paper`` picks the
+    reference's (segmentation: FCN on a Spec-ResNet, upconv on a ViT; multi-label: linear;
+    regression: MLP); multi-label tasks always use the linear head on the pooled embedding.
+    A head the encoder or task cannot carry is refused, saying why."""
     from spectralearth.models.resnet import SpecResNet
 
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; have {HEADS}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
     if task == MULTILABEL or head == LINEAR:
         return LINEAR
+    if task == REGRESSION:
+        if head in (MLP, PAPER):
+            return MLP
+        raise ValueError(f"head {head!r} is a segmentation head; regression takes linear or mlp")
+    if head == MLP:
+        raise ValueError(
+            "head 'mlp' is the regression head; segmentation takes linear, fcn, upconv"
+        )
     is_resnet, patch = isinstance(encoder, SpecResNet), getattr(encoder, "patch_size", None)
     if head == PAPER:
         if is_resnet:
@@ -122,10 +173,12 @@ def make_head(
     num_features: int, num_classes: int, task: str, kind: str = LINEAR, patch_size: int = 0
 ) -> nn.Module:
     """The head: ``linear`` a 1x1 convolution per pixel (segmentation) or a linear layer on
-    pooled features (multi-label); ``fcn`` :class:`FCNHead`; ``upconv`` :class:`UpConvHead`
-    (needs the encoder's ``patch_size``)."""
-    if task == MULTILABEL or kind == LINEAR:
-        if task == MULTILABEL:
+    the pooled embedding (multi-label, regression); ``fcn`` :class:`FCNHead`; ``upconv``
+    :class:`UpConvHead` (needs the encoder's ``patch_size``); ``mlp`` :class:`MLPHead`."""
+    if task in (MULTILABEL, REGRESSION) and kind == MLP:
+        return MLPHead(num_features, num_classes)
+    if task in (MULTILABEL, REGRESSION) or kind == LINEAR:
+        if task != SEGMENTATION:
             return nn.Linear(num_features, num_classes)
         return nn.Conv2d(num_features, num_classes, kernel_size=1)
     if kind == FCN:
@@ -135,10 +188,36 @@ def make_head(
     raise ValueError(f"unknown head kind {kind!r}")
 
 
-class SegmentationModel(nn.Module):
-    """``forward(x)``: normalised image ``[B, C, H, W]`` -> logits ``[B, K, H, W]`` (segmentation:
-    the head runs on the feature map and its logits are bilinearly upsampled to ``H x W``) or
-    ``[B, K]`` (multi-label: the head runs on the globally averaged feature map)."""
+def apply_head(
+    head: nn.Module,
+    features: torch.Tensor,
+    feature_mean: torch.Tensor,
+    feature_std: torch.Tensor,
+    task: str,
+    pool: str = MEAN,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Standardise encoder ``features`` and run ``head`` on them.
+
+    Segmentation: ``features`` ``[B, C, h, w]``, logits bilinearly upsampled to ``size``.
+    Pooled tasks: ``pool="mean"`` averages the standardised ``[B, C, h, w]`` map (the
+    standardisation is per pixel, as a linear probe on the map sees it); ``pool="token"``
+    takes the pooled embedding ``[B, C]`` (standardised with the same ``[1, C, 1, 1]``
+    statistics)."""
+    if task == SEGMENTATION:
+        logits = head((features - feature_mean) / feature_std)
+        size = size or tuple(features.shape[-2:])
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    if pool == TOKEN:
+        return head((features - feature_mean.flatten()) / feature_std.flatten())
+    return head(((features - feature_mean) / feature_std).mean(dim=(2, 3)))
+
+
+class DownstreamModel(nn.Module):
+    """``forward(x)``: normalised image ``[B, C, H, W]`` -> logits ``[B, K, H, W]``
+    (segmentation: the head runs on the feature map and its logits are bilinearly upsampled
+    to ``H x W``) or ``[B, K]`` (multi-label logits, regression outputs: the head runs on
+    the pooled embedding, see :func:`pooling_for`)."""
 
     def __init__(
         self,
@@ -147,13 +226,17 @@ class SegmentationModel(nn.Module):
         feature_mean: torch.Tensor,
         feature_std: torch.Tensor,
         task: str = SEGMENTATION,
+        pool: str = MEAN,
     ) -> None:
         super().__init__()
-        if task not in (SEGMENTATION, MULTILABEL):
+        if task not in TASKS:
             raise ValueError(f"unknown task {task!r}")
+        if pool not in (MEAN, TOKEN):
+            raise ValueError(f"unknown pooling {pool!r}")
         self.encoder = encoder
         self.head = head
         self.task = task
+        self.pool = pool
         c = int(feature_mean.numel())
         self.register_buffer("feature_mean", feature_mean.detach().reshape(1, c, 1, 1).clone())
         self.register_buffer("feature_std", feature_std.detach().reshape(1, c, 1, 1).clone())
@@ -162,11 +245,22 @@ class SegmentationModel(nn.Module):
     def num_classes(self) -> int:
         return int(self.head.out_channels if self.task == SEGMENTATION else self.head.out_features)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads, before standardisation: the feature map, or (``token``) the
+        encoder's pooled embedding."""
+        if self.task != SEGMENTATION and self.pool == TOKEN:
+            return self.encoder(x)
+        return self.encoder.forward_features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = (self.encoder.forward_features(x) - self.feature_mean) / self.feature_std
-        if self.task == MULTILABEL:
-            return self.head(f.mean(dim=(2, 3)))
-        return F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return apply_head(
+            self.head, self.features(x), self.feature_mean, self.feature_std, self.task,
+            self.pool, tuple(x.shape[-2:]),
+        )  # fmt: skip
+
+
+# The name of DownstreamModel when it served segmentation and multi-label tasks only.
+SegmentationModel = DownstreamModel
 
 
 def head_kind(head: nn.Module) -> str:
@@ -175,10 +269,12 @@ def head_kind(head: nn.Module) -> str:
         return FCN
     if isinstance(head, UpConvHead):
         return UPCONV
+    if isinstance(head, MLPHead):
+        return MLP
     return LINEAR
 
 
-def save_model(model: SegmentationModel, folder: str | os.PathLike, info: dict[str, Any]) -> Path:
+def save_model(model: DownstreamModel, folder: str | os.PathLike, info: dict[str, Any]) -> Path:
     """Write ``model`` to ``folder`` (``head.json`` + ``model.safetensors``, each atomically).
 
     ``info`` must name ``backbone`` and ``classes`` and carry ``band_stats`` (``mean``/``std``
@@ -197,14 +293,18 @@ def save_model(model: SegmentationModel, folder: str | os.PathLike, info: dict[s
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
+    bands = len(info["band_stats"]["mean"])
+    encoder_bands = int(getattr(model.encoder, "in_chans", bands))
     head = {
         "kind": KIND,
         "task": model.task,
-        "in_chans": int(getattr(model.encoder, "in_chans", len(info["band_stats"]["mean"]))),
+        "in_chans": bands,  # what the saved model takes (the adapter takes any band count)
         "num_features": int(model.feature_mean.shape[1]),
         "num_classes": model.num_classes,
         "head": head_kind(model.head),
+        "pool": model.pool,
         "dilated": bool(getattr(model.encoder, "dilated", False)),
+        **({"pretrained_in_chans": encoder_bands} if encoder_bands != bands else {}),
         **info,
         "band_stats": {
             "mean": [float(v) for v in info["band_stats"]["mean"]],
@@ -215,13 +315,7 @@ def save_model(model: SegmentationModel, folder: str | os.PathLike, info: dict[s
     return folder
 
 
-def is_model_folder(path: str | os.PathLike) -> bool:
-    path = Path(path)
-    folder = path.parent if path.is_file() else path
-    return (folder / HEAD_FILE).is_file()
-
-
-def load_model(path: str | os.PathLike) -> tuple[SegmentationModel, dict[str, Any]]:
+def load_model(path: str | os.PathLike) -> tuple[DownstreamModel, dict[str, Any]]:
     """A folder written by :func:`save_model` (or its ``model.safetensors``) -> ``(model in
     eval mode, head.json contents)``. A pretrained encoder without a trained head is refused
     with a message saying where heads come from."""
@@ -257,6 +351,10 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationModel, dict[str, An
         int(getattr(encoder, "patch_size", 0) or 0),
     )
     c = int(info["num_features"])
-    model = SegmentationModel(encoder, head, torch.zeros(c), torch.ones(c), info["task"])
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    pool = info.get("pool", MEAN)  # folders saved before pooling was recorded: the mean
+    model = DownstreamModel(encoder, head, torch.zeros(c), torch.ones(c), info["task"], pool)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    # folders saved before the reference key layout (``encoder.vit.*``) are migrated by the
+    # encoder's own load hook (spectralearth.models.vit.migrate_legacy_keys), with a log line
+    model.load_state_dict(state, strict=True)
     return model.eval(), info

@@ -3,7 +3,7 @@
 Every encoder it returns has ``num_features`` (int), ``in_chans`` (int),
 ``forward_features(x) -> [B, num_features, h, w]`` (a spatial feature map) and
 ``forward(x) -> [B, num_features]`` (globally pooled). ``load_pretrained`` rebuilds one
-from a pretraining output folder (``run.json`` + ``model.safetensors``).
+from a checkpoint folder (``run.json`` + ``model.safetensors``) or a reference weights file.
 """
 
 from __future__ import annotations
@@ -52,50 +52,54 @@ def create_model(name: str, in_chans: int = 202, **kwargs) -> nn.Module:
     return model
 
 
-def load_pretrained(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the encoder saved by pretraining (a folder with run.json + model.safetensors).
+def load_pretrained(
+    path: str | os.PathLike, backbone: str | None = None, *, part: str | None = None
+) -> nn.Module:
+    """An encoder with trained weights, in eval mode; nothing is written.
 
-    ``path`` may also be the ``model.safetensors`` file itself. Weights are read with
-    safetensors only (no pickle). The model is returned in eval mode.
+    ``path`` is a checkpoint folder (``run.json`` + ``model.safetensors``, written by
+    pretraining or ``import_weights``) or its ``model.safetensors``; or a reference weights
+    file (a plain backbone state dict ``.pth``/``.pt``/``.safetensors`` or a Lightning
+    ``.ckpt`` of the reference's MoCo/DINO/MAE module, see
+    :func:`spectralearth.models.weights.read_weights`), whose architecture ``backbone``
+    must name (``part`` picks a Lightning module's encoder). Weights are read with
+    safetensors or ``torch.load(weights_only=True)``, never by running code, and load
+    strictly. Checkpoints of earlier spectralearth versions (Spec-ViT keys ``vit.*``) are
+    read in the current layout, with a log line.
     """
     from safetensors.torch import load_file
 
+    from .vit import migrate_legacy_keys
+    from .weights import load_strict, read_weights
+
     path = Path(path)
-    folder = path.parent if path.is_file() else path
+    folder = path if path.is_dir() else path.parent
     run_file, weights_file = folder / RUN_FILE, folder / WEIGHTS_FILE
+    in_folder = path.is_dir() or (path.name == WEIGHTS_FILE and run_file.is_file())
+    if path.is_file() and not in_folder:
+        if backbone is None:
+            raise ValueError(
+                f"{path}: a weights file outside a checkpoint folder (no {RUN_FILE} beside "
+                "it); name its architecture: load_pretrained(path, backbone=...)"
+            )
+        return read_weights(path, backbone, part=part).model
     for f in (run_file, weights_file):
         if not f.is_file():
             raise FileNotFoundError(f"not a pretrained model folder: {f} is missing")
     run = json.loads(run_file.read_text())
-    model = create_model(run["backbone"], in_chans=int(run.get("in_chans", 202)))
-    state = load_file(str(weights_file))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)
+    if backbone is not None and backbone != run["backbone"]:
+        raise ValueError(f"{folder}: a {run['backbone']} checkpoint, not {backbone}")
+    in_chans = int(run.get("in_chans", 202))
+    try:
+        state = load_file(str(weights_file))
+    except Exception as e:
+        raise ValueError(f"{weights_file}: cannot be read as safetensors ({e})") from e
+    state, _ = migrate_legacy_keys(state, where=str(weights_file))
+    model = load_strict(
+        run["backbone"], in_chans, state, str(weights_file), said_by=f" (as {RUN_FILE} says)"
     )
-    if missing or unexpected or mismatched:
-
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        problems = [
-            f"{len(keys)} {what}: {few(keys)}"
-            for what, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("keys with another shape", mismatched),
-            )
-            if keys
-        ]
-        raise ValueError(
-            f"{weights_file} does not fit {run['backbone']} with {run.get('in_chans', 202)} "
-            f"bands (as run.json says): " + "; ".join(problems) + ". Is it a checkpoint of "
-            "another architecture, or a run.json from another run?"
-        )
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    model.model_name = run["backbone"]
+    return model
 
 
 # --- the encoders of spectralearth.names.BACKBONE_CONFIGS (config as data) -------------

@@ -19,17 +19,10 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from spectralearth.bands import BandMatchError, select_view
 from spectralearth.config import CurateSettings
-from spectralearth.enmap.product import (
-    NODATA,
-    PRODUCT_NAME_RE,
-    ProductError,
-    is_product_entry,
-    open_scene,
-    product_name,
-    scene_key_of,
-)
+from spectralearth.enmap.l2a import PRODUCT_NAME_RE, is_product_entry, product_name, scene_key_of
+from spectralearth.enmap.scene import COVER_FRACTIONS, NODATA, ProductError
+from spectralearth.enmap.view import SceneView, open_view
 from spectralearth.io import EarlySync, atomic_path, flush_to_disk, fsync_dirs
 from spectralearth.patches.grid import Cell, Registry, cells_in_scene
 from spectralearth.patches.store import (
@@ -56,13 +49,7 @@ FILTERS = (
 # Scenes whose read buffer (the strips one row of windows spans, 202 bands, int16) fits this
 # size are read strip by strip; wider ones window by window.
 WHOLE_SCENE_MAX_BYTES = 2 * 1024**3
-QL_FOR = {
-    "cloud_frac": "QL_QUALITY_CLOUD",
-    "snow_frac": "QL_QUALITY_SNOW",
-    "haze_frac": "QL_QUALITY_HAZE",
-    "cloudshadow_frac": "QL_QUALITY_CLOUDSHADOW",
-    "cirrus_frac": "QL_QUALITY_CIRRUS",
-}
+QL_FOR = COVER_FRACTIONS
 
 
 @dataclass
@@ -73,15 +60,19 @@ class SceneCuration:
     kept: int
     rejected: dict[str, int] = field(default_factory=dict)
     rows: pd.DataFrame | None = None
+    missing_masks: tuple[str, ...] = ()  # quality layers absent, their filters off
 
     def as_metadata(self) -> dict:
-        return {
+        meta = {
             "scene": self.scene,
             "scene_id": self.scene_id,
             "windows": self.windows,
             "kept": self.kept,
             "rejected": dict(self.rejected),
         }
+        if self.missing_masks:
+            meta["missing_masks"] = list(self.missing_masks)
+        return meta
 
 
 def curate_scene(
@@ -101,24 +92,15 @@ def curate_scene(
     Rerunning a scene replaces its patches: files of an earlier run that are no longer
     kept are removed, so nothing is duplicated. Raises ProductError naming the product.
     """
-    product = open_scene(product_dir)
+    view = open_view(product_dir, missing_masks=settings.missing_masks)
+    product = view.scene
     patches_root = Path(patches_root)
-    try:
-        view = select_view(product.meta.wavelengths)
-    except BandMatchError as exc:
-        raise ProductError(
-            product.name, f"bands cannot be matched to the 202-band view: {exc}"
-        ) from exc
-    view_wl = product.meta.wavelengths[view]
-
+    view_wl = view.wavelengths
+    grid = view.grid
+    transform, width, height, crs = grid.transform, grid.width, grid.height, grid.crs
     with rasterio.open(product.image_path) as src:
-        transform, width, height, crs = src.transform, src.width, src.height, src.crs
         block_h = src.block_shapes[0][0]
-    epsg = crs.to_epsg() if crs else None
-    if epsg is None:
-        raise ProductError(product.name, "the image has no EPSG-coded CRS")
-    if product.meta.start_time is None:
-        raise ProductError(product.name, "no acquisition time: patches need one")
+    epsg = view.epsg
     try:
         cells = cells_in_scene(tuple(transform), width, height, epsg, settings.patch_size)
     except ValueError as exc:
@@ -131,14 +113,11 @@ def curate_scene(
     limits = {attr: getattr(settings, attr) for _, _, attr in FILTERS}
     rejected: Counter[str] = Counter()
     p = settings.patch_size
-    strip_wise = bool(cells) and _strip_bytes(len(view), width, p, block_h) <= WHOLE_SCENE_MAX_BYTES
+    n_bands = len(view.bands)
+    strip_wise = bool(cells) and _strip_bytes(n_bands, width, p, block_h) <= WHOLE_SCENE_MAX_BYTES
     masks = {}
     if strip_wise:  # QL masks are one byte a pixel: read whole
-        masks = {
-            layer: product.read_mask(layer)
-            for layer in QL_FOR.values()
-            if layer in product.ql_paths
-        }
+        masks = {layer: view.mask(layer) for layer in QL_FOR.values() if view.has_mask(layer)}
 
     # Patches go to a staging folder first: their location ids (hence release paths) are
     # only known once the keys are registered, which happens under the registry lock
@@ -159,12 +138,12 @@ def curate_scene(
         rows_, cols_ = slice(cell.row_off, cell.row_off + p), slice(cell.col_off, cell.col_off + p)
         fracs = {"nodata_frac": float(np.any(raw == NODATA, axis=0).mean())}
         for col, layer in QL_FOR.items():
-            if layer not in product.ql_paths:
+            if not view.has_mask(layer):  # a generic image, or missing and ignored
                 fracs[col] = 0.0
             elif strip_wise:
                 fracs[col] = float(masks[layer][rows_, cols_].mean())
             else:
-                fracs[col] = float(product.read_mask(layer, win).mean())
+                fracs[col] = float(view.mask(layer, win).mean())
         reason = next(
             (name for name, col, attr in FILTERS if fracs[col] > limits[attr] + 1e-12), None
         )
@@ -223,7 +202,7 @@ def curate_scene(
         writer = ThreadPoolExecutor(1)
         done: list[Future] = []
         try:
-            for cell, pieces in _cell_pixels(product, view, cells, p, width, height, block_h):
+            for cell, pieces in _cell_pixels(view, cells, p, width, height, block_h):
                 done.append(writer.submit(curate_window, cell, pieces))
                 del pieces
                 if len(done) > in_flight:
@@ -246,7 +225,13 @@ def curate_scene(
         # the renames durable before the fragment makes them visible
         fsync_dirs((patches_root / p).parent for p in frame["path"])
         result = SceneCuration(
-            product.name, scene_id, len(cells), len(frame), dict(rejected), frame
+            product.name,
+            scene_id,
+            len(cells),
+            len(frame),
+            dict(rejected),
+            frame,
+            view.missing_masks,
         )
         _write_fragment(patches_root, result, product.scene_key, registry)
     shutil.rmtree(staging, ignore_errors=True)
@@ -273,7 +258,7 @@ def _strip_rows(patch_size: int, block_h: int) -> int:
 
 
 def _cell_pixels(
-    product, view: np.ndarray, cells: list[Cell], p: int, width: int, height: int, block_h: int
+    view: SceneView, cells: list[Cell], p: int, width: int, height: int, block_h: int
 ) -> Iterator[tuple[Cell, list[np.ndarray]]]:
     """Each cell with its [bands, p, p] pixels, in the cells' (row-major) order, as pieces
     (views of the strips, top down) for :func:`_joined`.
@@ -283,9 +268,9 @@ def _cell_pixels(
     whole tile rows, each once, keeping only the strips the current row of windows spans.
     Scenes too wide for that buffer (``WHOLE_SCENE_MAX_BYTES``) are read window by window.
     """
-    if _strip_bytes(len(view), width, p, block_h) > WHOLE_SCENE_MAX_BYTES:
+    if _strip_bytes(len(view.bands), width, p, block_h) > WHOLE_SCENE_MAX_BYTES:
         for cell in cells:
-            yield cell, [product.read(Window(cell.col_off, cell.row_off, p, p), bands=view)]
+            yield cell, [view.read(Window(cell.col_off, cell.row_off, p, p))]
         return
     chunk = _strip_rows(p, block_h)
     strips: list[tuple[int, np.ndarray]] = []  # (first row, [bands, rows, width]), top down
@@ -299,7 +284,7 @@ def _cell_pixels(
         next_row = max(next_row, r0 // block_h * block_h)  # skip rows above every window
         while next_row < r1:
             h = min(chunk, height - next_row)
-            strips.append((next_row, product.read(Window(0, next_row, width, h), bands=view)))
+            strips.append((next_row, view.read(Window(0, next_row, width, h))))
             next_row += h
         cols = slice(cell.col_off, cell.col_off + p)
         pieces = [

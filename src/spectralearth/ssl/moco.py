@@ -2,7 +2,15 @@
 
 Built from lightly's pieces: ``MoCoProjectionHead``, ``NTXentLoss`` with a memory bank
 (the MoCo queue), ``update_momentum`` / ``deactivate_requires_grad`` for the key
-encoder, ``batch_shuffle`` (shuffle BN across devices) and ``cosine_schedule``.
+encoder and ``batch_shuffle`` (shuffle BN across devices).
+
+Defaults are the SpectralEarth reference's (``configs/experiment/pretrain/moco`` and
+``MoCoModule``): temperature 0.1, a 2-layer 2048-d projection head with BatchNorm, SGD
+(momentum 0.9, weight decay 1e-4) with ``MultiStepLR`` (x0.1 at 60% and 80% of the run:
+epochs 60 and 80 of 100), a 32768-key queue, key momentum 0.999, random resized crops of
+scale 0.08-1 (0.08-0.2 for crops under 32 px, as the reference), blur and flips.
+Deviation: the key batch is shuffled across devices (MoCo's shuffle BN; the reference
+relies on ``sync_batchnorm`` instead, which the paper profile turns on too).
 """
 
 from __future__ import annotations
@@ -20,9 +28,15 @@ from lightly.models.utils import (
 )
 from torch import nn
 
+from .. import names
 from ..config import PretrainSettings
 from ..data.augment import SpatialAugment
-from .base import SSLModule, warmup_cosine
+from .base import SSLModule
+
+
+def reference_crop_scale(crop_size: int) -> tuple[float, float]:
+    """The reference MoCo's crop area range: 0.08-1, or 0.08-0.2 for crops under 32 px."""
+    return (0.08, 0.2) if int(crop_size) < 32 else (0.08, 1.0)
 
 
 class MoCo(SSLModule):
@@ -45,21 +59,30 @@ class MoCo(SSLModule):
         lr: float = 0.03,
         max_steps: int = 1000,
         crop_size: int = 128,
-        memory_bank_size: int = 65536,
-        temperature: float = 0.2,
+        crop_scale: tuple[float, float] | None = None,  # None: reference_crop_scale(crop_size)
+        memory_bank_size: int = 32768,
+        temperature: float = 0.1,
         ema_momentum: float = 0.999,
         proj_hidden_dim: int = 2048,
         proj_out_dim: int = 128,
+        batch_norm_head: bool = True,
         sgd_momentum: float = 0.9,
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
+        lr_schedule: str = names.MULTISTEP,
+        lr_milestones: tuple[float, ...] = (0.6, 0.8),
     ) -> None:
         super().__init__()
+        if crop_scale is None:
+            crop_scale = reference_crop_scale(crop_size)
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
         self.projection_head = MoCoProjectionHead(
-            input_dim=int(encoder.num_features), hidden_dim=proj_hidden_dim, output_dim=proj_out_dim
+            input_dim=int(encoder.num_features),
+            hidden_dim=proj_hidden_dim,
+            output_dim=proj_out_dim,
+            batch_norm=batch_norm_head,
         )
         self.key_encoder = copy.deepcopy(encoder)
         self.key_projection_head = copy.deepcopy(self.projection_head)
@@ -70,24 +93,26 @@ class MoCo(SSLModule):
             memory_bank_size=(memory_bank_size, proj_out_dim),
             gather_distributed=True,  # enqueue keys from every device (a no-op on one)
         )
-        self.augment = SpatialAugment(crop_size)
+        self.augment = SpatialAugment(crop_size, scale=tuple(crop_scale))
 
     @classmethod
     def from_settings(cls, encoder: nn.Module, settings: PretrainSettings) -> MoCo:
-        # MoCo-v2's 2048-d hidden layer; on CPU let it follow a smaller encoder's width.
-        hidden = 2048
-        if settings.accelerator == "cpu":
-            hidden = min(hidden, int(encoder.num_features))
+        options = {
+            "weight_decay": settings.weight_decay,
+            "crop_scale": settings.crop_scale,
+            "lr_schedule": settings.lr_schedule,
+            "lr_milestones": settings.lr_milestones,
+            "proj_hidden_dim": settings.head_hidden_dim,
+        }
         return cls(
             encoder,
             lr=settings.lr,
             max_steps=settings.steps,
             crop_size=settings.crop_size,
             memory_bank_size=settings.memory_bank_size,
-            proj_hidden_dim=hidden,
             warmup_steps=settings.warmup_steps,
             warmup_epochs=settings.warmup_epochs,
-            **({} if settings.weight_decay is None else {"weight_decay": settings.weight_decay}),
+            **{k: v for k, v in options.items() if v is not None},
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +135,9 @@ class MoCo(SSLModule):
         m = self.hparams.ema_momentum
         update_momentum(self.encoder, self.key_encoder, m)
         update_momentum(self.projection_head, self.key_projection_head, m)
-        q = self.forward(x_query)
+        features = self.encoder(x_query)
+        self.monitor(features)
+        q = self.projection_head(features)
         k = self.forward_key(x_key)
         return self.criterion(q.float(), k.float())
 
@@ -122,6 +149,4 @@ class MoCo(SSLModule):
             momentum=self.hparams.sgd_momentum,
             weight_decay=self.hparams.weight_decay,
         )
-        total, warmup = self.schedule_lengths(self.hparams.warmup_steps, self.hparams.warmup_epochs)
-        # Cosine decay from lr to 0 reached one step after the last one (after any warm-up).
-        return self.step_scheduler(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return self.learning_rate_schedule(optimizer)

@@ -247,7 +247,7 @@ def dataset_summary(curated: Path, out: Path) -> DatasetSummary:
     """Counts, multitemporal share, a map of the locations and RGB quicklooks of a sample."""
     from spectralearth.io import atomic_write_text
     from spectralearth.patches.store import read_index
-    from spectralearth.plots import dataset_summary as counts_of
+    from spectralearth.patches.summary import dataset_summary as counts_of
     from spectralearth.plots import locations_map, rgb_quicklooks
 
     out = Path(out)

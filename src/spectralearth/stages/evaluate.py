@@ -11,7 +11,7 @@ MLflow run. Changing the head or the label fraction never overwrites another one
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +23,8 @@ from spectralearth.profiling import StageUsage, Usage
 from spectralearth.stages.result import Figure, Markdown, StageResult, usage_metadata
 
 RANDOM_MODEL = "random"  # what downstream.run builds from random init
+# registered models are downloaded to <data_dir>/mlflow/downloads/<model id>/<checkpoint>
+REGISTRY_CACHE = "downloads"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class EvaluationRequest:
     backbone: str | None = None  # the architecture of random init (default: the pipeline's)
     first_n: int | None = None
     split_dir: str | None = None
+    recipe: str | None = None  # an entry of evaluate.recipes (default: evaluate.recipe)
 
     @property
     def baseline(self) -> str | None:
@@ -140,7 +143,9 @@ def resolve_model(spec: str, layout: DataLayout, tracking: TrackingSettings) -> 
     ):
         from spectralearth import tracking as mlf
 
-        return str(mlf.registered_checkpoint(tracking, registered))
+        # downloaded from the artifact store (local or a server's) once per LoggedModel
+        cache = layout.mlflow_dir / REGISTRY_CACHE
+        return str(mlf.registered_checkpoint(tracking, spec, cache).path)
     raise ModelNotFoundError(
         f"model {spec!r}: not 'random', a checkpoint path, a folder in {layout.models} or the "
         f"registered model {tracking.registered_model!r} (NAME, NAME@ALIAS, NAME/VERSION)"
@@ -172,7 +177,9 @@ def evaluate(
 ) -> Evaluation:
     """Run ``request``; write its rows, trained model and figures under ``results`` and log an
     MLflow run (linked to the checkpoint's pretraining run when it has one)."""
+    from spectralearth import experiments
     from spectralearth import tracking as mlf
+    from spectralearth.downstream.datasets.registry import resolve as resolve_dataset
     from spectralearth.downstream.run import evaluate_model, write_evaluations
 
     baseline = request.baseline
@@ -183,45 +190,52 @@ def evaluate(
     model = RANDOM_MODEL if baseline else resolve_model(request.model, layout, tracking)
     who = checkpoint_name(model, request)
     fractions = tuple(sorted(set(request.label_fractions)))
+    recipe = request.recipe or settings.recipe
     keys = tuple(
-        EvaluationKey(who, request.dataset, request.protocol, request.head, f) for f in fractions
+        EvaluationKey(
+            who,
+            request.dataset,
+            request.protocol,
+            request.head,
+            f,
+            "none" if baseline == names.RANDOM_FOREST else recipe,
+        )
+        for f in fractions
     )
     top = keys[-1]
-    parent = None
+    pretraining: dict = {}
     if not baseline:
         run_file = CheckpointLayout(Path(model) if Path(model).is_dir() else Path(model).parent).run
         if run_file.is_file():
-            parent = json.loads(run_file.read_text()).get("mlflow_run_id")
+            pretraining = json.loads(run_file.read_text())
     mlf.check_store(tracking)
+    forest = baseline == names.RANDOM_FOREST
     with StageUsage() as usage:
-        rows = evaluate_model(
+        outcome = evaluate_model(
             model,
             request.dataset,
-            replace(
-                settings, head=request.head if request.head != names.NO_HEAD else settings.head
-            ),
-            None if baseline == names.RANDOM_FOREST else request.protocol,
-            head=None if baseline == names.RANDOM_FOREST else request.head,
-            baseline="rf" if baseline == names.RANDOM_FOREST else None,
+            settings,
+            None if forest else request.protocol,
+            head=None if forest else request.head,
+            recipe=recipe,
+            baseline=names.RANDOM_FOREST if forest else None,
             backbone=request.backbone or default_backbone,
             label_fractions=fractions,
             seeds=request.seeds or None,
             first_n=request.first_n,
             downstream_dir=layout.downstream,
             split_dir=request.split_dir,
-            save_model_dir=None if baseline == names.RANDOM_FOREST else results.trained_model(top),
+            save_model_dir=None if forest else results.trained_model(top),
         )
-    if baseline == names.RANDOM_FOREST:  # one name for the forest, no protocol, no head
-        rows["model"], rows["protocol"], rows["head"] = (
-            names.RANDOM_FOREST,
-            names.NO_PROTOCOL,
-            names.NO_HEAD,
-        )
+    rows = outcome.rows
     csvs = []
     for key in keys:
         part = rows[rows["label_fraction"] == key.label_fraction]
         csvs.append(write_evaluations(part, results.csv(key)))
-    figures = _figures(rows, results, top)
+    figures = _figures(outcome, results, top)
+    experiments.write_confusion(outcome, results, top)  # the data of the DVC confusion plot
+    if pretraining:
+        experiments.record_pretraining(results, who, pretraining)
     trained = results.trained_model(top)
     trained = trained if (trained / "head.json").is_file() else None
     artifacts = [png for _, png in figures]
@@ -230,7 +244,7 @@ def evaluate(
     run_id = mlf.log_evaluation(
         tracking,
         rows[rows["split"] == "test"],
-        parent,
+        pretraining.get("mlflow_run_id"),
         csvs[-1],
         run_name=f"evaluate-{top.stem}",
         tags={
@@ -239,25 +253,30 @@ def evaluate(
             "protocol": top.protocol,
             "head": top.head,
             "label_fractions": ",".join(f"{f:g}" for f in fractions),
+            "recipe": top.recipe,
         },
         artifacts=artifacts,
+        model_id=pretraining.get("mlflow_model_id"),
+        dataset_dir=resolve_dataset(
+            request.dataset, layout.downstream, split_dir=request.split_dir
+        ).root,
     )
     return Evaluation(keys, tuple(csvs), rows, trained, tuple(figures), run_id, usage.result)
 
 
-def _figures(rows: pd.DataFrame, results: ResultsLayout, key: EvaluationKey):
+def _figures(outcome, results: ResultsLayout, key: EvaluationKey):
     """Confusion matrix (summed over seeds) and per-class IoU or F1 (mean over seeds) at the
-    largest label fraction."""
+    largest label fraction (``outcome``: downstream.run.EvaluationOutcome)."""
     import numpy as np
 
     from spectralearth.plots import confusion_matrix_plot, per_class_bars
 
-    details = rows.attrs.get("details") or {}
+    details = outcome.details or {}
     if not details:
         return []
     top = max(k[2] for k in details)
     found = [r for k, r in details.items() if k[2] == top]
-    classes = list(rows.attrs.get("classes") or [])
+    classes = list(outcome.classes or [])
     figures = []
     if all("confusion_matrix" in r for r in found):
         cm = np.sum([np.asarray(r["confusion_matrix"]) for r in found], axis=0)
@@ -283,6 +302,7 @@ class BenchmarkResults(StageResult):
     csv: Path = Path()
     report: Path = Path()
     all_rows: Path = Path()
+    metrics: Path = Path()  # metrics.json: what `dvc metrics show` and `dvc exp show` list
 
     def metadata(self) -> dict:
         return {
@@ -291,6 +311,7 @@ class BenchmarkResults(StageResult):
             "report": Markdown(self.markdown),
             "table": self.csv,
             "all_rows": self.all_rows,
+            "metrics": self.metrics,
         }
 
     def summary(self) -> str:
@@ -303,6 +324,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
     ``report.md`` (baselines side by side)."""
     from spectralearth.downstream.report import report_markdown, summarize
     from spectralearth.downstream.run import EVALUATION_COLUMNS, write_evaluations
+    from spectralearth.experiments import write_experiment_files
     from spectralearth.io import atomic_path, atomic_write_text
 
     files = results.evaluation_csvs()
@@ -318,6 +340,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
         table.to_csv(tmp, index=False)
     markdown = report_markdown(table)
     atomic_write_text(results.report, markdown)
+    dvc_files = write_experiment_files(results, table)  # dvc.yaml metrics: and plots:
     return BenchmarkResults(
         evaluations=len(files),
         rows=rows,
@@ -326,6 +349,7 @@ def benchmark_results(results: ResultsLayout) -> BenchmarkResults:
         csv=results.benchmark,
         report=results.report,
         all_rows=results.all_rows,
+        metrics=dvc_files.metrics,
     )
 
 

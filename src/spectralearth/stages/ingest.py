@@ -85,14 +85,17 @@ class Catalog(StageResult):
         return "\n".join(lines)
 
 
-def catalog(archive: Path, out: Path) -> Catalog:
-    """Catalogue ``archive`` into ``out`` (GeoParquet) with STAC and figures beside it."""
+def catalog(archive: Path, out: Path, missing_masks: str = "refuse") -> Catalog:
+    """Catalogue ``archive`` into ``out`` (GeoParquet) with STAC and figures beside it;
+    ``missing_masks`` (params ``curate.missing_masks``) is what curation will do with a
+    product lacking QL layers, so ``ok`` means curation accepts it."""
     from spectralearth.catalog import build_catalog, ok_scenes
-    from spectralearth.plots import catalog_table_markdown, coverage_map, scene_quicklooks
+    from spectralearth.catalog_table import catalog_table_markdown
+    from spectralearth.plots import coverage_map, scene_quicklooks
     from spectralearth.stac import write_stac
 
     out = Path(out)
-    result = build_catalog(archive, out)
+    result = build_catalog(archive, out, missing_masks=missing_masks)
     cat = result.catalog
     stac_dir = out.parent / "stac"
     write_stac(cat, stac_dir)

@@ -58,7 +58,7 @@ def default_model(settings: Settings) -> Path:
         return model_folder(settings, settings.predict.model)
     e = settings.evaluate
     key = EvaluationKey(
-        settings.checkpoint_name(), e.task, e.protocol, e.head, max(e.label_fractions)
+        settings.checkpoint_name(), e.task, e.protocol, e.head, max(e.label_fractions), e.recipe
     )
     return settings.layout.results.trained_model(key)
 
@@ -88,6 +88,8 @@ def predict(model: Path, scene: Path, out: Path, settings: PredictSettings) -> S
             tile=settings.tile,
             overlap=settings.overlap,
             mask_layers=settings.mask_layers,
+            batch_size=settings.batch_size,
+            device=settings.device,
         )
     return SceneMap(
         scene=str(info["scene"]),
@@ -112,7 +114,7 @@ def map_scene(
     (the Dagster asset ``scene_maps``, one partition; ``spectralearth maps``)."""
     from dataclasses import replace
 
-    from spectralearth.enmap.product import find_product_path
+    from spectralearth.enmap.archive import find_product_path
     from spectralearth.plots import class_map_png
 
     result = predict(model, find_product_path(archive, scene), out, settings)

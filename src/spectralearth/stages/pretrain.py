@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectralearth.config import PretrainSettings, TrackingSettings
@@ -48,7 +48,9 @@ class Pretraining(StageResult):
     band_stats_source: str
     mlflow_run_id: str | None
     model_versions: tuple[tuple[str, int], ...]  # (registered model, version)
+    collapse: dict = field(default_factory=dict)  # feature std, effective rank, collapsed
     usage: Usage | None = None
+    mlflow_model_id: str | None = None  # the encoder's LoggedModel (models:/<id>)
 
     @property
     def loss_png(self) -> Path:
@@ -67,8 +69,10 @@ class Pretraining(StageResult):
             "device": self.device,
             "world_size": self.world_size,
             "band_stats": self.band_stats_source,
+            **{f"collapse/{k}": v for k, v in self.collapse.items() if v is not None},
             "loss_curve": Figure(self.loss_png, "training loss"),
             "mlflow_run_id": self.mlflow_run_id or "",
+            "mlflow_model_id": self.mlflow_model_id or "",
             **{f"registered/{name}": version for name, version in self.model_versions},
             "checkpoint": self.checkpoint,
             **usage_metadata(self.usage),
@@ -81,24 +85,6 @@ class Pretraining(StageResult):
             f"pretrain: {self.method} {self.backbone} {self.steps} steps, final loss {loss}, "
             f"registered {registered} -> {self.checkpoint}"
         )
-
-
-def global_rank() -> int:
-    """This process's global rank under torchrun (0 without it), known before any trainer."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
-
-
-def _share_from_rank_zero(obj):
-    """``obj`` of rank 0 on every rank (a no-op without a process group)."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return obj
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def pretrain(
@@ -115,10 +101,11 @@ def pretrain(
     """Pretrain ``settings.backbone`` with ``settings.method`` on ``curated``'s train split
     into ``out`` (``CheckpointLayout``); ``resume`` continues from ``out/checkpoints/last.ckpt``."""
     from spectralearth import tracking as mlf
+    from spectralearth.ssl.distributed import broadcast_from_zero, is_global_zero
     from spectralearth.stages.statistics import read_statistics
 
     curated, out = Path(curated), Path(out)
-    rank_zero = global_rank() == 0
+    rank_zero = is_global_zero()
     band_stats, stats_file = read_statistics(curated, stats)
     if rank_zero:
         mlf.check_store(tracking)
@@ -130,7 +117,7 @@ def pretrain(
     }
     layout = CheckpointLayout(out)
     staging = CheckpointLayout(out.parent / f".{out.name}.staging")
-    run_id = None
+    run_id = model_id = failure = None
     outcome: dict = {}
     with StageUsage() as usage:
         try:
@@ -142,7 +129,12 @@ def pretrain(
                     run_name=f"pretrain-{settings.method}-{settings.backbone}",
                     tags={"stage": "pretrain", "profile": settings.profile, **lineage},
                 )
-            run = _train(settings, curated, band_stats, staging, tracking, run_id, resume, progress)
+                # the LoggedModel exists (pending) while it trains; run.json names it
+                model_id = mlf.new_encoder_model(tracking, run_id, lineage)
+            with mlf.system_metrics(tracking, run_id):
+                run = _train(
+                    settings, curated, band_stats, staging, tracking, run_id, resume, progress
+                )
             if rank_zero:
                 outcome = _publish(
                     settings,
@@ -153,32 +145,41 @@ def pretrain(
                     layout,
                     tracking,
                     run_id,
+                    model_id,
                     lineage,
+                    curated,
                 )
-        except BaseException:
+        except BaseException as exc:
+            failure = exc
             if rank_zero and run_id is not None:
-                mlf.fail_run(tracking, run_id)
-            raise
+                mlf.fail_run(tracking, run_id, model_id)
         finally:
             if rank_zero:
                 shutil.rmtree(staging.root, ignore_errors=True)
-        outcome = _share_from_rank_zero(outcome)
+        # every rank waits for rank 0's outcome; a failure on rank 0 fails every rank
+        shared = broadcast_from_zero({"error": repr(failure) if failure else None, **outcome})
+    if failure is not None:
+        raise failure
+    if shared["error"]:
+        raise RuntimeError(f"pretraining failed on rank 0: {shared['error']}")
     return Pretraining(
         method=settings.method,
         backbone=settings.backbone,
         profile=settings.profile,
         checkpoint=out,
-        steps=int(run["steps"]),
-        final_loss=run.get("final_loss"),
-        seconds=float(run.get("seconds") or 0.0),
-        patches_per_second=run.get("patches_per_second"),
-        parameters=int(run.get("parameters") or 0),
-        device=str(run.get("device", "")),
-        world_size=int(run.get("world_size") or 1),
+        steps=int(run.steps),
+        final_loss=run.final_loss,
+        seconds=float(run.seconds or 0.0),
+        patches_per_second=run.patches_per_second,
+        parameters=int(run.parameters or 0),
+        device=str(run.device),
+        world_size=int(run.world_size or 1),
         band_stats_source=str(stats_file),
-        mlflow_run_id=outcome.get("run_id"),
-        model_versions=tuple(outcome.get("versions", ())),
+        mlflow_run_id=shared.get("run_id"),
+        model_versions=tuple(shared.get("versions", ())),
+        collapse=run.collapse.as_json(),
         usage=usage.result,
+        mlflow_model_id=outcome.get("model_id"),
     )
 
 
@@ -211,17 +212,21 @@ def _train(settings, curated, band_stats, staging, tracking, run_id, resume, pro
 
 
 def _publish(
-    settings, run, band_stats, stats_file, staging, layout, tracking, run_id, lineage
-) -> dict:
+    settings, run, band_stats, stats_file, staging, layout, tracking, run_id, model_id, lineage,
+    curated,
+) -> dict:  # fmt: skip
     """Rank 0: record what the checkpoint needs, log and register it, then swap it in."""
     from spectralearth import tracking as mlf
     from spectralearth.io import atomic_write_text, fsync_dirs
     from spectralearth.plots import loss_curve
 
     loss_curve(
-        run.get("loss_history") or [],
+        list(run.loss_history),
         staging.loss_curve,
         title=f"{settings.method} {settings.backbone}",
+        method=settings.method,
+        memory_bank_size=settings.memory_bank_size,
+        batch_size=settings.batch_size // max(1, settings.accumulate_grad_batches),
     )
     record = json.loads(staging.run.read_text())
     record.pop("bands", None)  # in_chans says it
@@ -234,20 +239,29 @@ def _publish(
         },
         source={"kind": "trained", **lineage},
         mlflow_run_id=run_id,
+        mlflow_model_id=model_id,
     )
     atomic_write_text(staging.run, json.dumps(record, indent=2) + "\n")
     params = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
-    metrics = {k: run.get(k) for k in ("final_loss", "seconds", "patches_per_second", "parameters")}
-    artifacts = [
-        ("checkpoint", staging.weights),
-        ("checkpoint", staging.run),
-        ("figures", staging.loss_curve),
-    ]
-    source = mlf.log_pretraining(tracking, run_id, params, metrics, artifacts)
-    versions = mlf.register_checkpoint(
-        tracking, run_id, source, settings.method, settings.backbone, lineage
+    metrics = {
+        k: getattr(run, k) for k in ("final_loss", "seconds", "patches_per_second", "parameters")
+    }
+    # the weights and run.json travel in the LoggedModel (register_checkpoint), not twice
+    artifacts = [("figures", staging.loss_curve)]
+    mlf.log_pretraining(tracking, run_id, params, metrics, artifacts, curated=curated)
+    registration = mlf.register_checkpoint(
+        tracking,
+        run_id,
+        model_id,
+        staging.root,
+        settings.method,
+        settings.backbone,
+        lineage,
+        checkpoint_name=layout.name,
     )
+    versions = registration.versions
     record["model_versions"] = versions
+    record["mlflow_model_uri"] = registration.model_uri
     atomic_write_text(staging.run, json.dumps(record, indent=2) + "\n")
     # swap in: weights and figure first, run.json (what makes the folder a checkpoint) last
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -259,4 +273,4 @@ def _publish(
         if src.is_file():
             os.replace(src, dst)
     fsync_dirs([layout.root])
-    return {"run_id": run_id, "versions": sorted(versions.items())}
+    return {"run_id": run_id, "model_id": model_id, "versions": sorted(versions.items())}

@@ -1,11 +1,10 @@
 """Validate: every data-quality gate on a curated folder (the GX suites of expectations/),
-reports and Data Docs under the report folder it is given."""
+reports and Data Docs only under the report folder it is given."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from spectralearth.config import Settings
 from spectralearth.profiling import StageUsage, Usage
@@ -15,40 +14,33 @@ from spectralearth.stages.result import StageResult, usage_metadata
 @dataclass(frozen=True)
 class Validation(StageResult):
     curated: Path
-    reports: tuple[Any, ...]  # spectralearth.validation.ValidationReport
+    gates: object  # spectralearth.validation.QualityGates
     usage: Usage | None = None
 
     @property
     def passed(self) -> bool:
         """Every blocking gate passed (warnings never fail a validation)."""
-        return all(r.success for r in self.reports if r.blocking)
-
-    @property
-    def docs(self) -> Path | None:
-        return next((r.docs for r in self.reports if r.docs), None)
+        return bool(self.gates.passed)
 
     def metadata(self) -> dict:
-        return {
-            **{f"{r.suite}_passed": bool(r.success) for r in self.reports},
-            "summary": " | ".join(r.summary() for r in self.reports),
-            **({"data_docs": self.docs} if self.docs else {}),
-            **usage_metadata(self.usage),
-        }
+        return {**self.gates.metadata(), **usage_metadata(self.usage)}
 
     def summary(self) -> str:
-        lines = [
-            ("WARNING " if not (r.blocking or r.success) else "") + r.summary()
-            for r in self.reports
-        ]
-        if self.docs:
-            lines.append(f"data docs: {self.docs}")
-        return "\n".join(lines)
+        return self.gates.summary()
 
 
-def validate(settings: Settings, curated: Path, report: Path | None = None) -> Validation:
+def default_report_dir(settings: Settings, curated: Path) -> Path:
+    """The pipeline's own validation folder for its own curated folder; for another folder,
+    ``<curated>/validation`` (never the pipeline's)."""
+    if Path(curated).resolve() == settings.layout.patches.resolve():
+        return settings.layout.validation
+    return Path(curated) / "validation"
+
+
+def validate(settings: Settings, curated: Path, report_dir: Path) -> Validation:
     """The blocking gates (index, every patch file) and the warnings on ``curated``."""
     from spectralearth.validation import quality_gates
 
     with StageUsage() as usage:
-        reports = quality_gates(settings, curated, report)
-    return Validation(Path(curated), tuple(reports.values()), usage.result)
+        gates = quality_gates(curated, report_dir, settings)
+    return Validation(Path(curated), gates, usage.result)

@@ -5,7 +5,26 @@ earthlib's measured spectra (Ryan et al., a global spectral library; 7,261 spect
 land-cover class maps as downstream labels. See :func:`write_archive`.
 """
 
-from spectralearth.synth.archive import classmap_path, write_archive
+from spectralearth.synth.archive import (
+    CLASSMAP_SUFFIX,
+    Acquisition,
+    Place,
+    classmap_path,
+    plan_acquisitions,
+    site_of,
+    write_archive,
+)
 from spectralearth.synth.spectra import LANDCOVER_CLASSES, class_ids, load_library
 
-__all__ = ["LANDCOVER_CLASSES", "class_ids", "classmap_path", "load_library", "write_archive"]
+__all__ = [
+    "CLASSMAP_SUFFIX",
+    "LANDCOVER_CLASSES",
+    "Acquisition",
+    "Place",
+    "class_ids",
+    "classmap_path",
+    "load_library",
+    "plan_acquisitions",
+    "site_of",
+    "write_archive",
+]

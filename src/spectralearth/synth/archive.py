@@ -1,6 +1,6 @@
 """Write a synthetic EnMAP L2A archive: one DLR-style product folder per scene, plus labels.
 
-Layout written by :func:`write_archive`::
+Layout written by :func:`write_archive` (only under the two folders it is given)::
 
     <out_dir>/<name>/<name>-SPECTRAL_IMAGE.TIF       int16, 224 bands (wavelength order),
                                                       reflectance x 10000, nodata -32768
@@ -8,6 +8,11 @@ Layout written by :func:`write_archive`::
     <out_dir>/<name>/<name>-QL_QUALITY_{CLOUD,SNOW,HAZE,CLOUDSHADOW,CIRRUS}.TIF, -QL_PIXELMASK.TIF
     <labels_dir>/<name>-CLASSMAP.TIF                 uint8 land-cover ids, 0 = no label
     <labels_dir>/classes.json                        {"1": "water", ...}
+
+:func:`plan_acquisitions` (places, dates, sky of every scene), :func:`site_of` (the ground
+of a place) and :attr:`Acquisition.origin` (where a scene lies on its place's canvas) are
+public, so that label sources built from the same ground (``downstream.synth_labels``) make
+the very calls the writer makes.
 
 Scenes lie in several UTM zones at European latitudes; some revisit an earlier scene's
 place on a later date (same zone and ground, origin shifted by a few hundred metres, new
@@ -29,7 +34,8 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from spectralearth.enmap.product import NODATA, PRODUCT_NAME_RE
+from spectralearth.enmap.l2a import PRODUCT_NAME_RE
+from spectralearth.enmap.scene import NODATA
 from spectralearth.io import atomic_path, atomic_write_text
 from spectralearth.synth.metadata import ProductInfo, metadata_with_sizes
 from spectralearth.synth.scene import (
@@ -66,7 +72,9 @@ _MASK_OPTS = {"compress": "deflate", "zlevel": 6}
 
 
 @dataclass
-class _Place:
+class Place:
+    """One place of the archive: a UTM zone, a centre and a canvas the scenes are cut from."""
+
     index: int
     zone: int
     lat: float
@@ -79,8 +87,10 @@ class _Place:
 
 
 @dataclass
-class _Acquisition:
-    place: _Place
+class Acquisition:
+    """One scene: its place, date, offset on the place's canvas and sky conditions."""
+
+    place: Place
     start: datetime
     shift: tuple[int, int]  # (rows, cols) of the scene origin relative to the place centre
     snowy: bool
@@ -92,6 +102,11 @@ class _Acquisition:
     datatake: int = 0
     processed: datetime | None = None
     name: str = ""
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(row, col) of the scene's upper-left pixel on its place's canvas."""
+        return self.place.margin + self.shift[0], self.place.margin + self.shift[1]
 
 
 def _epsg(zone: int) -> int:
@@ -108,8 +123,11 @@ def _track_heading(lat: float) -> float:
     return math.degrees(math.asin(min(c, 1.0)))
 
 
-def _plan(scenes: int, size: int, seed: int, revisit_fraction: float) -> list[_Acquisition]:
-    """Places, dates, revisits and sky conditions of every scene (no pixels yet)."""
+def plan_acquisitions(
+    scenes: int, size: int, seed: int, revisit_fraction: float
+) -> list[Acquisition]:
+    """Places, dates, revisits and sky conditions of every scene (no pixels yet), in
+    acquisition order: what :func:`write_archive` writes for these arguments."""
     rng = np.random.default_rng([seed, 0])
     n_rev = int(round(scenes * revisit_fraction))
     n_places = scenes - n_rev
@@ -129,7 +147,7 @@ def _plan(scenes: int, size: int, seed: int, revisit_fraction: float) -> list[_A
         x, y = Transformer.from_crs(4326, _epsg(zone), always_xy=True).transform(lon, lat)
         half = canvas * PIXEL_M / 2
         places.append(
-            _Place(
+            Place(
                 index=p,
                 zone=zone,
                 lat=lat,
@@ -142,7 +160,7 @@ def _plan(scenes: int, size: int, seed: int, revisit_fraction: float) -> list[_A
             )
         )
 
-    def overpass(day: datetime, place: _Place) -> datetime:
+    def overpass(day: datetime, place: Place) -> datetime:
         # EnMAP crosses Europe around 11:00 local solar time
         minutes = 11 * 60 - place.lon * 4 + rng.uniform(-10, 10)
         return day + timedelta(minutes=float(minutes), microseconds=int(rng.integers(0, 10**6)))
@@ -158,7 +176,7 @@ def _plan(scenes: int, size: int, seed: int, revisit_fraction: float) -> list[_A
             "snow": float(rng.uniform(0.25, 0.7)) if snowy else 0.0,
         }
 
-    acqs: list[_Acquisition] = []
+    acqs: list[Acquisition] = []
     last: dict[int, datetime] = {}
     for place in places:
         year = int(rng.integers(2023, 2025))
@@ -167,7 +185,7 @@ def _plan(scenes: int, size: int, seed: int, revisit_fraction: float) -> list[_A
         else:
             day = datetime(year, 4, 1) + timedelta(days=int(rng.integers(0, 183)))
         snowy = place.index == 0
-        acq = _Acquisition(place, overpass(day, place), (0, 0), snowy, **sky(snowy))
+        acq = Acquisition(place, overpass(day, place), (0, 0), snowy, **sky(snowy))
         acqs.append(acq)
         last[place.index] = acq.start
     for j in range(n_rev):
@@ -181,7 +199,7 @@ def _plan(scenes: int, size: int, seed: int, revisit_fraction: float) -> list[_A
             shift = (int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)))
             if abs(shift[0]) + abs(shift[1]) >= 2:
                 break
-        acq = _Acquisition(place, overpass(day, place), shift, snowy, **sky(snowy))
+        acq = Acquisition(place, overpass(day, place), shift, snowy, **sky(snowy))
         acqs.append(acq)
         last[place.index] = acq.start
     if not any(a.cloud > 0 for a in acqs):
@@ -251,13 +269,13 @@ def _band_stats(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nda
 def _write_product(
     out_dir: Path,
     labels_dir: Path,
-    acq: _Acquisition,
+    acq: Acquisition,
     scene: RenderedScene,
     size: int,
     stack: SpectralStack,
 ) -> Path:
     place = acq.place
-    r0, c0 = place.margin + acq.shift[0], place.margin + acq.shift[1]
+    r0, c0 = acq.origin
     x_ul, y_ul = place.x0 + c0 * PIXEL_M, place.y0 - r0 * PIXEL_M
     transform = from_origin(x_ul, y_ul, PIXEL_M, PIXEL_M)
     crs = CRS.from_epsg(_epsg(place.zone))
@@ -306,7 +324,7 @@ def _write_product(
         )
         files[p.name] = p.stat().st_size
     _write_tif(
-        labels_dir / f"{acq.name}{CLASSMAP_SUFFIX}",
+        classmap_path(labels_dir, acq.name),
         scene.classmap[None],
         {**base, **_MASK_OPTS, "count": 1, "dtype": "uint8", "nodata": 0},
         tags={"classes": json.dumps({str(k): v for k, v in class_ids().items()}), "no_label": "0"},
@@ -357,6 +375,11 @@ def _write_product(
     return folder
 
 
+def site_of(place: Place, seed: int, stack: SpectralStack) -> Site:
+    """The ground (land cover, spectral mixtures) of ``place`` on its canvas, for ``seed``."""
+    return make_site(np.random.default_rng([seed, 1, place.index]), place.canvas, stack)
+
+
 def write_archive(
     out_dir: str | os.PathLike,
     labels_dir: str | os.PathLike,
@@ -366,11 +389,9 @@ def write_archive(
     revisit_fraction: float = 0.5,
     progress: bool = False,
 ) -> list[Path]:
-    """Write ``scenes`` synthetic EnMAP L2A products of ``size`` x ``size`` px under ``out_dir``.
-
-    Class maps (downstream labels) and ``classes.json`` go to ``labels_dir``: nothing is
-    written anywhere else.
-    ``revisit_fraction`` of the scenes revisit an earlier scene's place on a later date
+    """Write ``scenes`` synthetic EnMAP L2A products of ``size`` x ``size`` px under ``out_dir``
+    and their class maps (downstream labels) and ``classes.json`` under ``labels_dir``;
+    nothing anywhere else. ``revisit_fraction`` of the scenes revisit an earlier scene's place on a later date
     (at least two distinct places whenever ``scenes >= 2``, in different UTM zones).
     Returns the product folders in acquisition order. Deterministic for a given seed.
     """
@@ -389,7 +410,7 @@ def write_archive(
     )
 
     stack = spectral_stack(seed)
-    acqs = _plan(scenes, size, seed, revisit_fraction)
+    acqs = plan_acquisitions(scenes, size, seed, revisit_fraction)
     sites: dict[int, Site] = {}
     paths: list[Path] = []
     iterator = acqs
@@ -400,9 +421,7 @@ def write_archive(
     for acq in iterator:
         place = acq.place
         if place.index not in sites:
-            sites[place.index] = make_site(
-                np.random.default_rng([seed, 1, place.index]), place.canvas, stack
-            )
+            sites[place.index] = site_of(place, seed, stack)
         rng = np.random.default_rng([seed, 2, acq.datatake])
         az, elev = solar_position(place.lat, place.lon, acq.start)
         cond = Conditions(
@@ -415,19 +434,12 @@ def write_archive(
             cirrus_cover=acq.cirrus,
             snow_cover=acq.snow,
         )
-        scene = render_scene(
-            sites[place.index],
-            place.margin + acq.shift[0],
-            place.margin + acq.shift[1],
-            size,
-            cond,
-            rng,
-            stack,
-        )
+        scene = render_scene(sites[place.index], *acq.origin, size, cond, rng, stack)
         paths.append(_write_product(out_dir, labels_dir, acq, scene, size, stack))
     return paths
 
 
-def classmap_path(product: str | os.PathLike, labels_dir: str | os.PathLike) -> Path:
-    """Where :func:`write_archive` put the class map of a product folder."""
+def classmap_path(labels_dir: str | os.PathLike, product: str | os.PathLike) -> Path:
+    """Where :func:`write_archive` puts the class map of ``product`` (a name, or its folder)
+    in ``labels_dir``."""
     return Path(labels_dir) / f"{Path(product).name}{CLASSMAP_SUFFIX}"

@@ -87,18 +87,80 @@ def _angles(parent: ET.Element, tag: str, values: dict[str, float]) -> None:
         _sub(el, frame, f"{values[frame]:.6f}", unit="DEG")
 
 
-def build_metadata(info: ProductInfo) -> bytes:
-    """The METADATA.XML document as UTF-8 bytes (pretty-printed, deterministic)."""
-    root = ET.Element(
-        "level_X",
-        {
-            "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
-            "xsi:noNamespaceSchemaLocation": "metadata_Lx_00-02-00.xsd",
-        },
-    )
-    ver = info.version
-    dt = f"{info.datatake:010d}"
+# Constant fields, in the order of a real L2A METADATA.XML.
+PROCESSING = (
+    ("terrainCorrection", "Yes"),
+    ("ozoneValue", "300"),
+    ("season", None),  # the product's season
+    ("productFormat", "GeoTIFF+Metadata"),
+    ("mapProjection", "UTM_Zone_of_Scene_Center"),
+    ("imageResampling", "Bilinear_Interpolation"),
+    ("DEMDBVersion", "SRTM_C1ARC"),
+    ("correctionType", "Combined"),
+    ("cirrusHazeRemoval", "No"),
+    ("bandInterpolation", "No"),
+    ("waterType", "Clear"),
+)
+DETECTOR_FLAGS = {
+    "VNIR": (
+        "processorLogVNIR",
+        "overallQualityVNIR",
+        "deadPixelsVNIR",
+        "defectivePixelsVNIR",
+        "generalArtifactsVNIR",
+        "saturationCrosstalkVNIR",
+        "stripingBandingVNIR",
+        "qualityRadiometryVNIR",
+    ),
+    "SWIR": (
+        "processorLogSWIR",
+        "deadPixelsSWIR",
+        "defectivePixelsSWIR",
+        "generalArtifactsSWIR",
+        "saturationCrosstalkSWIR",
+        "stripingBandingSWIR",
+        "overallQualitySWIR",
+        "qualityRadiometrySWIR",
+    ),
+}
+SCENE_QUALITY = (
+    ("overallQuality", "0"),
+    ("numTilesUsed", "1"),
+    ("levelOfRejection", "2"),
+    ("numPointsGCP", "0"),
+    ("numPointsICP", "0"),
+    ("numPointsAll", "0"),
+    ("numPointsDiscardedGCP", "0"),
+    ("orthoResidual", "0"),
+    ("orthoResidual_x", "0"),
+    ("orthoResidual_y", "0"),
+    ("orthoMean", "0"),
+    ("orthoMean_x", "0"),
+    ("orthoMean_y", "0"),
+    ("orthoRMSE", "0"),
+    ("orthoRMSE_x", "0"),
+    ("orthoRMSE_y", "0"),
+    ("sceneSZA", None),  # from the sun elevation at the scene centre
+    ("qualityAtmosphere", "0"),
+    ("orthoTerrain", "0"),
+    ("sceneSunglint", "-999"),
+)
+COVER_TAGS = ("cloudCover", "hazeCover", "cirrusCover", "snowCover", "waterCover", "cloudShadow")
+ATMOSPHERE = (
+    ("noncloudShadow", "0"),
+    ("sceneWV", "1800"),
+    ("sceneAOT", "150"),
+    ("sceneAtmParam", "0"),
+    ("sceneTerrain", "0"),
+)
+QUICKLOOK_RGB_NM = (("SWIR", (2201.0, 1645.3, 1051.3)), ("VNIR", (847.1, 671.21, 548.06)))
 
+
+def _band_numbers(info: ProductInfo) -> list[int]:
+    return list(range(1, len(info.wavelengths) + 1))
+
+
+def _metadata(root: ET.Element, info: ProductInfo) -> None:
     md = _sub(root, "metadata")
     schema = _sub(md, "schema")
     _sub(schema, "copyright", "(c) DLR EnMAP 2019")
@@ -115,99 +177,48 @@ def build_metadata(info: ProductInfo) -> bytes:
     _sub(md, "copyright", "synthetic data, no copyright claimed")
     _sub(md, "citation", "Ryan et al., earthlib: a global spectral library (spectra used)")
 
-    proc = _sub(root, "processing")
-    for tag, text in (
-        ("terrainCorrection", "Yes"),
-        ("ozoneValue", "300"),
-        ("season", info.season),
-        ("productFormat", "GeoTIFF+Metadata"),
-        ("mapProjection", "UTM_Zone_of_Scene_Center"),
-        ("imageResampling", "Bilinear_Interpolation"),
-        ("DEMDBVersion", "SRTM_C1ARC"),
-        ("correctionType", "Combined"),
-        ("cirrusHazeRemoval", "No"),
-        ("bandInterpolation", "No"),
-        ("waterType", "Clear"),
-    ):
-        _sub(proc, tag, text)
 
+def _processing(root: ET.Element, info: ProductInfo) -> None:
+    proc = _sub(root, "processing")
+    for tag, text in PROCESSING:
+        _sub(proc, tag, info.season if text is None else text)
+
+
+def _base(root: ET.Element, info: ProductInfo) -> None:
     base = _sub(root, "base")
     _polygon(_sub(base, "spatialCoverage"), info)
     tc = _sub(base, "temporalCoverage")
     _sub(tc, "startTime", _t(info.start))
     _sub(tc, "stopTime", _t(info.stop))
-    _sub(base, "revision", ver)
+    _sub(base, "revision", info.version)
     _sub(base, "altitudeCoverage", "653000.00")
     _sub(base, "sphere", "earth")
     _sub(base, "format", "ENMAP_L2A")
     _sub(base, "level", "L2A")
     _sub(base, "size", str(sum(info.files.values())))
-    _sub(base, "archivedVersion", ver)
+    _sub(base, "archivedVersion", info.version)
 
-    spec = _sub(root, "specific")
+
+def _quality_flags(spec: ET.Element, info: ProductInfo) -> None:
     q = _sub(spec, "qualityFlag")
-    for tag in ("spare_1", "spare_2", "spare_3", "sensorLogVNIR"):
+    for tag in ("spare_1", "spare_2", "spare_3"):
         _sub(q, tag, "-999")
-    for tag in (
-        "processorLogVNIR",
-        "overallQualityVNIR",
-        "deadPixelsVNIR",
-        "defectivePixelsVNIR",
-        "generalArtifactsVNIR",
-        "saturationCrosstalkVNIR",
-        "stripingBandingVNIR",
-        "qualityRadiometryVNIR",
-    ):
-        _sub(q, tag, "0")
-    _sub(q, "smileIndicationVNIR", "-999")
-    _sub(q, "sensorLogSWIR", "-999")
-    for tag in (
-        "processorLogSWIR",
-        "deadPixelsSWIR",
-        "defectivePixelsSWIR",
-        "generalArtifactsSWIR",
-        "saturationCrosstalkSWIR",
-        "stripingBandingSWIR",
-        "overallQualitySWIR",
-        "qualityRadiometrySWIR",
-    ):
-        _sub(q, tag, "0")
-    _sub(q, "smileIndicationSWIR", "-999")
-    for tag, text in (
-        ("overallQuality", "0"),
-        ("numTilesUsed", "1"),
-        ("levelOfRejection", "2"),
-        ("numPointsGCP", "0"),
-        ("numPointsICP", "0"),
-        ("numPointsAll", "0"),
-        ("numPointsDiscardedGCP", "0"),
-        ("orthoResidual", "0"),
-        ("orthoResidual_x", "0"),
-        ("orthoResidual_y", "0"),
-        ("orthoMean", "0"),
-        ("orthoMean_x", "0"),
-        ("orthoMean_y", "0"),
-        ("orthoRMSE", "0"),
-        ("orthoRMSE_x", "0"),
-        ("orthoRMSE_y", "0"),
-        ("sceneSZA", f"{90.0 - info.sun['center'][1]:.6f}"),
-        ("qualityAtmosphere", "0"),
-        ("orthoTerrain", "0"),
-        ("sceneSunglint", "-999"),
-    ):
-        _sub(q, tag, text)
-    for tag in ("cloudCover", "hazeCover", "cirrusCover", "snowCover", "waterCover", "cloudShadow"):
+    for det in ("VNIR", "SWIR"):
+        _sub(q, f"sensorLog{det}", "-999")
+        for tag in DETECTOR_FLAGS[det]:
+            _sub(q, tag, "0")
+        _sub(q, f"smileIndication{det}", "-999")
+    sza = f"{90.0 - info.sun['center'][1]:.6f}"
+    for tag, text in SCENE_QUALITY:
+        _sub(q, tag, sza if text is None else text)
+    for tag in COVER_TAGS:
         _sub(q, tag, str(int(info.cover[tag])))
-    for tag, text in (
-        ("noncloudShadow", "0"),
-        ("sceneWV", "1800"),
-        ("sceneAOT", "150"),
-        ("sceneAtmParam", "0"),
-        ("sceneTerrain", "0"),
-    ):
+    for tag, text in ATMOSPHERE:
         _sub(q, tag, text)
 
-    numbers = list(range(1, len(info.wavelengths) + 1))
+
+def _product_quality(spec: ET.Element, info: ProductInfo) -> None:
+    numbers = _band_numbers(info)
     for det, tag in (("VNIR", "vnirProductQuality"), ("SWIR", "swirProductQuality")):
         chans = [n for n, d in zip(numbers, info.detectors, strict=True) if d == det]
         pq = _sub(spec, tag)
@@ -221,6 +232,9 @@ def build_metadata(info: ProductInfo) -> bytes:
         _sub(pq, "numChannelsMissing", "0")
         _sub(pq, "missingChannelsList")
 
+
+def _acquisition(spec: ET.Element, info: ProductInfo) -> None:
+    n_bands = len(info.wavelengths)
     n_vnir = sum(d == "VNIR" for d in info.detectors)
     for tag, text in (
         ("missionPhase", "synthetic"),
@@ -229,10 +243,10 @@ def build_metadata(info: ProductInfo) -> bytes:
         ("mission", "EnMAP"),
         ("satelliteID", "01"),
         ("sensor", "HSI"),
-        ("datatakeID", dt),
+        ("datatakeID", f"{info.datatake:010d}"),
         ("acquisitionType", "EARTH"),
         ("productType", "STANDARD_ALL"),
-        ("numberOfSWIRBands", str(len(numbers) - n_vnir)),
+        ("numberOfSWIRBands", str(n_bands - n_vnir)),
         ("numberOfVNIRBands", str(n_vnir)),
         ("datatakeStart", _t(info.start)),
         ("datatakeStop", _t(info.stop)),
@@ -251,24 +265,36 @@ def build_metadata(info: ProductInfo) -> bytes:
     _sub(spec, "pixelSize", "30")
     _sub(spec, "biomeType", info.biome)
     _sub(spec, "code", "L2A")
+
+
+def _band_characterisation(spec: ET.Element, info: ProductInfo) -> None:
     bc = _sub(spec, "bandCharacterisation")
-    for n, wl, fw in zip(numbers, info.wavelengths, info.fwhms, strict=True):
+    for n, wl, fw in zip(_band_numbers(info), info.wavelengths, info.fwhms, strict=True):
         b = _sub(bc, "bandID", number=str(n))
         _sub(b, "wavelengthCenterOfBand", f"{wl:.3f}")
         _sub(b, "FWHMOfBand", f"{fw:.5f}")
         _sub(b, "GainOfBand", "0.0001")
         _sub(b, "OffsetOfBand", "0")
+
+
+def _specific(root: ET.Element, info: ProductInfo) -> None:
+    spec = _sub(root, "specific")
+    _quality_flags(spec, info)
+    _product_quality(spec, info)
+    _acquisition(spec, info)
+    _band_characterisation(spec, info)
     _sub(spec, "pixelSizeOfOrthoScene", "30")
     _sub(spec, "widthOfOrthoScene", str(info.columns))
     _sub(spec, "heightOfOrthoScene", str(info.rows))
 
-    prod = _sub(root, "product")
+
+def _image(prod: ET.Element, info: ProductInfo) -> None:
     merge = _sub(_sub(prod, "image"), "merge")
     image_name = f"{info.name}-SPECTRAL_IMAGE.TIF"
-    _sub(merge, "channels", str(len(numbers)))
+    _sub(merge, "channels", str(len(info.wavelengths)))
     _sub(merge, "name", image_name)
     _sub(merge, "size", str(-(-info.files.get(image_name, 0) // 1024)), unit="Kbyte")
-    _sub(merge, "version", ver)
+    _sub(merge, "version", info.version)
     _sub(merge, "format", "binary")
     dim = _sub(merge, "dimension")
     _sub(dim, "columns", str(info.columns))
@@ -278,10 +304,15 @@ def build_metadata(info: ProductInfo) -> bytes:
     geo = _sub(merge, "dimensionGeographic")
     _sub(geo, "longitude", f"{max(lons) - min(lons):.7f}", unit="DEG")
     _sub(geo, "latitude", f"{max(lats) - min(lats):.7f}", unit="DEG")
-    for det, rgb in (("SWIR", (2201.0, 1645.3, 1051.3)), ("VNIR", (847.1, 671.21, 548.06))):
+    for det, rgb in QUICKLOOK_RGB_NM:
         ql = _sub(merge, f"qlChannels{det}")
         for colour, wl in zip(("red", "green", "blue"), rgb, strict=True):
             _sub(ql, colour, str(wl))
+
+
+def _product(root: ET.Element, info: ProductInfo) -> None:
+    prod = _sub(root, "product")
+    _image(prod, info)
     ortho = _sub(prod, "ortho")
     _sub(ortho, "projection", f"UTM_Zone{info.utm_zone}_North")
     _sub(ortho, "resolution", "30")
@@ -291,15 +322,28 @@ def build_metadata(info: ProductInfo) -> bytes:
         f = _sub(pfi, "file", number=str(i))
         _sub(f, "name", fname)
         _sub(f, "size", str(-(-nbytes // 1024)), unit="Kbyte")
-        _sub(f, "version", ver)
+        _sub(f, "version", info.version)
         _sub(f, "format", "xml" if fname.endswith(".XML") else "binary")
     stats = _sub(prod, "bandStatistics")
-    for n, wl, m, s in zip(numbers, info.wavelengths, info.band_mean, info.band_std, strict=True):
+    rows = zip(_band_numbers(info), info.wavelengths, info.band_mean, info.band_std, strict=True)
+    for n, wl, m, s in rows:
         b = _sub(stats, "bandID", number=str(n))
         _sub(b, "waveLength", f"{wl:.3f}")
         _sub(b, "mean", f"{m:.7f}")
         _sub(b, "stdDeviation", f"{s:.7f}")
 
+
+def build_metadata(info: ProductInfo) -> bytes:
+    """The METADATA.XML document as UTF-8 bytes (pretty-printed, deterministic)."""
+    root = ET.Element(
+        "level_X",
+        {
+            "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+            "xsi:noNamespaceSchemaLocation": "metadata_Lx_00-02-00.xsd",
+        },
+    )
+    for section in (_metadata, _processing, _base, _specific, _product):
+        section(root, info)
     ET.indent(root, space="  ")
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True) + b"\n"
 

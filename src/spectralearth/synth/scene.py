@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from spectralearth.bands import enmap_nominal
-from spectralearth.enmap.product import NODATA, QL_LAYERS
+from spectralearth.enmap.scene import NODATA, QL_LAYERS
 from spectralearth.synth.spectra import LANDCOVER_CLASSES, load_library
 
 SCALE = 10000  # stored value = reflectance x SCALE (GainOfBand 0.0001)
@@ -80,7 +80,7 @@ class SpectralStack:
     noise_rel: np.ndarray  # [224] noise per unit reflectance (1 / SNR)
 
 
-def _absorption_depth(w: np.ndarray) -> np.ndarray:
+def absorption_depth(w: np.ndarray) -> np.ndarray:
     """Residual water-vapour absorption of L2A reflectance (0 = none, ~1 = opaque).
 
     Flat-topped (super-Gaussian) bands at 1.38 and 1.88 um where the atmosphere is nearly
@@ -119,7 +119,7 @@ def spectral_stack(seed: int = 0) -> SpectralStack:
         np.concatenate([lib[n] for n in LANDCOVER_CLASSES], axis=0), dtype=np.float32
     )
     w = nominal.wavelengths
-    depth = _absorption_depth(w)
+    depth = absorption_depth(w)
     swir = np.array([d == "SWIR" for d in nominal.detectors])
     # EnMAP SNR: ~400-500 in the VNIR, ~150-180 in the SWIR, falling towards 2.45 um
     snr = np.where(swir, 180.0 - 80.0 * np.clip((w - 2000.0) / 450.0, 0.0, 1.0), 450.0)

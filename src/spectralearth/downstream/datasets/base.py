@@ -124,6 +124,10 @@ class ReleasedDataset(Dataset):
     def num_classes(self) -> int:
         return self.info.num_classes
 
+    @property
+    def sensor(self) -> str:
+        return self.info.sensor
+
     def _checked(self, split: str) -> list[str]:
         split_file = self.split_dir / f"{split}.txt"
         files = read_split(split_file)

@@ -1,9 +1,10 @@
 """Every downstream dataset the project knows, and one way to open any of them.
 
 ``open_split(spec, split)`` takes a registered name (looked up under the downstream data
-folder), or a folder: the Potsdam layout (images/, labels/, *_files.csv), the released
-layout of a registered dataset (folder named after it, or ``name=``), or any folder in the
-released layout with ``classes.json`` (e.g. the built ``synth_landcover``).
+folder), or a folder: the Potsdam layout (images/, labels/, *_files.csv), the HYPERVIEW
+layout (images/*.npz, splits/*.csv), the released layout of a registered dataset (folder
+named after it, or ``name=``), or any folder in the released layout with ``classes.json``
+(e.g. the built ``synth_landcover``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spectralearth.cards import PAPER_DATASETS, get_card
+from spectralearth.downstream.datasets import hyperview as _hyperview
 from spectralearth.downstream.datasets import potsdam as _potsdam
 from spectralearth.downstream.datasets.base import (
     SEGMENTATION,
@@ -74,11 +76,13 @@ def resolve(
             where = f" in {downstream_dir}" if downstream_dir else ""
             raise FileNotFoundError(
                 f"dataset {text!r}: no such folder{where}; known names: "
-                f"{', '.join(PAPER_DATASETS)}, {_potsdam.NAME} (released data goes to "
-                f"<data_dir>/downstream/<name>/)"
+                f"{', '.join(PAPER_DATASETS)}, {_potsdam.NAME}, {_hyperview.NAME} (released "
+                f"data goes to <data_dir>/downstream/<name>/)"
             )
     if _potsdam.is_potsdam_layout(path):
         return DatasetSource(_potsdam.NAME, "potsdam", path)
+    if _hyperview.is_hyperview_layout(path) or (name or path.name) == _hyperview.NAME:
+        return DatasetSource(_hyperview.NAME, "hyperview", path, split_dir)
     registered = name or (path.name if path.name in PAPER_DATASETS else None)
     if registered:
         get_card(registered)
@@ -96,15 +100,22 @@ def open_split(
     split: str,
     stats: Mapping[str, Any] | None = None,
     downstream_dir: str | os.PathLike | None = None,
+    resize_to: int | None = None,
 ):
-    """The torch dataset of one split. ``stats=None`` normalises with train-split statistics.
+    """The torch dataset of one split. ``stats=None`` normalises with train-split statistics;
+    ``resize_to``: the size of datasets whose images are resized (HYPERVIEW; default its
+    card's 128 px), ignored by datasets of fixed-size patches.
 
-    Every returned dataset has ``task``, ``classes``, ``num_classes``, ``bands``, ``stats``
-    and ``read_labels(i)`` (class indices, -1 = ignore).
+    Every returned dataset has ``task``, ``classes``, ``num_classes`` (regression: outputs),
+    ``bands``, ``stats`` and ``read_labels(i)`` (class indices, -1 = ignore;
+    regression: the target values).
     """
     src = source if isinstance(source, DatasetSource) else resolve(source, downstream_dir)
     if src.kind == "potsdam":
         return _potsdam.PotsdamDataset(src.root, split, stats)
+    if src.kind == "hyperview":
+        size = resize_to or _hyperview.CARD.patch_size
+        return _hyperview.HyperviewDataset(src.root, split, stats, src.split_dir, size)
     if src.kind == "released":
         return ReleasedDataset(src.root, src.name, split, stats, src.split_dir)
     return _open_layout(src, split, stats)
@@ -136,6 +147,15 @@ def _open_layout(src: DatasetSource, split: str, stats: Mapping[str, Any] | None
 
     ds.read_labels = read_labels
     return ds
+
+
+def sensor_of(source: DatasetSource) -> tuple[str, int]:
+    """The sensor (as dataset cards name it) and band count of a dataset, without reading
+    its images where a card says them (a built layout: EnMAP, bands of its first patch)."""
+    if source.kind == "layout":
+        return "EnMAP", _first_band_count(source.root)
+    card = get_card(source.name)
+    return card.sensor, card.bands
 
 
 def describe_datasets(downstream_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -172,8 +192,21 @@ def describe_datasets(downstream_dir: str | os.PathLike | None = None) -> list[d
             "path": str(pots) if ok else "",
         }
     )
+    hv = downstream_dir / _hyperview.NAME if downstream_dir else None
+    hv_ok = bool(hv and _hyperview.is_hyperview_layout(hv))
+    rows.append(
+        {
+            "name": _hyperview.NAME,
+            "task": _hyperview.CARD.task_type,
+            "sensor": _hyperview.CARD.sensor,
+            "bands": _hyperview.CARD.bands,
+            "classes": _hyperview.CARD.num_classes,
+            "status": "present" if hv_ok else "registered",
+            "path": str(hv) if hv_ok else "",
+        }
+    )
     if downstream_dir and downstream_dir.is_dir():
-        known = set(PAPER_DATASETS) | {_potsdam.NAME}
+        known = set(PAPER_DATASETS) | {_potsdam.NAME, _hyperview.NAME}
         for folder in sorted(p for p in downstream_dir.iterdir() if p.is_dir()):
             if folder.name in known or not (folder / "splits").is_dir():
                 continue

@@ -49,7 +49,6 @@ SPLITS = ("train", "val", "test")
 IGNORE_INDEX = -1
 SENSOR_DIR = "enmap"
 LABEL_DIR = "landcover"
-CLASSMAP_SUFFIX = "-CLASSMAP.TIF"
 INDEX_COLUMNS = (
     "patch_id",
     "location_id",
@@ -136,6 +135,8 @@ def build_synth_landcover(
     of a product without a class map (a real scene that arrived later) are left out and
     counted per product (``without_labels``), never an error.
     """
+    from spectralearth.synth import classmap_path
+
     index_path, patches_root = Path(index_path), Path(patches_root)
     labels_dir, out_dir = Path(labels_dir), Path(out_dir)
     classes = _read_classes(labels_dir)
@@ -161,7 +162,7 @@ def build_synth_landcover(
                 unlabelled[row.product] += 1
                 continue
             if row.product not in classmaps:
-                cm_path = labels_dir / f"{row.product}{CLASSMAP_SUFFIX}"
+                cm_path = classmap_path(labels_dir, row.product)
                 if not cm_path.is_file():  # a real new scene has no class map: left out, counted
                     unlabelled[row.product] = 1
                     continue
