@@ -12,8 +12,10 @@ Blocking checks (severity ERROR) stop the downstream assets of the run when they
 ``patch_index_warnings`` (non-blocking, severity WARN): per-band drift against the reference
 statistics and the multitemporal share; it never stops anything.
 
-Each result carries a summary line, the counts of evaluated/failed expectations, the failed
-expectations by name and the Data Docs index page.
+Each result carries the report's summary, the counts of evaluated/failed expectations, the
+failed expectations by name with their offending rows, what fixes it (the suite's
+``meta.fix``, spectralearth.validation) plus the Dagster command that redoes the asset, and the
+Data Docs index page; a failing check also writes all of that to the run log.
 """
 
 import warnings
@@ -23,6 +25,48 @@ import dagster as dg
 from dagster_project.assets.curate import curated_patches, patch_index
 from dagster_project.partitions import scenes_partitions
 from dagster_project.resources import SpectralearthSettings
+
+DAGSTER = "dagster asset materialize -m dagster_project.definitions"
+
+
+def scene_fix(scene: str) -> str:
+    """Redo one scene in Dagster (after fixing the product or the curate: thresholds)."""
+    return (
+        f"in Dagster: `{DAGSTER} --select curated_patches --partition {scene}` (or Materialize "
+        "that partition in the UI)"
+    )
+
+
+INDEX_FIX = (
+    "in Dagster: after a curate: change, reload the code location and automation curates "
+    "every scene again (or backfill every partition of curated_patches in the UI), then "
+    f"`{DAGSTER} --select patch_index`"
+)
+
+
+def _fix(report, dagster: str) -> str:
+    """What the suite says fixes the failed expectations (``meta.fix``), then the Dagster
+    command that redoes the asset."""
+    return "\n".join([*getattr(report, "fixes", []), dagster])
+
+
+def _offending_rows(reports) -> dict:
+    return {f"{r.suite}:{f.name}": list(f.unexpected_rows) for r in reports for f in r.failed}
+
+
+def _result(
+    context, reports, severity: dg.AssetCheckSeverity, fix: str | None
+) -> dg.AssetCheckResult:
+    passed = all(r.success for r in reports)
+    meta = _metadata(reports)
+    if not passed:  # the summary names each failed expectation, its rows and the suite's fix
+        log = context.log.error if severity == dg.AssetCheckSeverity.ERROR else context.log.warning
+        lines = [r.summary() for r in reports if not r.success]
+        if fix:
+            meta["fix"] = fix
+            lines.append(f"  fix: {fix.splitlines()[-1]}")  # the Dagster command
+        log("\n".join(lines))
+    return dg.AssetCheckResult(passed=passed, severity=severity, metadata=meta)
 
 
 def _metadata(reports) -> dict:
@@ -34,6 +78,8 @@ def _metadata(reports) -> dict:
             {r.suite: r.failed_expectations for r in reports}
         ),
     }
+    if offending := _offending_rows(reports):
+        meta["offending_rows"] = dg.MetadataValue.json(offending)
     rows = [r.rows for r in reports if r.rows is not None]
     if rows:
         meta["rows"] = sum(rows)
@@ -54,12 +100,9 @@ def _scene_patches_expectations(
     from spectralearth.validation import validate_scene
 
     s = settings.load()
-    report = validate_scene(s.layout.patches, context.partition_key, s.layout.validation, s)
-    if not report.success:  # the run log names the expectation, the rows and the fix
-        context.log.error(report.summary())
-    return dg.AssetCheckResult(
-        passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=_metadata([report])
-    )
+    scene = context.partition_key
+    report = validate_scene(s.layout.patches, scene, s.layout.validation, s)
+    return _result(context, [report], dg.AssetCheckSeverity.ERROR, _fix(report, scene_fix(scene)))
 
 
 # A partitioned check runs on the partition its asset just materialized (without
@@ -89,11 +132,7 @@ def patch_index_expectations(
 
     s = settings.load()
     report = validate_index(s.layout.patches, s.layout.validation, s)
-    if not report.success:
-        context.log.error(report.summary())
-    return dg.AssetCheckResult(
-        passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=_metadata([report])
-    )
+    return _result(context, [report], dg.AssetCheckSeverity.ERROR, _fix(report, INDEX_FIX))
 
 
 @dg.asset_check(
@@ -102,16 +141,14 @@ def patch_index_expectations(
     description="Warnings: per-band mean drift vs the reference statistics "
     "(expectations/band_drift.json) and multitemporal share (expectations/multitemporal.json)",
 )
-def patch_index_warnings(settings: SpectralearthSettings) -> dg.AssetCheckResult:
+def patch_index_warnings(
+    context: dg.AssetCheckExecutionContext, settings: SpectralearthSettings
+) -> dg.AssetCheckResult:
     from spectralearth.validation import validate_warnings
 
     s = settings.load()
     reports = validate_warnings(s.layout.patches, s.layout.validation, s)
-    return dg.AssetCheckResult(
-        passed=all(r.success for r in reports),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata=_metadata(reports),
-    )
+    return _result(context, reports, dg.AssetCheckSeverity.WARN, None)
 
 
 quality_checks = [scene_patches_expectations, patch_index_expectations, patch_index_warnings]

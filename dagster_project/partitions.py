@@ -1,20 +1,32 @@
-"""Partitions: one per EnMAP product (dynamic: the catalogue and the archive sensor add new
-ones), the pretraining runs (method x backbone, static), and the downstream evaluations,
-checkpoint x "<dataset>:<protocol>:<head>".
+"""Partitions: one per EnMAP product (dynamic: the archive sensor and the catalogue add new
+ones), one per pretraining run, and the downstream evaluations.
 
-Dagster's multi-partitions take two dimensions, so dataset, protocol and head share one:
-``evaluation`` keys are ``<dataset>:<protocol>:<head>``. ``checkpoint`` keys are dynamic: the
-pretraining asset adds its checkpoint (a folder name under the models folder) and the
-baselines (``random_init``, ``random_forest``; the forest has no protocol and no head and
-runs under ``<dataset>:none:none`` only). Every list comes from :mod:`spectralearth.names`.
+- ``scenes`` (dynamic): product folder names.
+- ``checkpoints`` (static): ``<method>-<backbone>``, the pretraining runs, named as their
+  checkpoint folders (``Settings.checkpoint_name``).
+- evaluations: ``checkpoint`` x ``evaluation`` for a pretrained checkpoint, ``baseline`` x
+  ``evaluation`` for the baselines, where an ``evaluation`` key is
+  ``<dataset>:<protocol>:<head>`` (Dagster's multi-partitions take two dimensions, so
+  dataset, protocol and head share one). The forest has no protocol and no head and runs
+  under ``<dataset>:none:none`` only.
+
+Why the checkpoint dimension of the evaluations *is* the pretraining partitions: Dagster's
+``MultiToSingleDimensionPartitionMapping`` then maps pretraining partition ``moco-x`` to
+exactly the evaluations ``moco-x|*``, so automation (and the UI's lineage) sees that a new
+``moco-x`` checkpoint makes only its own evaluations stale; with the former
+``AllPartitionMapping`` every evaluation depended on all 15 pretraining partitions. The
+baselines depend on no checkpoint, so they are their own asset with their own dimension.
+
+Every list comes from :mod:`spectralearth.names`.
 """
+
+import warnings
 
 import dagster as dg
 
 from spectralearth import names
 
 scenes_partitions = dg.DynamicPartitionsDefinition(name="scenes")
-checkpoints_partitions = dg.DynamicPartitionsDefinition(name="checkpoints")
 
 
 def _configured_task() -> str | None:
@@ -31,16 +43,31 @@ DATASETS = names.DATASETS
 if _configured_task() not in (None, *DATASETS):
     DATASETS = (_configured_task(), *DATASETS)
 
-pretrain_partitions = dg.MultiPartitionsDefinition(
-    {
-        "method": dg.StaticPartitionsDefinition(list(names.METHODS)),
-        "backbone": dg.StaticPartitionsDefinition(list(names.ADAPTER_BACKBONES)),
-    }
-)
+
+def checkpoint_key(method: str, backbone: str) -> str:
+    """A pretraining partition (and its checkpoint folder name): ``<method>-<backbone>``."""
+    return f"{method}-{backbone}"
 
 
-def pretrain_partition(method: str, backbone: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({"method": method, "backbone": backbone})
+def split_checkpoint_key(key: str) -> tuple[str, str]:
+    """``"moco-spec_resnet18" -> ("moco", "spec_resnet18")`` (method names hold no ``-``)."""
+    method, backbone = key.split("-", 1)
+    return method, backbone
+
+
+CHECKPOINT_KEYS = [checkpoint_key(m, b) for m in names.METHODS for b in names.ADAPTER_BACKBONES]
+pretrain_partitions = dg.StaticPartitionsDefinition(CHECKPOINT_KEYS)
+
+
+def pretrain_partition(method: str, backbone: str) -> str:
+    """The pretraining partition of ``method`` x ``backbone``."""
+    key = checkpoint_key(method, backbone)
+    if key not in CHECKPOINT_KEYS:
+        raise ValueError(
+            f"no pretraining partition {key!r}: methods {names.METHODS} x backbones with a "
+            f"spectral adapter {names.ADAPTER_BACKBONES}"
+        )
+    return key
 
 
 def evaluation_key(dataset: str, protocol: str, head: str) -> str:
@@ -60,18 +87,44 @@ EVALUATION_KEYS = [
         (names.NO_PROTOCOL, names.NO_HEAD),
     )
 ]
+_evaluation_dimension = dg.StaticPartitionsDefinition(EVALUATION_KEYS)
+
+CHECKPOINT_DIMENSION, BASELINE_DIMENSION, EVALUATION_DIMENSION = (
+    "checkpoint",
+    "baseline",
+    "evaluation",
+)
 
 evaluations_partitions = dg.MultiPartitionsDefinition(
+    {CHECKPOINT_DIMENSION: pretrain_partitions, EVALUATION_DIMENSION: _evaluation_dimension}
+)
+baseline_evaluations_partitions = dg.MultiPartitionsDefinition(
     {
-        "checkpoint": checkpoints_partitions,
-        "evaluation": dg.StaticPartitionsDefinition(EVALUATION_KEYS),
+        BASELINE_DIMENSION: dg.StaticPartitionsDefinition(list(names.BASELINES)),
+        EVALUATION_DIMENSION: _evaluation_dimension,
     }
 )
+
+# pretraining partition moco-x -> the evaluations moco-x|* (and back); beta in Dagster 1.13
+# (the warning is silenced here only, where we rely on it knowingly)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    checkpoint_to_evaluations = dg.MultiToSingleDimensionPartitionMapping(
+        partition_dimension_name=CHECKPOINT_DIMENSION
+    )
 
 
 def evaluation_partition(
     checkpoint: str, dataset: str, protocol: str, head: str
 ) -> dg.MultiPartitionKey:
+    """The partition of ``checkpoint`` (a pretraining partition or a baseline) on ``dataset``
+    under ``protocol`` and ``head``, in its asset (:func:`evaluation_asset_name`)."""
+    model = BASELINE_DIMENSION if checkpoint in names.BASELINES else CHECKPOINT_DIMENSION
     return dg.MultiPartitionKey(
-        {"checkpoint": checkpoint, "evaluation": evaluation_key(dataset, protocol, head)}
+        {model: checkpoint, EVALUATION_DIMENSION: evaluation_key(dataset, protocol, head)}
     )
+
+
+def evaluation_asset_name(checkpoint: str) -> str:
+    """``baseline_evaluation`` for a baseline, else ``downstream_evaluation``."""
+    return "baseline_evaluation" if checkpoint in names.BASELINES else "downstream_evaluation"

@@ -2,9 +2,10 @@
 materialization in $DAGSTER_HOME so the Dagster UI shows it afterwards.
 
 Partitioned curation runs one partition per product, like the UI's backfill would; the
-evaluation runs its default partitions (the pipeline's checkpoint and the baselines on the
-task under the default protocol and head, ``spectralearth.stages.evaluate.default_requests``), then the
-results table, then one class map per scene.
+evaluations run their default partitions (the pipeline's checkpoint and the baselines on the
+task under the default protocol and head, ``spectralearth.stages.evaluate.default_requests``),
+then the results table, then one class map per scene. The concurrency pools get their
+params.yaml limits first (pools.py), so the instance is ready for ``dagster dev``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import dagster as dg
 
 from dagster_project.definitions import defs
 from dagster_project.partitions import (
-    checkpoints_partitions,
+    evaluation_asset_name,
     evaluation_partition,
     pretrain_partition,
     scenes_partitions,
 )
+from dagster_project.pools import apply_limits
 from spectralearth.config import load_settings
 from spectralearth.stages.evaluate import default_requests
 
@@ -62,6 +64,8 @@ def _materialize(instance, selection, partition_key=None) -> None:
 
 def main() -> int:
     instance = dg.DagsterInstance.get()
+    settings = load_settings()  # what the settings resource reads (params file, data dir)
+    apply_limits(instance, settings.automation)
     _materialize(instance, ["scene_catalog"])
     keys = instance.get_dynamic_partitions(scenes_partitions.name)
     for i, key in enumerate(sorted(keys), 1):
@@ -69,7 +73,11 @@ def main() -> int:
         _materialize(instance, ["curated_patches"], partition_key=key)
     # the unpartitioned assets before the evaluations: one run, ordered by dependencies
     graph = defs.resolve_asset_graph()
-    after = dg.AssetSelection.assets("downstream_evaluation").downstream().resolve(graph)
+    after = (
+        dg.AssetSelection.assets("downstream_evaluation", "baseline_evaluation")
+        .downstream()
+        .resolve(graph)
+    )
     unpartitioned = [
         key for asset in defs.assets if asset.partitions_def is None for key in asset.keys
     ]
@@ -78,22 +86,19 @@ def main() -> int:
         for k in unpartitioned
         if k not in after and k.to_user_string() != "scene_catalog"
     )
-    settings = load_settings()  # what the settings resource reads (params file, data dir)
-    # pretraining is partitioned by method x backbone: the params profile's pair runs here
+    # pretraining is partitioned by <method>-<backbone>: the params profile's pair runs here
     pretrain_key = pretrain_partition(settings.pretrain.method, settings.pretrain.backbone)
     print("[dagster] " + " -> ".join(before), flush=True)
     _materialize(instance, before)
     print(f"[dagster] pretrained_checkpoint {pretrain_key}", flush=True)
     _materialize(instance, ["pretrained_checkpoint"], partition_key=pretrain_key)
-    # one run per default evaluation (checkpoint x dataset:protocol)
+    # one run per default evaluation (checkpoint or baseline x dataset:protocol:head)
     evaluations = default_requests(settings)
-    known = set(instance.get_dynamic_partitions(checkpoints_partitions.name))
-    if new := sorted({r.model for r in evaluations} - known):
-        instance.add_dynamic_partitions(checkpoints_partitions.name, new)
     for i, r in enumerate(evaluations, 1):
         key = evaluation_partition(r.model, r.dataset, r.protocol, r.head)
-        print(f"[dagster] downstream_evaluation {i}/{len(evaluations)}: {key}", flush=True)
-        _materialize(instance, ["downstream_evaluation"], partition_key=key)
+        asset = evaluation_asset_name(r.model)
+        print(f"[dagster] {asset} {i}/{len(evaluations)}: {key}", flush=True)
+        _materialize(instance, [asset], partition_key=key)
     rest = sorted(k.to_user_string() for k in unpartitioned if k in after)
     print("[dagster] " + " -> ".join(rest), flush=True)
     _materialize(instance, rest)

@@ -50,7 +50,9 @@ def archive_copy(tiny_archive, tmp_path) -> Path:
 # The longest test files, longest first: under pytest-xdist (make test) they start at once
 # on separate workers instead of finishing last (with --no-loadscope-reorder).
 LONGEST_FIRST = (
+    "dagster_project/test_daemon.py",
     "journeys/test_end_to_end.py",
+    "dagster_project/test_journey.py",
     "journeys/test_browser.py",
     "reliability/test_crash_safety.py",
     "reliability/test_concurrency.py",

@@ -332,3 +332,93 @@ MAKE_RELEASE = REPO / "tests" / "data" / "release" / "make_release.py"
 def make_release(out: Path, *extra: str) -> dict[str, np.ndarray]:
     """Write the fake released tree; return {relative path: pixels} of its readable files."""
     return runpy.run_path(str(MAKE_RELEASE))["main"]([str(out), *extra])
+
+
+# --- Dagster: tick sensors and execute what they request, in-process ----------------------
+
+
+def dagster_tick(defs, instance, sensor: str, cursor: str | None = None, resources=None):
+    """One tick of ``sensor`` of ``defs`` against ``instance`` (what the daemon does): its
+    dynamic partition requests are applied; returns the tick's SensorExecutionData."""
+    import dagster as dg
+
+    sensor_def = defs.resolve_sensor_def(sensor)
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+        resources=resources if resources is not None else defs.resources,
+        sensor_name=sensor,
+    )
+    data = sensor_def.evaluate_tick(context)
+    for request in data.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
+    return data
+
+
+def dagster_execute(defs, instance, run_requests) -> list[tuple[str, object]]:
+    """Execute every run in ``run_requests`` in-process, as the daemon would launch them: a
+    job's request with its run config checked first (``validate_run_config``), partition key
+    and tags; an asset request (automation) with its selection, checks included; a backfill
+    request one run per asset partition, parents first. Returns ``[(what, result)]``."""
+    import dagster as dg
+
+    assets = list(defs.assets) + list(defs.asset_checks)
+    out = []
+    for request in run_requests:
+        if request.asset_graph_subset is not None:  # a backfill: one run per asset partition
+            graph = defs.resolve_asset_graph()
+            order = {k: i for i, k in enumerate(graph.toposorted_asset_keys)}
+            parts = sorted(
+                request.asset_graph_subset.iterate_asset_partitions(),
+                key=lambda ap: (order[ap.asset_key], str(ap.partition_key)),
+            )
+            for ap in parts:
+                res = dg.materialize(
+                    assets,
+                    instance=instance,
+                    resources=defs.resources,
+                    selection=[ap.asset_key],
+                    partition_key=ap.partition_key,
+                    tags=dict(request.tags),
+                    raise_on_error=False,
+                )
+                out.append((f"{ap.asset_key.to_user_string()}[{ap.partition_key}]", res))
+        elif request.asset_selection is not None:  # automation: assets, checks ride along
+            res = dg.materialize(
+                assets,
+                instance=instance,
+                resources=defs.resources,
+                selection=list(request.asset_selection),
+                partition_key=request.partition_key,
+                tags=dict(request.tags),
+                raise_on_error=False,
+            )
+            names = ",".join(k.to_user_string() for k in request.asset_selection)
+            out.append((f"{names}[{request.partition_key}]", res))
+        else:
+            job = defs.resolve_job_def(request.job_name)
+            dg.validate_run_config(job, request.run_config)
+            res = job.execute_in_process(
+                run_config=request.run_config,
+                instance=instance,
+                partition_key=request.partition_key,
+                tags=dict(request.tags),
+                raise_on_error=False,
+            )
+            out.append((f"{request.job_name}[{request.partition_key}]", res))
+    return out
+
+
+def dagster_failures(results) -> list[str]:
+    """The failed runs of :func:`dagster_execute`, each with its first step error."""
+    failed = []
+    for what, res in results:
+        if res.success:
+            continue
+        errors = [e.step_failure_data.error for e in res.all_events if e.is_step_failure]
+        failed.append(f"{what}: {errors[0].message.strip() if errors else 'failed'}")
+    return failed

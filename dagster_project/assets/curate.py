@@ -1,11 +1,15 @@
-"""Curate: per-scene patches (one partition per product), the index, the training store,
-band statistics and the dataset summary."""
+"""Curate: per-scene patches (one partition per product), the index (the patch files are the
+one training copy: no separate store asset), band statistics and the dataset summary; the
+index of a released tree."""
+
+from pathlib import Path
 
 import dagster as dg
 
 from dagster_project.assets.ingest import scene_catalog
 from dagster_project.metadata import materialized
 from dagster_project.partitions import scenes_partitions
+from dagster_project.pools import CURATE
 from dagster_project.resources import SpectralearthSettings
 from spectralearth.enmap.archive import find_product_path
 from spectralearth.stages import curate, statistics
@@ -16,6 +20,7 @@ from spectralearth.stages.ingest import ok_scene_keys
     group_name="curate",
     partitions_def=scenes_partitions,
     deps=[scene_catalog],
+    pool=CURATE,
     description="202-band 128x128 patches of one product, after nodata/cloud/snow filters.",
 )
 def curated_patches(
@@ -40,18 +45,30 @@ def patch_index(settings: SpectralearthSettings) -> dg.MaterializeResult:
     return materialized(curate.patch_index(s.layout.patches, s.curate))
 
 
+class ReleaseConfig(dg.Config):
+    """Launchpad options of ``release_index``: the released tree (empty: the data folder's
+    curated folder, e.g. a downloaded release placed or linked there) and whether unreadable
+    files are left out (listed in the metadata) instead of failing the run."""
+
+    root: str = ""
+    skip_unreadable: bool = False
+
+
+@dg.asset(
+    group_name="release",
+    description="The patch index of a released SpectralEarth tree (enmap/<location>/<scene>.tif), "
+    "so pretraining reads the downloaded dataset without curating. Materialize it by hand "
+    "(launchpad: root); not automated.",
+)
+def release_index(settings: SpectralearthSettings, config: ReleaseConfig) -> dg.MaterializeResult:
+    s = settings.load()
+    root = Path(config.root) if config.root else s.layout.patches
+    return materialized(curate.release_index(root, s.curate, config.skip_unreadable))
+
+
 @dg.asset(
     group_name="curate",
     deps=[patch_index],
-    description="The training store of the curated folder (what pretraining reads).",
-)
-def training_shards(settings: SpectralearthSettings) -> dg.MaterializeResult:
-    return materialized(curate.training_store(settings.load().layout.patches))
-
-
-@dg.asset(
-    group_name="curate",
-    deps=[training_shards],
     description="Per-band mean/std of the training patches (in the curated folder).",
 )
 def band_statistics(settings: SpectralearthSettings) -> dg.MaterializeResult:

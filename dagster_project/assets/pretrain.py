@@ -1,14 +1,20 @@
-"""Pretrain: self-supervised encoders (method x backbone partitions), tracked and registered
-in MLflow."""
+"""Pretrain: self-supervised encoders (one ``<method>-<backbone>`` partition each), tracked
+and registered in MLflow."""
+
+import json
 
 import dagster as dg
 
-from dagster_project.assets.curate import band_statistics, training_shards
+from dagster_project.assets.curate import band_statistics
 from dagster_project.metadata import materialized
-from dagster_project.partitions import checkpoints_partitions, pretrain_partitions
+from dagster_project.partitions import pretrain_partitions, split_checkpoint_key
+from dagster_project.pools import GPU
 from dagster_project.resources import SpectralearthSettings
-from spectralearth.names import BASELINES
 from spectralearth.stages.pretrain import pretrain
+
+# metadata: the train patches the checkpoint was trained on (the band statistics' count);
+# the retraining policy compares it with the latest band statistics (automation.py)
+TRAIN_PATCHES = "train_patches"
 
 
 class PretrainConfig(dg.Config):
@@ -21,28 +27,28 @@ class PretrainConfig(dg.Config):
 @dg.asset(
     group_name="pretrain",
     partitions_def=pretrain_partitions,
-    deps=[training_shards, band_statistics],
+    deps=[band_statistics],
+    pool=GPU,
     description="Spectral adapter + backbone pretrained with one SSL method on the profile's "
-    "schedule (safetensors + run.json); one partition per method x backbone.",
+    "schedule (safetensors + run.json); one partition per <method>-<backbone>.",
 )
 def pretrained_checkpoint(
     context: dg.AssetExecutionContext, settings: SpectralearthSettings, config: PretrainConfig
 ) -> dg.MaterializeResult:
-    key = context.partition_key.keys_by_dimension
-    s = settings.load(pretrain={"method": key["method"], "backbone": key["backbone"]})
+    method, backbone = split_checkpoint_key(context.partition_key)
+    s = settings.load(pretrain={"method": method, "backbone": backbone})
     out = s.layout.checkpoint(s.checkpoint_name()).root
+    stats = s.layout.curated.stats
+    train_patches = json.loads(stats.read_text()).get("n_patches") if stats.is_file() else None
     result = pretrain(
         s.pretrain,
         s.layout.patches,
         out,
         s.tracking,
         resume=config.resume,
-        dagster_run_id=context.run_id,
+        dagster_run_id=context.run.run_id,
         progress=False,
     )
     context.log.info(result.summary())
-    # the checkpoint (and the baselines it is compared with) become evaluation partitions
-    known = set(context.instance.get_dynamic_partitions(checkpoints_partitions.name))
-    if new := [n for n in (out.name, *BASELINES) if n not in known]:
-        context.instance.add_dynamic_partitions(checkpoints_partitions.name, new)
-    return materialized(result)
+    extra = {TRAIN_PATCHES: int(train_patches)} if train_patches is not None else {}
+    return materialized(result, **extra)

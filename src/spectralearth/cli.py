@@ -201,6 +201,51 @@ def stats(args) -> int:
     return 0
 
 
+@command(
+    "index-release",
+    "index a released SpectralEarth tree (ROOT/enmap/<location>/<scene>.tif) so that "
+    "`pretrain --data ROOT` trains on it without curating",
+    arg("root", metavar="ROOT", help="the released tree"),
+    arg(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave unreadable files out (listed) instead of refusing the tree",
+    ),
+    arg("--workers", type=int, default=4, help="reading threads"),
+)
+def index_release(args) -> int:
+    from spectralearth.stages.curate import release_index
+
+    s = _settings(args)
+    result = release_index(Path(args.root), s.curate, args.skip_unreadable, args.workers)
+    for path, reason in sorted(result.skipped.items()):
+        print(f"SKIPPED {path}: {reason}")
+    print(result.summary())
+    return 0
+
+
+@command(
+    "migrate-store",
+    "turn a folder curated with training shards into the single-copy store (checks the two "
+    "copies agree, then removes shards/)",
+    arg(
+        "curated",
+        nargs="?",
+        metavar="CURATED_DIR",
+        help="curated folder",
+        default_from="layout.patches",
+    ),  # fmt: skip
+    arg("--keep-shards", action="store_true", help="keep shards/ after migrating"),
+)
+def migrate_store(args) -> int:
+    from spectralearth.stages.curate import store_migration
+
+    s = _settings(args)
+    curated = _path(args.curated, s.layout.patches)
+    print(store_migration(curated, s.curate, remove_shards=not args.keep_shards).summary())
+    return 0
+
+
 # --- pretrain -------------------------------------------------------------------------------
 
 

@@ -458,6 +458,59 @@ class PredictSettings:
         )
 
 
+def _cron(value: str | None) -> bool:
+    """Five space-separated fields (minute hour day month weekday); Dagster checks the rest."""
+    return value is None or len(value.split()) == 5
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """Dagster's declarative automation (``dagster dev`` / ``dagster-daemon run``): which
+    sensors start on their own, how often they look, and the policies of the expensive steps.
+    Every key optional; the defaults keep the sensors stopped until a user turns them on."""
+
+    enabled: bool = False  # true: the archive and automation sensors start with the daemon
+    archive_interval_seconds: int = 60  # how often the archive sensor looks for new products
+    interval_seconds: int = 30  # how often the automation conditions are evaluated
+    # when the index (and everything built from it) follows new curated scenes: "eager" (once
+    # no curation is running) or a cron (e.g. "0 3 * * *": at most once a day)
+    refresh: str = "eager"
+    # retrain a trained checkpoint once the index holds this share more patches than it was
+    # trained on (0.25: a quarter more); null: never because of growth
+    retrain_min_new_share: float | None = 0.25
+    retrain_cron: str | None = None  # also retrain on this cron if new patches arrived since
+    gpu_pool_limit: int = 1  # steps in the "gpu" pool (pretraining, evaluations, maps) at once
+    curate_pool_limit: int = 0  # curation steps at once; 0 = the number of CPU cores
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.archive_interval_seconds >= 1, "archive_interval_seconds must be >= 1"),
+                (self.interval_seconds >= 1, "interval_seconds must be >= 1"),
+                (
+                    self.refresh == "eager" or _cron(self.refresh),
+                    f"refresh {self.refresh!r}: 'eager' or a cron of five fields "
+                    "(e.g. '0 3 * * *')",
+                ),
+                (
+                    self.retrain_min_new_share is None or self.retrain_min_new_share >= 0,
+                    f"retrain_min_new_share: {self.retrain_min_new_share} must be >= 0 or null",
+                ),
+                (
+                    _cron(self.retrain_cron),
+                    f"retrain_cron {self.retrain_cron!r}: a cron of five fields or null",
+                ),
+                (self.gpu_pool_limit >= 1, "gpu_pool_limit must be >= 1"),
+                (self.curate_pool_limit >= 0, "curate_pool_limit must be >= 0 (0 = CPU cores)"),
+            ],
+        )
+
+    @property
+    def curate_slots(self) -> int:
+        """Curation steps at once (``curate_pool_limit``, 0 = the CPU cores)."""
+        return self.curate_pool_limit or os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class ValidateSettings:
     """The data-quality gates (``validate``; spectralearth.validation); every key optional.
@@ -546,6 +599,7 @@ class Settings:
     mlflow: MlflowSettings
     predict: PredictSettings = field(default_factory=PredictSettings)
     validate: ValidateSettings = field(default_factory=ValidateSettings)
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -673,5 +727,6 @@ def _settings(params_file: Path, raw: dict, overrides: dict, profile, data_dir) 
         validate=_from_dict(
             ValidateSettings, _validate_section(section("validate"), base), "validate"
         ),
+        automation=_from_dict(AutomationSettings, section("automation"), "automation"),
         raw=raw,
     )

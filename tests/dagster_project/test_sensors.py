@@ -1,123 +1,99 @@
-"""Dagster's evaluation sensor, tick by tick on a test instance (no run is executed).
-
-The sensor keeps no cursor: what it requests follows from the instance's materializations
-(upstream assets newer than an evaluation, evaluations newer than the results table, scenes
-without a map), and its run keys are stable while nothing changes, so the daemon does not
-launch a requested run twice.
-"""
+"""The archive sensor, tick by tick on a test instance, and the runs it requests executed
+there: each new product becomes one scene partition and the catalogue run it asks for
+succeeds; a product that cannot be opened is reported once and never registered; a newer
+processing of a datatake is registered beside the older one, which the catalogue marks
+superseded. Curation itself is automation's (test_automation.py, test_journey.py)."""
 
 from __future__ import annotations
 
-import time
+import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from dagster_project.partitions import (
-    checkpoints_partitions,
-    evaluation_partition,
-    scenes_partitions,
-)
-from dagster_project.resources import SpectralearthSettings
-from spectralearth.config import load_settings
-from spectralearth.stages.evaluate import default_requests
-from spectralearth.stages.maps import default_model
-from tests.helpers import write_params
+from spectralearth.catalog import build_catalog
+from tests.helpers import dagster_execute, dagster_failures, dagster_tick, write_params
+
+
+def _products(archive: Path) -> list[Path]:
+    return sorted(p for p in archive.iterdir() if p.is_dir())
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPECTRALEARTH_DATA_DIR", raising=False)
-    monkeypatch.delenv("SPECTRALEARTH_PARAMS", raising=False)
+def env(archive_copy, tmp_path, monkeypatch):
+    from dagster_project.definitions import build_definitions
+
     params = write_params(tmp_path / "cfg")
-    settings = load_settings(params)
+    monkeypatch.setenv("SPECTRALEARTH_DATA_DIR", str(archive_copy.parent))
     with dg.instance_for_test() as instance:
-        yield instance, {"settings": SpectralearthSettings(params_file=str(params))}, settings
+        yield instance, build_definitions(params), archive_copy
 
 
-def _tick(instance, resources):
-    from dagster_project.sensors import evaluation_sensor
+class Sensor:
+    def __init__(self, defs, instance):
+        self.defs, self.instance, self.cursor = defs, instance, None
 
-    return evaluation_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-
-
-def _runs(result, job: str | None = None) -> list[dg.RunRequest]:
-    if isinstance(result, dg.SkipReason):
-        return []
-    return [r for r in result if job is None or r.job_name == job]
+    def tick(self):
+        data = dagster_tick(self.defs, self.instance, "archive_sensor", self.cursor)
+        self.cursor = data.cursor
+        return data
 
 
-def _materialize(instance, asset: str, partition: str | None = None) -> None:
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=asset, partition=partition)
-    )
+def test_each_product_is_registered_once_and_the_catalogue_run_it_requests_succeeds(env):
+    instance, defs, archive = env
+    sensor = Sensor(defs, instance)
+    names = sorted(p.name for p in _products(archive))
+    first = sensor.tick()
+    assert sorted(first.dynamic_partitions_requests[0].partition_keys) == names
+    assert [r.job_name for r in first.run_requests] == ["ingest_new_scenes"]
+    runs = dagster_execute(defs, instance, first.run_requests)
+    assert not dagster_failures(runs)
+    catalog = build_catalog(archive, None).catalog
+    assert sorted(catalog.loc[catalog["status"] == "ok", "scene"]) == names
+    assert instance.get_latest_materialization_event(dg.AssetKey("scene_catalog")) is not None
+
+    second = sensor.tick()
+    assert not second.run_requests and not second.dynamic_partitions_requests
+    assert second.skip_message and str(archive) in second.skip_message
+    assert sorted(instance.get_dynamic_partitions("scenes")) == names
 
 
-def test_new_checkpoint_evaluates_once_then_results_then_nothing(env):
-    instance, resources, settings = env
-    evaluations = [(r.model, r.dataset, r.protocol, r.head) for r in default_requests(settings)]
-    checkpoints = sorted({c for c, *_ in evaluations})
-    assert len(evaluations) >= 2  # the pipeline's checkpoint and a baseline
-
-    # nothing pretrained yet: nothing to do
-    assert isinstance(_tick(instance, resources), dg.SkipReason)
-
-    # a checkpoint exists, but its evaluation partitions are not registered yet: still nothing
-    _materialize(instance, "pretrained_checkpoint")
-    assert isinstance(_tick(instance, resources), dg.SkipReason)
-
-    # registered: one evaluation run per default evaluation, under its partition key
-    instance.add_dynamic_partitions(checkpoints_partitions.name, checkpoints)
-    first = _runs(_tick(instance, resources))
-    keys = {str(evaluation_partition(*e)) for e in evaluations}
-    assert {r.job_name for r in first} == {"evaluate"}
-    assert {str(r.partition_key) for r in first} == keys and len(first) == len(keys)
-
-    # the runs have not finished: the same requests with the same run keys (the daemon
-    # drops a run key it has already launched, so nothing runs twice)
-    again = _runs(_tick(instance, resources))
-    assert sorted(r.run_key for r in again) == sorted(r.run_key for r in first)
-
-    # one evaluation finished: only the other ones are still requested
-    done = sorted(keys)[0]
-    _materialize(instance, "downstream_evaluation", done)
-    assert {str(r.partition_key) for r in _runs(_tick(instance, resources))} == keys - {done}
-
-    # all finished: the results table is gathered (once per evaluation state)
-    for key in keys - {done}:
-        _materialize(instance, "downstream_evaluation", key)
-    results = _runs(_tick(instance, resources))
-    assert [r.job_name for r in results] == ["gather_results"]
-    assert _runs(_tick(instance, resources))[0].run_key == results[0].run_key
-
-    # results gathered: nothing new, nothing requested
-    _materialize(instance, "benchmark_results")
-    assert isinstance(_tick(instance, resources), dg.SkipReason)
-
-    # a newer checkpoint (or dataset) makes every default evaluation stale again, with new
-    # run keys (they carry the upstream time in seconds)
-    time.sleep(1.1)
-    _materialize(instance, "downstream_dataset")
-    rerun = _runs(_tick(instance, resources), "evaluate")
-    assert {str(r.partition_key) for r in rerun} == keys
-    assert not {r.run_key for r in rerun} & {r.run_key for r in first}
+def test_a_broken_product_is_reported_once_and_a_reprocessing_is_registered(env, capfd):
+    instance, defs, archive = env
+    sensor = Sensor(defs, instance)
+    products = _products(archive)
+    sensor.tick()
+    newer = archive / (products[0].name[:-16] + "29991231T000000Z")
+    shutil.copytree(products[0], newer)
+    for f in newer.iterdir():
+        f.rename(newer / f.name.replace(products[0].name, newer.name))
+    broken = archive / (products[1].name[:-16] + "29991231T000000Z")
+    broken.mkdir()
+    result = sensor.tick()
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [newer.name]
+    assert products[0].name in instance.get_dynamic_partitions("scenes")  # kept, superseded
+    assert broken.name not in instance.get_dynamic_partitions("scenes")
+    assert not dagster_failures(dagster_execute(defs, instance, result.run_requests))
+    again = sensor.tick()
+    assert again.run_requests == [] and not again.dynamic_partitions_requests  # not retried
+    assert broken.name not in instance.get_dynamic_partitions("scenes")
+    logged = capfd.readouterr().err  # the sensor's log (Dagster's console logger)
+    assert logged.count(f"not registering {broken.name}") == 1, logged[-3000:]  # once
+    status = build_catalog(archive, None).catalog.set_index("scene")["status"]
+    assert status[products[0].name] == "superseded" and status[newer.name] == "ok"
 
 
-def test_scenes_without_a_map_are_mapped_once_the_default_model_exists(env):
-    instance, resources, settings = env
-    instance.add_dynamic_partitions(scenes_partitions.name, ["scene_a", "scene_b"])
-    # no trained model yet: no map runs
-    assert isinstance(_tick(instance, resources), dg.SkipReason)
+def test_the_sensor_gives_the_pools_their_params_limits_once(env):
+    from dagster_project.pools import CURATE, GPU
 
-    model = default_model(settings)
-    model.mkdir(parents=True)
-    (model / "head.json").write_text("{}")
-    maps = _runs(_tick(instance, resources))
-    assert {r.job_name for r in maps} == {"map_scene"}
-    assert sorted(r.partition_key for r in maps) == ["scene_a", "scene_b"]
-    assert sorted(r.run_key for r in maps) == ["map:scene_a", "map:scene_b"]
-
-    _materialize(instance, "scene_maps", "scene_a")
-    assert [r.partition_key for r in _runs(_tick(instance, resources))] == ["scene_b"]
-    _materialize(instance, "scene_maps", "scene_b")
-    assert isinstance(_tick(instance, resources), dg.SkipReason)
+    instance, defs, _ = env
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        pytest.skip("this test instance keeps no pool limits")
+    Sensor(defs, instance).tick()
+    limits = {p.name: p.limit for p in storage.get_pool_limits()}
+    assert limits[GPU] == 1 and limits[CURATE] >= 1
+    storage.set_concurrency_slots(GPU, 3)  # a user's own limit (UI / CLI) wins
+    Sensor(defs, instance).tick()
+    assert {p.name: p.limit for p in storage.get_pool_limits()}[GPU] == 3

@@ -1,5 +1,5 @@
 """Ingestion: product formats (folder, zip, ENVI, letter case), every bad input named with
-its product while the rest of the archive survives, the archive sensor and the schedule."""
+its product while the rest of the archive survives (the archive sensor: tests/dagster_project)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
 import rasterio
@@ -271,104 +270,6 @@ def test_fully_cloudy_product_is_catalogued_but_yields_no_patches(archive_copy, 
     settings = load_settings(write_params(tmp_path))
     res = curate_scene(product, tmp_path / "patches", settings.curate)
     assert res.kept == 0 and res.rejected.get("cloud", 0) > 0
-
-
-# --- Dagster: archive sensor and daily schedule ---------------------------------------------
-
-
-@pytest.fixture
-def dagster_env(archive_copy, tmp_path, monkeypatch):
-    from dagster_project.resources import SpectralearthSettings
-
-    params = write_params(tmp_path / "cfg")
-    monkeypatch.setenv("SPECTRALEARTH_DATA_DIR", str(archive_copy.parent))
-    with dg.instance_for_test() as instance:
-        yield instance, {"settings": SpectralearthSettings(params_file=str(params))}, archive_copy
-
-
-def _tick(instance, resources):
-    from dagster_project.sensors import archive_sensor
-
-    ctx = dg.build_sensor_context(
-        instance=instance, resources=resources, cursor=getattr(_tick, "cursor", None)
-    )
-    result = archive_sensor(ctx)
-    if isinstance(result, dg.SensorResult):
-        for req in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        _tick.cursor = result.cursor
-    return result
-
-
-def test_sensor_registers_each_product_once_and_requests_its_run(dagster_env):
-    instance, resources, archive = dagster_env
-    _tick.cursor = None
-    names = sorted(p.name for p in _products(archive))
-    first = _tick(instance, resources)
-    assert sorted(first.dynamic_partitions_requests[0].partition_keys) == names
-    curate_runs = [r for r in first.run_requests if r.job_name == "curate_scene"]
-    assert sorted(r.partition_key for r in curate_runs) == names
-    assert any(r.job_name == "ingest_new_scenes" for r in first.run_requests)
-    second = _tick(instance, resources)
-    assert not second.run_requests and not second.dynamic_partitions_requests
-    assert sorted(instance.get_dynamic_partitions("scenes")) == names
-
-
-def test_sensor_skips_broken_products_and_registers_a_reprocessing(dagster_env):
-    instance, resources, archive = dagster_env
-    _tick.cursor = None
-    products = _products(archive)
-    _tick(instance, resources)
-    newer = archive / (products[0].name[:-16] + "29991231T000000Z")
-    shutil.copytree(products[0], newer)
-    for f in newer.iterdir():
-        f.rename(newer / f.name.replace(products[0].name, newer.name))
-    broken = archive / (products[1].name[:-16] + "29991231T000000Z")
-    broken.mkdir()
-    result = _tick(instance, resources)
-    assert list(result.dynamic_partitions_requests[0].partition_keys) == [newer.name]
-    assert products[0].name in instance.get_dynamic_partitions("scenes")  # kept, superseded
-    assert broken.name not in instance.get_dynamic_partitions("scenes")
-    assert _tick(instance, resources).run_requests == []  # the broken one is not retried
-    status = build_catalog(archive, None).catalog.set_index("scene")["status"]
-    assert status[products[0].name] == "superseded" and status[newer.name] == "ok"
-
-
-def test_dropped_product_materializes_after_a_sensor_tick(dagster_env):
-    from dagster_project.definitions import defs
-
-    instance, resources, archive = dagster_env
-    _tick.cursor = None
-    products = _products(archive)
-    hidden = archive.parent / "later"
-    shutil.move(products[-1], hidden)
-    _tick(instance, resources)
-    shutil.move(hidden, products[-1])  # a new delivery lands in the archive
-    result = _tick(instance, resources)
-    (req,) = [r for r in result.run_requests if r.job_name == "curate_scene"]
-    assert req.partition_key == products[-1].name
-    job = defs.resolve_job_def("curate_scene")
-    run = job.execute_in_process(
-        partition_key=req.partition_key, instance=instance, resources=resources
-    )
-    assert run.success
-    frag = archive.parent / "patches" / "scenes" / f"{products[-1].name}.json"
-    assert frag.exists()
-    mat = instance.get_latest_materialization_event(dg.AssetKey("curated_patches"))
-    assert mat.dagster_event.partition == products[-1].name
-
-
-def test_schedule_reruns_downstream_only_after_new_patches(dagster_env):
-    from dagster_project.schedules import daily_refresh
-
-    instance, _, _ = dagster_env
-    ctx = dg.build_schedule_context(instance=instance)
-    assert isinstance(daily_refresh(ctx), dg.SkipReason)
-    instance.add_dynamic_partitions("scenes", ["s1"])
-    instance.report_runless_asset_event(dg.AssetMaterialization("curated_patches", partition="s1"))
-    assert isinstance(daily_refresh(ctx), dg.RunRequest)
-    instance.report_runless_asset_event(dg.AssetMaterialization("downstream_evaluation"))
-    assert isinstance(daily_refresh(ctx), dg.SkipReason)
 
 
 # --- generic images in the archive -------------------------------------------------------

@@ -54,7 +54,7 @@ ASSETS = [
     "scene_catalog",
     "patch_index",
     "dataset_summary",
-    "training_shards",
+    "release_index",
     "band_statistics",
     "pretrained_checkpoint",
 ]

@@ -110,3 +110,45 @@ def test_a_tree_without_the_layout_is_named(tmp_path):
     (tmp_path / "scenes").mkdir()  # a curated folder: its index is curation's
     with pytest.raises(ReleaseIndexError, match="is a curated folder"):
         index_release(tmp_path)
+
+
+def test_the_cli_indexes_a_released_tree_and_pretrains_on_it(release, tmp_path, monkeypatch):
+    """The user's journey with a downloaded release: `index-release ROOT` refuses the tree
+    naming its corrupt file (no index written), `--skip-unreadable` indexes the rest, `stats
+    --patches ROOT`, then `pretrain --data ROOT` trains and registers a model from it."""
+    import subprocess
+    import sys
+
+    from tests.helpers import write_params
+
+    for var in ("SPECTRALEARTH_DATA_DIR", "SPECTRALEARTH_PARAMS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    root, pixels = release
+    params = write_params(
+        tmp_path / "project", curate={"val_frac": 0.0, "test_frac": 0.0}, pretrain={}
+    )
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "spectralearth.cli", "--params", str(params), *args],
+            capture_output=True,
+            text=True,
+        )
+
+    refused = cli("index-release", str(root))
+    assert refused.returncode == 1
+    assert str(root / _corrupt()) in refused.stderr and "--skip-unreadable" in refused.stderr
+    assert not (root / "index.parquet").exists()
+
+    indexed = cli("index-release", str(root), "--skip-unreadable")
+    assert indexed.returncode == 0, indexed.stderr
+    assert f"SKIPPED {_corrupt()}" in indexed.stdout
+    assert sorted(read_index(root)["path"]) == sorted(pixels)
+    assert cli("stats", "--patches", str(root)).returncode == 0
+
+    out = tmp_path / "model"
+    run = cli("pretrain", "--data", str(root), "--out", str(out), "--crop-size", "16")
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["train_patches"] == len(pixels)
+    assert record["band_stats"]["source"] == str(root / "band_stats.json")

@@ -285,14 +285,14 @@ def test_bad_index_fails_its_check_and_blocks_the_shards(case, env, instance, mo
         return index
 
     monkeypatch.setattr(patch_store, "build_index", bad_index)
-    run = _materialize(instance, params, ["patch_index", "training_shards"])
+    run = _materialize(instance, params, ["patch_index", "band_statistics"])
     (evaluation,) = _evaluations(run, "patch_index_expectations")
     assert not evaluation.passed
     assert f"{etype}({column})" in evaluation.metadata["failed_expectations"].value["patch_index"]
     summary = evaluation.metadata["summary"].value
     assert f"{etype}({column})" in summary and re.search(r"unexpected: \d{7}/\d{5}", summary)
     assert "materialize patch_index" in summary and RECURATE in summary
-    assert instance.get_latest_materialization_event(dg.AssetKey("training_shards")) is None
+    assert instance.get_latest_materialization_event(dg.AssetKey("band_statistics")) is None
     assert not run.success
 
 
@@ -307,7 +307,7 @@ def test_curate_parameter_change_fails_the_index_naming_rows_and_the_fix(env, in
     stricter = yaml.safe_load(params.read_text())
     stricter["curate"]["max_cloud_frac"] = 0.01
     params.write_text(yaml.safe_dump(stricter, sort_keys=False))
-    run = _materialize(instance, params, ["patch_index", "training_shards"])
+    run = _materialize(instance, params, ["patch_index", "band_statistics"])
     (evaluation,) = _evaluations(run, "patch_index_expectations")
     assert not evaluation.passed and not run.success
     summary = evaluation.metadata["summary"].value
@@ -381,7 +381,7 @@ def test_every_blocking_index_expectation_has_a_planted_violation(template, env)
 def test_drift_warning_fires_on_synthetic_data_and_does_not_block(env, instance, monkeypatch):
     settings, params, _ = env
     monkeypatch.setenv(v.REFERENCE_ENV, str(shared("spectralearth_reference")))
-    run = _materialize(instance, params, ["patch_index", "training_shards"])
+    run = _materialize(instance, params, ["patch_index", "band_statistics"])
     assert run.success
     (warning,) = _evaluations(run, "patch_index_warnings")
     assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
@@ -389,7 +389,7 @@ def test_drift_warning_fires_on_synthetic_data_and_does_not_block(env, instance,
     assert meta["band_drift_max_abs_drift_sigma"].value > 0.25
     assert "expect_column_values_to_be_between(drift_sigma)" in meta["summary"].value
     assert (_evaluations(run, "patch_index_expectations")[0]).passed
-    assert instance.get_latest_materialization_event(dg.AssetKey("training_shards"))
+    assert instance.get_latest_materialization_event(dg.AssetKey("band_statistics"))
 
 
 def test_drift_against_a_given_reference_and_fallback_to_own_stats(env, template):

@@ -413,24 +413,6 @@ def _stopped_message(root: Path, scenes: list[str]) -> str:
     )
 
 
-def build_shards(patches_root: str | Path) -> pd.DataFrame:
-    """Deprecated: there are no training shards any more (the index is the training
-    manifest and the GeoTIFFs the one copy). Kept for callers of the old stage: returns the
-    manifest view of the index (``shard`` = the patch file, ``index`` = 0) and removes a
-    legacy ``shards/`` folder, whose copies the index no longer points to."""
-    import shutil
-
-    root = Path(patches_root)
-    index = read_index(root)
-    cols = ["patch_id", "location_id", "scene_id", "datetime", "split"]
-    manifest = pd.DataFrame(index[[c for c in cols if c in index.columns]]).copy()
-    manifest["shard"] = index["path"] if len(index) else pd.Series(dtype=str)
-    manifest["index"] = 0
-    if set(STORE_COLUMNS) <= set(index.columns) and (root / "shards").is_dir():
-        shutil.rmtree(root / "shards")
-    return manifest
-
-
 def compute_band_stats(
     patches_root: str | Path, out: str | Path | None = None, split: str = "train"
 ) -> dict:

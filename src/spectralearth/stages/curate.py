@@ -1,9 +1,10 @@
-"""Curate: products -> 202-band patches in the release layout, the patch index, the training
-store, the band statistics and a dataset summary.
+"""Curate: products -> 202-band patches in the release layout (the one training copy), the
+patch index, the band statistics and a dataset summary; index a released tree or migrate a
+folder curated with shards.
 
 ``curate_archive`` (the CLI and the DVC stage) curates every product, going on past a bad one
-(whatever the error: it is named and counted), then builds the index, the training store and
-the band statistics of the curated folder, so the folder is ready to pretrain on. Dagster
+(whatever the error: it is named and counted), then builds the index and the band
+statistics of the curated folder, so the folder is ready to pretrain on. Dagster
 runs the same steps as separate assets (one scene partition each, then the index, ...).
 """
 
@@ -14,12 +15,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spectralearth.config import CurateSettings
 from spectralearth.layout import CuratedLayout
 from spectralearth.profiling import StageUsage, Usage
 from spectralearth.stages.result import Figure, StageResult, usage_metadata
 from spectralearth.stages.statistics import BandStatistics, band_statistics
+
+if TYPE_CHECKING:
+    from spectralearth.patches.migrate import StoreMigration
+    from spectralearth.patches.release import ReleaseIndex
 
 
 @dataclass(frozen=True)
@@ -107,29 +113,30 @@ def patch_index(curated: Path, settings: CurateSettings) -> PatchIndex:
     )
 
 
-@dataclass(frozen=True)
-class TrainingStore(StageResult):
-    patches: int
-    files: int
-    usage: Usage | None = None
+def release_index(
+    root: Path, settings: CurateSettings, skip_unreadable: bool = False, workers: int = 4
+) -> ReleaseIndex:
+    """Index a released SpectralEarth tree at ``root`` (``<root>/index.parquet``, splits by
+    ``settings``' fractions) so that it trains without curating."""
+    from spectralearth.patches.release import index_release
 
-    def metadata(self) -> dict:
-        return {"patches": self.patches, "shards": self.files, **usage_metadata(self.usage)}
+    return index_release(
+        root,
+        val_frac=settings.val_frac,
+        test_frac=settings.test_frac,
+        skip_unreadable=skip_unreadable,
+        workers=workers,
+    )
 
-    def summary(self) -> str:
-        return f"training store: {self.patches} patches in {self.files} files"
 
+def store_migration(
+    curated: Path, settings: CurateSettings, remove_shards: bool = True
+) -> StoreMigration:
+    """Turn a folder curated with training shards into the single-copy store."""
+    from spectralearth.patches.migrate import migrate_store
 
-def training_store(curated: Path) -> TrainingStore:
-    """The training store of ``curated`` (the shard manifest) from its index."""
-    from spectralearth.patches.store import build_shards
-
-    with StageUsage() as usage:
-        manifest = build_shards(curated)
-    return TrainingStore(
-        patches=len(manifest),
-        files=int(manifest["shard"].nunique()) if len(manifest) else 0,
-        usage=usage.result,
+    return migrate_store(
+        curated, settings.val_frac, settings.test_frac, remove_shards=remove_shards
     )
 
 
@@ -139,7 +146,6 @@ class ArchiveCuration(StageResult):
     scenes: tuple[CuratedScene, ...]
     failed: tuple[tuple[str, str], ...]  # (product, reason)
     index: PatchIndex
-    store: TrainingStore
     statistics: BandStatistics | None  # None when no patch was kept
 
     @property
@@ -185,7 +191,7 @@ def curate_archive(
     log: Callable[[str], None] = print,
 ) -> ArchiveCuration:
     """Curate every product (sorted; a product that fails is named with its reason and the
-    rest go on), then build the index, the training store and the band statistics, holding
+    rest go on), then build the index and the band statistics, holding
     ``curated`` for the whole run (:func:`~spectralearth.patches.lock.curation_lock`)."""
     from spectralearth.patches.curate import scene_key_for
     from spectralearth.patches.lock import curation_lock
@@ -213,9 +219,8 @@ def _curate_held(products, curated, settings, keys, log) -> ArchiveCuration:
         scenes.append(res)
         log(res.summary())
     index = patch_index(curated, settings)
-    store = training_store(curated)
     stats = band_statistics(curated) if index.patches else None
-    return ArchiveCuration(Path(curated), tuple(scenes), tuple(failed), index, store, stats)
+    return ArchiveCuration(Path(curated), tuple(scenes), tuple(failed), index, stats)
 
 
 def _output_fault(exc: BaseException, curated: Path) -> bool:
