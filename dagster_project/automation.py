@@ -6,7 +6,7 @@ Automation; or ``automation.enabled: true`` in params.yaml):
 
 - **new scene** (the archive sensor registers its partition and refreshes the catalogue) ->
   its ``curated_patches`` partition -> ``patch_index`` (``automation.refresh``: eager, i.e.
-  once no curation runs, or on a cron) -> training store, band statistics, dataset summary,
+  once no curation runs, or on a cron) -> band statistics, dataset summary,
   downstream dataset -> the evaluations on that dataset -> the results table; the new scene
   gets its map.
 - **pretraining** follows the policy, not every scene: a trained checkpoint is retrained once
@@ -308,6 +308,10 @@ def conditions(settings: Settings) -> dict[str, dg.AutomationCondition]:
         .with_label("refreshed by the archive sensor (and after a code change)"),
         "curated_patches": curate_condition(),
         "patch_index": refresh_condition(settings.automation.refresh),
+        # no parents, so never true: the UI shows why it does not run on its own
+        "release_index": AC.any_deps_updated().with_label(
+            "by hand only: index a downloaded release (launchpad: root)"
+        ),
         "band_statistics": follow,
         "dataset_summary": follow,
         "downstream_dataset": follow,

@@ -24,6 +24,6 @@ refresh_job = dg.define_asset_job(
         - dg.AssetSelection.assets("pretrained_checkpoint").downstream()
         - dg.AssetSelection.assets("baseline_evaluation").downstream()
     ),
-    description="Rebuild the index, training store, statistics, summary and downstream "
+    description="Rebuild the index, statistics, summary and downstream "
     "dataset now (instead of waiting for automation.refresh's cron).",
 )

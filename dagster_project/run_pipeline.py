@@ -84,8 +84,8 @@ def main() -> int:
     before = sorted(
         k.to_user_string()
         for k in unpartitioned
-        if k not in after and k.to_user_string() != "scene_catalog"
-    )
+        if k not in after and k.to_user_string() not in ("scene_catalog", "release_index")
+    )  # release_index is for a downloaded release, materialized by hand
     # pretraining is partitioned by <method>-<backbone>: the params profile's pair runs here
     pretrain_key = pretrain_partition(settings.pretrain.method, settings.pretrain.backbone)
     print("[dagster] " + " -> ".join(before), flush=True)

@@ -2,8 +2,8 @@
 
 Three layouts, each a frozen dataclass over one root folder:
 
-- :class:`CuratedLayout`: a curated patches folder (release-layout patches, index, shards,
-  location registry, band statistics). ``spectralearth pretrain --data D`` reads ``D``'s own
+- :class:`CuratedLayout`: a curated patches folder (release-layout patches: the one training
+  copy; index, location registry, band statistics). ``spectralearth pretrain --data D`` reads ``D``'s own
   statistics, never another folder's.
 - :class:`CheckpointLayout`: a pretraining output folder (weights, run.json, resumable
   Lightning checkpoints, loss curve).
@@ -30,7 +30,8 @@ class CuratedLayout:
 
     <root>/enmap/<location:07d>/<scene:05d>.tif   release-layout patches
     <root>/index.parquet                          patch index (GeoParquet, splits)
-    <root>/shards/<scene>.npy, manifest.parquet   training shards
+    <root>/shards/<scene>.npy, manifest.parquet   training shards of a folder curated before the
+                                                  single-copy store (spectralearth migrate-store)
     <root>/scenes/<scene>.{parquet,json}          per-scene fragments and reports
     <root>/registry.sqlite                        location and scene ids
     <root>/band_stats.json                        per-band mean/std of the train split

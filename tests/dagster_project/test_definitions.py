@@ -145,7 +145,7 @@ def test_scene_maps_follow_the_default_trained_head(params):
     ("section", "key", "value", "changed"),
     [
         ("curate", "max_cloud_frac", 0.5, {"curated_patches"}),
-        ("curate", "val_frac", 0.3, {"patch_index"}),
+        ("curate", "val_frac", 0.3, {"patch_index", "release_index"}),
         ("evaluate", "epochs", 3, {"downstream_evaluation", "baseline_evaluation"}),
         ("evaluate", "task", "enmap_potsdam", {"downstream_dataset"}),
         ("predict", "overlap", 4, {"scene_maps"}),
