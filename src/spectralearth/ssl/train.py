@@ -28,7 +28,7 @@ from ..config import PretrainSettings
 from ..io import atomic_path, atomic_write_text
 from ..layout import CheckpointLayout
 from .collapse import CollapseSummary, summarise, warn_if_collapsed
-from .distributed import broadcast_from_zero
+from .distributed import broadcast_buffers_from_zero, broadcast_from_zero
 from .registry import get_method
 
 WEIGHTS_FILE = "model.safetensors"
@@ -538,6 +538,7 @@ def pretrain(
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
+    broadcast_buffers_from_zero(module)  # every rank holds the model rank 0 publishes
 
     run = _record(
         settings,
