@@ -6,9 +6,9 @@ import dagster as dg
 from dagster_project.assets.curate import band_statistics, training_shards
 from dagster_project.metadata import materialized
 from dagster_project.partitions import checkpoints_partitions, pretrain_partitions
+from dagster_project.pipes import launch_pretraining
 from dagster_project.resources import SpectralearthSettings
 from spectralearth.names import BASELINES
-from spectralearth.stages.pretrain import pretrain
 
 
 class PretrainConfig(dg.Config):
@@ -31,15 +31,8 @@ def pretrained_checkpoint(
     key = context.partition_key.keys_by_dimension
     s = settings.load(pretrain={"method": key["method"], "backbone": key["backbone"]})
     out = s.layout.checkpoint(s.checkpoint_name()).root
-    result = pretrain(
-        s.pretrain,
-        s.layout.patches,
-        out,
-        s.tracking,
-        resume=config.resume,
-        dagster_run_id=context.run_id,
-        progress=False,
-    )
+    # in this process, or torchrun through Dagster Pipes (params.yaml pretrain.launch)
+    result = launch_pretraining(context, s, out, resume=config.resume)
     context.log.info(result.summary())
     # the checkpoint (and the baselines it is compared with) become evaluation partitions
     known = set(context.instance.get_dynamic_partitions(checkpoints_partitions.name))

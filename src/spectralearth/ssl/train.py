@@ -6,7 +6,9 @@ Output folder (:class:`~spectralearth.layout.CheckpointLayout`, read back by
 - ``model.safetensors``: the trained encoder's state_dict (spectral adapter included);
 - ``run.json``: :class:`PretrainRun` (``format_version`` 2): method, backbone, in_chans,
   wavelengths, steps, final_loss, loss_history, seconds, patches_per_second, device,
-  world_size, the collapse summary, seed, profile and the full settings (written last);
+  world_size, the collapse summary, seed, profile, the full settings and ``peak_gpu_mb``
+  (``torch.cuda.max_memory_allocated`` of rank 0's GPU during ``fit``; under DDP each rank
+  has its own GPU and this is rank 0's; null on the CPU) (written last);
 - ``checkpoints/last.ckpt``: resumable Lightning checkpoints when
   ``checkpoint_every_n_steps`` > 0.
 
@@ -65,6 +67,9 @@ class PretrainRun:
     train_patches: int
     train_locations: int
     collapse: CollapseSummary
+    # torch.cuda.max_memory_allocated of the training process's GPU during fit, in MB; under
+    # DDP every rank has its own GPU and this is rank 0's (the record is rank 0's); None on CPU
+    peak_gpu_mb: float | None = None
     settings: dict = field(default_factory=dict)
     hparams: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -386,6 +391,7 @@ def _record(
     world_size: int,
     seconds: float,
     resumed: bool,
+    peak_gpu_mb: float | None = None,
 ) -> PretrainRun:
     import lightning.pytorch as pl
     import torch
@@ -425,6 +431,7 @@ def _record(
         train_patches=int(dataset.n_patches),
         train_locations=int(dataset.n_locations),
         collapse=collapse,
+        peak_gpu_mb=None if peak_gpu_mb is None else round(peak_gpu_mb, 1),
         settings=_jsonable(dataclasses.asdict(settings)),
         hparams=_jsonable(dict(module.hparams)),
         versions={"torch": torch.__version__, "lightning": pl.__version__},
@@ -495,6 +502,7 @@ def pretrain(
     (:mod:`spectralearth.ssl.collapse`) gives a ``RepresentationCollapseWarning``.
     """
     import lightning.pytorch as pl
+    import torch
 
     from ..data.shards import BandNormalize
     from ..models import create_model
@@ -535,9 +543,13 @@ def pretrain(
             where = out.checkpoints.resolve() if out.checkpoints.exists() else out.checkpoints
             print(f"pretrain: no checkpoint in {where} to resume from; starting afresh")
 
+    device = trainer.strategy.root_device  # this rank's device (cuda:LOCAL_RANK under DDP)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
+    peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     broadcast_buffers_from_zero(module)  # every rank holds the model rank 0 publishes
 
     run = _record(
@@ -550,6 +562,7 @@ def pretrain(
         world_size=world_size,
         seconds=seconds,
         resumed=ckpt_path is not None,
+        peak_gpu_mb=peak_gpu_mb,
     )
     run = _publish_on_rank_zero(trainer, out, module.encoder, run)
     if trainer.is_global_zero:

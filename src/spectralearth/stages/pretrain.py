@@ -50,6 +50,9 @@ class Pretraining(StageResult):
     model_versions: tuple[tuple[str, int], ...]  # (registered model, version)
     collapse: dict = field(default_factory=dict)  # feature std, effective rank, collapsed
     usage: Usage | None = None
+    # torch.cuda.max_memory_allocated of the training process during fit (MB); under DDP each
+    # rank has its own GPU and this is rank 0's; None when it trained on the CPU
+    peak_gpu_mb: float | None = None
 
     @property
     def loss_png(self) -> Path:
@@ -74,14 +77,18 @@ class Pretraining(StageResult):
             **{f"registered/{name}": version for name, version in self.model_versions},
             "checkpoint": self.checkpoint,
             **usage_metadata(self.usage),
+            # the training process's own GPU peak (rank 0's under DDP) over the stage's sampler
+            **({"peak_gpu_mb": self.peak_gpu_mb} if self.peak_gpu_mb is not None else {}),
         }
 
     def summary(self) -> str:
         loss = "n/a (no step run)" if self.final_loss is None else f"{self.final_loss:.4f}"
         registered = ", ".join(f"{n} v{v}" for n, v in self.model_versions) or "nothing"
+        gpu = "" if self.peak_gpu_mb is None else f", peak GPU memory {self.peak_gpu_mb:.0f} MB"
+        ranks = " (rank 0's)" if gpu and self.world_size > 1 else ""
         return (
-            f"pretrain: {self.method} {self.backbone} {self.steps} steps, final loss {loss}, "
-            f"registered {registered} -> {self.checkpoint}"
+            f"pretrain: {self.method} {self.backbone} {self.steps} steps, final loss {loss}"
+            f"{gpu}{ranks}, registered {registered} -> {self.checkpoint}"
         )
 
 
@@ -169,6 +176,7 @@ def pretrain(
         model_versions=tuple(shared.get("versions", ())),
         collapse=run.collapse.as_json(),
         usage=usage.result,
+        peak_gpu_mb=run.peak_gpu_mb,
     )
 
 
