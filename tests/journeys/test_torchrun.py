@@ -98,6 +98,9 @@ def test_torchrun_of_the_pretrain_command_publishes_once_with_identical_ranks(tm
     record = json.loads((out / "run.json").read_text())
     assert record["world_size"] == 2 and record["micro_batch_size"] == 4
     assert record["steps"] == 2
+    # no GPU here: no made-up GPU peak; rank 0's wait for data is measured
+    assert record["peak_gpu_mb"] is None
+    assert 0 < record["data_wait_seconds"] and 0 < record["data_wait_share"] < 1
     assert not list(out.parent.glob(".*.staging")), "the staging folder is left behind"
 
     # Identical weights on both ranks, and they are the ones rank 0 published.

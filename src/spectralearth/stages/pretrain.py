@@ -53,6 +53,7 @@ class Pretraining(StageResult):
     # torch.cuda.max_memory_allocated of the training process during fit (MB); under DDP each
     # rank has its own GPU and this is rank 0's; None when it trained on the CPU
     peak_gpu_mb: float | None = None
+    data_wait_share: float | None = None  # share of training time rank 0 waited for data
 
     @property
     def loss_png(self) -> Path:
@@ -79,6 +80,11 @@ class Pretraining(StageResult):
             **usage_metadata(self.usage),
             # the training process's own GPU peak (rank 0's under DDP) over the stage's sampler
             **({"peak_gpu_mb": self.peak_gpu_mb} if self.peak_gpu_mb is not None else {}),
+            **(
+                {"data_wait_share": self.data_wait_share}
+                if self.data_wait_share is not None
+                else {}
+            ),
         }
 
     def summary(self) -> str:
@@ -102,9 +108,11 @@ def pretrain(
     resume: bool = False,
     dagster_run_id: str | None = None,
     progress: bool = True,
+    callbacks: list | None = None,
 ) -> Pretraining:
     """Pretrain ``settings.backbone`` with ``settings.method`` on ``curated``'s train split
-    into ``out`` (``CheckpointLayout``); ``resume`` continues from ``out/checkpoints/last.ckpt``."""
+    into ``out`` (``CheckpointLayout``); ``resume`` continues from ``out/checkpoints/last.ckpt``.
+    ``callbacks``: Lightning callbacks given to the trainer (benchmarks time steps with them)."""
     from spectralearth import tracking as mlf
     from spectralearth.ssl.distributed import broadcast_from_zero, is_global_zero
     from spectralearth.stages.statistics import read_statistics
@@ -133,7 +141,10 @@ def pretrain(
                     run_name=f"pretrain-{settings.method}-{settings.backbone}",
                     tags={"stage": "pretrain", "profile": settings.profile, **lineage},
                 )
-            run = _train(settings, curated, band_stats, staging, tracking, run_id, resume, progress)
+            run = _train(
+                settings, curated, band_stats, staging, tracking, run_id, resume, progress,
+                callbacks,
+            )  # fmt: skip
             if rank_zero:
                 outcome = _publish(
                     settings,
@@ -177,6 +188,7 @@ def pretrain(
         collapse=run.collapse.as_json(),
         usage=usage.result,
         peak_gpu_mb=run.peak_gpu_mb,
+        data_wait_share=run.data_wait_share,
     )
 
 
@@ -192,7 +204,9 @@ def _prepare_staging(
         os.symlink(layout.checkpoints.resolve(), staging.checkpoints, target_is_directory=True)
 
 
-def _train(settings, curated, band_stats, staging, tracking, run_id, resume, progress) -> dict:
+def _train(
+    settings, curated, band_stats, staging, tracking, run_id, resume, progress, callbacks
+) -> dict:
     from spectralearth import tracking as mlf
     from spectralearth.ssl.train import pretrain as train
 
@@ -205,6 +219,7 @@ def _train(settings, curated, band_stats, staging, tracking, run_id, resume, pro
         logger=logger,
         resume=resume,
         progress=progress,
+        callbacks=callbacks,
     )
 
 
