@@ -28,7 +28,7 @@ The data are made on the spot by the library itself: a synthetic EnMAP L2A archi
 so whatever training store curation writes is the one read. Clouds and snow are kept (only
 throughput is measured). ``--data DIR`` keeps it for a rerun.
 
-    python benchmarks/gpu_check.py                       # ~8-10 min on one H200
+    python benchmarks/gpu_check.py                       # sized for ~10 min on one H200 (estimate)
     python benchmarks/gpu_check.py --steps 100 --models moco:spec_resnet50,mae:spec_vit_small
     python benchmarks/gpu_check.py --dry-run-cpu         # the same code paths, tiny, on the CPU
 

@@ -3,7 +3,7 @@
 Dagster Pipes, so the UI shows rank 0's log lines and the metadata it reports
 (``spectralearth.pipes``), and the subprocesses' output in the step's compute logs.
 
-params.yaml ``pretrain.launch`` chooses (:class:`spectralearth.config.LaunchSettings`):
+params.yaml ``launch`` chooses (:class:`spectralearth.config.LaunchSettings`):
 ``auto`` runs torchrun when the profile asks for more than one process on this node.
 Lightning's own multi-device launch cannot run inside Dagster (it re-runs the current
 process's command line, which here is Dagster's), so ``in_process`` with several devices is
@@ -54,15 +54,15 @@ def torchrun_processes(s: Settings) -> int | None:
         if wanted > 1:
             raise ValueError(
                 f"{where} runs {wanted} processes (devices: {pretrain.devices}) but "
-                f"pretrain.launch.launcher is {IN_PROCESS!r}: in the Dagster process Lightning "
+                f"launch.launcher is {IN_PROCESS!r}: in the Dagster process Lightning "
                 "would re-run Dagster's own command once per extra device. Set "
-                f"pretrain.launch.launcher: {TORCHRUN} (or {AUTO_LAUNCH}) in {s.params_file}."
+                f"launch.launcher: {TORCHRUN} (or {AUTO_LAUNCH}) in {s.params_file}."
             )
         return None
     nproc = launch.nproc_per_node or wanted
     if int(pretrain.devices) > 0 and nproc != int(pretrain.devices):
         raise ValueError(
-            f"{s.params_file}: pretrain.launch.nproc_per_node {nproc} differs from "
+            f"{s.params_file}: launch.nproc_per_node {nproc} differs from "
             f"pretrain.profiles.{pretrain.profile}.devices {pretrain.devices}: Lightning needs "
             "one process per device. Make them equal (or leave nproc_per_node null)."
         )
@@ -133,7 +133,7 @@ def launch_pretraining(
     resume: bool = False,
     client: dg.PipesSubprocessClient | None = None,
 ) -> StageResult:
-    """Pretrain ``s.pretrain`` into ``out`` as params.yaml ``pretrain.launch`` says: in this
+    """Pretrain ``s.pretrain`` into ``out`` as params.yaml ``launch`` says: in this
     process (``spectralearth.stages.pretrain.pretrain``) or with torchrun through Pipes
     (``client``, default a plain :class:`dagster.PipesSubprocessClient`). A failed torchrun
     fails the step (rank 0's error is in the event log, every rank's output in the

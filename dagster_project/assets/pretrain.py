@@ -31,7 +31,7 @@ def pretrained_checkpoint(
     key = context.partition_key.keys_by_dimension
     s = settings.load(pretrain={"method": key["method"], "backbone": key["backbone"]})
     out = s.layout.checkpoint(s.checkpoint_name()).root
-    # in this process, or torchrun through Dagster Pipes (params.yaml pretrain.launch)
+    # in this process, or torchrun through Dagster Pipes (params.yaml launch)
     result = launch_pretraining(context, s, out, resume=config.resume)
     context.log.info(result.summary())
     # the checkpoint (and the baselines it is compared with) become evaluation partitions

@@ -252,8 +252,9 @@ class PretrainSettings:
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """How the Dagster asset starts pretraining (``pretrain.launch`` in params.yaml; the CLI
-    and DVC run in the process they are given, under torchrun when a user starts them so).
+    """How the Dagster asset starts pretraining (``launch`` in params.yaml; the CLI and DVC
+    run in the process they are given, under torchrun when a user starts them so). A section
+    of its own, not ``pretrain``'s: it changes no result, so DVC must not rerun for it.
 
     ``launcher``: ``in_process`` trains in the Dagster step's process (one device only:
     Lightning's own multi-device launch would re-run the Dagster process); ``torchrun``
@@ -670,9 +671,6 @@ def _settings(params_file: Path, raw: dict, overrides: dict, profile, data_dir) 
     pre_values.update(per_method.get(method) or {})
     pre_values.update(pre_overrides)
     pre_values["profile"] = chosen
-    launch = pre.get("launch") or {}
-    if not isinstance(launch, dict):
-        raise ParamsError(f"[pretrain.launch]: expected a mapping, got {launch!r}")
 
     return Settings(
         params_file=params_file,
@@ -686,6 +684,6 @@ def _settings(params_file: Path, raw: dict, overrides: dict, profile, data_dir) 
         validate=_from_dict(
             ValidateSettings, _validate_section(section("validate"), base), "validate"
         ),
-        launch=_from_dict(LaunchSettings, launch, "pretrain.launch"),
+        launch=_from_dict(LaunchSettings, section("launch"), "launch"),
         raw=raw,
     )

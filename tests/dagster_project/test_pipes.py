@@ -19,11 +19,11 @@ gloo = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="nee
 
 
 def project(root, launch: dict, with_stats: bool = True, **profile):
-    """A tiny params.yaml with ``pretrain.launch`` = ``launch`` and the cpu-tiny profile
+    """A tiny params.yaml with ``launch`` = ``launch`` and the cpu-tiny profile
     updated with ``profile``, and a fake curated folder (shards, band statistics)."""
     params = write_params(root / "project")
     raw = yaml.safe_load(params.read_text())
-    raw["pretrain"]["launch"] = launch
+    raw["launch"] = launch
     raw["pretrain"]["profiles"]["cpu-tiny"].update(profile)
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     settings = load_settings(params)
@@ -128,7 +128,7 @@ def test_in_process_with_several_devices_is_refused_naming_the_key(tmp_path):
     assert not res.success
     (failure,) = res.get_step_failure_events()
     message = failure.event_specific_data.error.to_string()
-    assert "pretrain.launch.launcher: torchrun" in message and str(params) in message
+    assert "launch.launcher: torchrun" in message and str(params) in message
     assert not settings.layout.checkpoint("moco-spec_resnet18").root.exists()
 
 
@@ -167,11 +167,11 @@ def test_a_bad_launcher_in_params_is_refused_at_load(tmp_path):
 
     params = write_params(tmp_path / "project")
     raw = yaml.safe_load(params.read_text())
-    raw["pretrain"]["launch"] = {"launcher": "mpirun"}
+    raw["launch"] = {"launcher": "mpirun"}
     params.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError, match=r"params.yaml: \[pretrain.launch\] launcher 'mpirun'"):
+    with pytest.raises(ParamsError, match=r"params.yaml: \[launch\] launcher 'mpirun'"):
         load_settings(params)
-    raw["pretrain"]["launch"] = {"nproc_per_node": 0}
+    raw["launch"] = {"nproc_per_node": 0}
     params.write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match="nproc_per_node: 0 must be >= 1"):
         load_settings(params)
