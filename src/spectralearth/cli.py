@@ -246,7 +246,7 @@ def stats(args) -> int:
 )
 def pretrain(args) -> int:
     from spectralearth.pipes import dagster_pipes, launched_by_pipes
-    from spectralearth.ssl.distributed import is_global_zero
+    from spectralearth.ssl.distributed import is_global_zero, world_size
     from spectralearth.stages.pretrain import pretrain as run
 
     # launched by the Dagster asset through Pipes (torchrun): rank 0 reports back to it
@@ -262,6 +262,11 @@ def pretrain(args) -> int:
             overrides["epochs"] = 0  # --steps replaces a profile's epochs
         s = _settings(args, pretrain=overrides)
         out = _path(args.out, s.layout.checkpoint(s.checkpoint_name()).root)
+        if pipes:
+            pipes.log(
+                f"pretrain: {s.pretrain.method} {s.pretrain.backbone} (profile "
+                f"{s.pretrain.profile}) started on {world_size()} processes -> {out}"
+            )
         result = run(
             s.pretrain,
             _path(args.data, s.layout.patches),

@@ -7,9 +7,11 @@ environment, and one report per asset is what Dagster accepts. Outside Pipes (a 
 shell, DVC, the asset's in-process path) nothing is opened and nothing is imported.
 
     with dagster_pipes() as pipes:       # None unless Pipes launched us and we are rank 0
+        if pipes is not None:
+            pipes.log("pretraining started on 8 processes")   # a line in the run's event log
         result = stage(...)
         if pipes is not None:
-            pipes.report(result)
+            pipes.report(result)              # the asset's materialization
 
 ``dagster-pipes`` is the protocol's small, dependency-free client (installed with dagster);
 it is imported only in a Pipes process, so the library keeps no Dagster import of its own.
@@ -93,7 +95,6 @@ class PipesReport:
         """The asset's materialization: ``result``'s metadata and its summary line."""
         metadata = pipes_metadata({**result.metadata(), SUMMARY_KEY: result.summary()})
         self._context.report_asset_materialization(metadata=metadata)
-        self.log(result.summary())
 
 
 @contextlib.contextmanager
