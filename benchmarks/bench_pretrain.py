@@ -3,7 +3,9 @@
 Writes synthetic curated shards (202 bands, 128 px, some locations with two dates) to a
 temp folder and runs ``spectralearth.ssl.pretrain`` for each method. Throughput is timed
 over the steps after the first two (warm-up excluded) and counts patches of the global batch
-(a two-view method sees each location twice); with CUDA, the peak GPU memory is printed too.
+(a two-view method sees each location twice); with CUDA, the peak GPU memory (run.json's
+``peak_gpu_mb``) is printed too, and always the share of training time spent waiting for the
+loader (run.json's ``data_wait_share``).
 
 * ``--profile cpu-tiny`` (default): MoCo and DINO on spec_resnet18, MAE on spec_vit_tiny,
   the profile's batch (8) and crops (64 px): what the CPU pipeline runs.
@@ -106,25 +108,29 @@ def main() -> None:
         shards, stats = write_shards(Path(tmp), max(16, max(s.batch_size for s in settings)))
         for s in settings:
             timer = StepTimes()
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
             run = pretrain(
                 s, shards, stats, Path(tmp) / s.method, progress=False, callbacks=[timer]
             )
             t = timer.times
             rate = s.batch_size * (len(t) - 2) / (t[-1] - t[1])
-            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-            rows.append((s.method, s.backbone, s.batch_size, s.crop_size, s.precision, rate, peak))
+            peak = run.peak_gpu_mb / 1024 if run.peak_gpu_mb is not None else None
+            rows.append(
+                (s.method, s.backbone, s.batch_size, s.crop_size, s.precision, rate, peak,
+                 run.data_wait_share)
+            )  # fmt: skip
             print(
                 f"{s.method}: {rate:.2f} patches/s (final loss {run['final_loss']:.3f})", flush=True
             )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"\nprofile {args.profile}, {args.steps} steps, {device}")
-    print("| method | backbone | batch | crop | precision | patches/s | peak GPU GiB |")
-    print("|---|---|---|---|---|---|---|")
-    for method, backbone, batch, crop, precision, rate, peak in rows:
+    print("| method | backbone | batch | crop | precision | patches/s | peak GPU GiB | data wait |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method, backbone, batch, crop, precision, rate, peak, wait in rows:
         mem = "-" if peak is None else f"{peak:.1f}"
-        print(f"| {method} | {backbone} | {batch} | {crop} | {precision} | {rate:.2f} | {mem} |")
+        print(
+            f"| {method} | {backbone} | {batch} | {crop} | {precision} | {rate:.2f} | {mem} "
+            f"| {wait:.1%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -422,3 +422,17 @@ def dagster_failures(results) -> list[str]:
         errors = [e.step_failure_data.error for e in res.all_events if e.is_step_failure]
         failed.append(f"{what}: {errors[0].message.strip() if errors else 'failed'}")
     return failed
+
+
+def state_dict_sha256(state: dict) -> str:
+    """One SHA-256 over a state dict's names, dtypes, shapes and bytes (in name order): equal
+    digests mean bitwise-equal weights (e.g. two DDP ranks, or a rank and the safetensors
+    file rank 0 published)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

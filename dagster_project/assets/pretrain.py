@@ -8,9 +8,9 @@ import dagster as dg
 from dagster_project.assets.curate import band_statistics
 from dagster_project.metadata import materialized
 from dagster_project.partitions import pretrain_partitions, split_checkpoint_key
+from dagster_project.pipes import launch_pretraining
 from dagster_project.pools import GPU
 from dagster_project.resources import SpectralearthSettings
-from spectralearth.stages.pretrain import pretrain
 
 # metadata: the train patches the checkpoint was trained on (the band statistics' count);
 # the retraining policy compares it with the latest band statistics (automation.py)
@@ -40,15 +40,8 @@ def pretrained_checkpoint(
     out = s.layout.checkpoint(s.checkpoint_name()).root
     stats = s.layout.curated.stats
     train_patches = json.loads(stats.read_text()).get("n_patches") if stats.is_file() else None
-    result = pretrain(
-        s.pretrain,
-        s.layout.patches,
-        out,
-        s.tracking,
-        resume=config.resume,
-        dagster_run_id=context.run.run_id,
-        progress=False,
-    )
+    # in this process, or torchrun through Dagster Pipes (params.yaml launch)
+    result = launch_pretraining(context, s, out, resume=config.resume)
     context.log.info(result.summary())
     extra = {TRAIN_PATCHES: int(train_patches)} if train_patches is not None else {}
     return materialized(result, **extra)

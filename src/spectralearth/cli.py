@@ -290,31 +290,42 @@ def migrate_store(args) -> int:
     ),
 )
 def pretrain(args) -> int:
+    from spectralearth.pipes import dagster_pipes, launched_by_pipes
+    from spectralearth.ssl.distributed import is_global_zero, world_size
     from spectralearth.stages.pretrain import pretrain as run
 
-    overrides = {
-        "steps": args.steps,
-        "method": args.method,
-        "backbone": args.backbone,
-        "crop_size": args.crop_size,
-        "batch_size": args.batch_size,
-    }
-    if args.steps:
-        overrides["epochs"] = 0  # --steps replaces a profile's epochs
-    s = _settings(args, pretrain=overrides)
-    out = _path(args.out, s.layout.checkpoint(s.checkpoint_name()).root)
-    result = run(
-        s.pretrain,
-        _path(args.data, s.layout.patches),
-        out,
-        s.tracking,
-        stats=Path(args.stats) if args.stats else None,
-        resume=args.resume,
-    )
-    from spectralearth.ssl.distributed import is_global_zero
-
-    if is_global_zero():
-        print(result.summary())
+    # launched by the Dagster asset through Pipes (torchrun): rank 0 reports back to it
+    with dagster_pipes() as pipes:
+        overrides = {
+            "steps": args.steps,
+            "method": args.method,
+            "backbone": args.backbone,
+            "crop_size": args.crop_size,
+            "batch_size": args.batch_size,
+        }
+        if args.steps:
+            overrides["epochs"] = 0  # --steps replaces a profile's epochs
+        s = _settings(args, pretrain=overrides)
+        out = _path(args.out, s.layout.checkpoint(s.checkpoint_name()).root)
+        if pipes:
+            pipes.log(
+                f"pretrain: {s.pretrain.method} {s.pretrain.backbone} (profile "
+                f"{s.pretrain.profile}) started on {world_size()} processes -> {out}"
+            )
+        result = run(
+            s.pretrain,
+            _path(args.data, s.layout.patches),
+            out,
+            s.tracking,
+            stats=Path(args.stats) if args.stats else None,
+            resume=args.resume,
+            dagster_run_id=pipes.run_id if pipes else None,
+            progress=not launched_by_pipes(),  # no progress bars in Dagster's logs
+        )
+        if is_global_zero():
+            print(result.summary(), flush=True)
+        if pipes:
+            pipes.report(result)
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from spectralearth.layout import DataLayout
-from spectralearth.names import HEADS, LR_SCHEDULES, PROTOCOLS
+from spectralearth.names import HEADS, LAUNCHERS, LR_SCHEDULES, PROTOCOLS
 
 PARAMS_ENV = "SPECTRALEARTH_PARAMS"
 DATA_DIR_ENV = "SPECTRALEARTH_DATA_DIR"
@@ -250,6 +250,38 @@ class PretrainSettings:
                     f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}",
                 ),
             ],
+        )
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How the Dagster asset starts pretraining (``launch`` in params.yaml; the CLI and DVC
+    run in the process they are given, under torchrun when a user starts them so). A section
+    of its own, not ``pretrain``'s: it changes no result, so DVC must not rerun for it.
+
+    ``launcher``: ``in_process`` trains in the Dagster step's process (one device only:
+    Lightning's own multi-device launch would re-run the Dagster process); ``torchrun``
+    starts ``torchrun -m spectralearth.cli pretrain`` through Dagster Pipes on this node
+    (rank 0 reports logs and metadata back); ``auto`` is ``torchrun`` when the profile
+    runs more than one process, else ``in_process``. ``nproc_per_node``: torchrun's
+    processes; None = the profile's ``devices`` (every visible GPU for -1).
+    """
+
+    launcher: str = "auto"
+    nproc_per_node: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    self.launcher in LAUNCHERS,
+                    f"launcher {self.launcher!r} is not one of {LAUNCHERS}",
+                ),
+                (
+                    self.nproc_per_node is None or self.nproc_per_node >= 1,
+                    f"nproc_per_node: {self.nproc_per_node} must be >= 1 (or null)",
+                ),
+            ]
         )
 
 
@@ -600,6 +632,7 @@ class Settings:
     predict: PredictSettings = field(default_factory=PredictSettings)
     validate: ValidateSettings = field(default_factory=ValidateSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -728,5 +761,6 @@ def _settings(params_file: Path, raw: dict, overrides: dict, profile, data_dir) 
             ValidateSettings, _validate_section(section("validate"), base), "validate"
         ),
         automation=_from_dict(AutomationSettings, section("automation"), "automation"),
+        launch=_from_dict(LaunchSettings, section("launch"), "launch"),
         raw=raw,
     )

@@ -20,6 +20,10 @@ METHODS: tuple[str, ...] = (MOCO, DINO, MAE)
 # learning-rate schedules of pretraining (spectralearth.ssl.base.lr_factor)
 MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN = "multistep", "cosine_to_zero", "cosine_over_run"
 LR_SCHEDULES: tuple[str, ...] = (MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN)
+# how the Dagster asset starts pretraining (params.yaml launch.launcher): auto =
+# torchrun when the profile runs several processes, else in the Dagster process
+AUTO_LAUNCH, IN_PROCESS, TORCHRUN = "auto", "in_process", "torchrun"
+LAUNCHERS: tuple[str, ...] = (AUTO_LAUNCH, IN_PROCESS, TORCHRUN)
 
 
 # --- backbones (config as data; spectralearth.models builds them from these) -----------

@@ -7,6 +7,13 @@ shards, stats (a JSON file), out, settings (PretrainSettings keys), resume, and 
 files it wrote through pretraining's atomic writers (``writes-rank<r>.txt``) and what
 ``pretrain`` returned to it (``result-rank<r>.json``)) and ``slow`` (seconds to sleep
 after each step, so a test can stop the run part-way).
+
+``python tests/ssl/pretrain_worker.py --cli DUMP -- SPECTRALEARTH_ARGS...`` runs the
+``spectralearth`` command itself (``spectralearth.cli.main``, unchanged) with one hook: each
+rank writes, into DUMP, the SHA-256 of the encoder state dict it holds when rank 0 publishes
+(``hash-rank<r>.json``: the whole state dict's and each tensor's,
+:func:`tests.helpers.state_dict_sha256`) and the command's exit
+status (``exit-rank<r>.txt``); its stdout is the command's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import spectralearth.ssl.train as train
 from spectralearth.config import PretrainSettings
 from spectralearth.ssl import pretrain
 from spectralearth.ssl.distributed import global_rank
+from tests.helpers import state_dict_sha256
 
 
 class DumpParameters(pl.Callback):
@@ -80,6 +88,33 @@ class Slow(pl.Callback):
         time.sleep(self.seconds)
 
 
+def dump_encoder_hash(folder: Path) -> None:
+    """Each rank records the encoder it holds when rank 0 publishes (the one ``pretrain``
+    trained and every rank returns with)."""
+    real_publish = train._publish_on_rank_zero
+
+    def publish(trainer, out, encoder, run):
+        state = encoder.state_dict()
+        per_tensor = {name: state_dict_sha256({name: value}) for name, value in state.items()}
+        record = {"state_dict": state_dict_sha256(state), "tensors": per_tensor}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"hash-rank{trainer.global_rank}.json").write_text(json.dumps(record))
+        return real_publish(trainer, out, encoder, run)
+
+    train._publish_on_rank_zero = publish
+
+
+def run_cli(dump: Path, argv: list[str]) -> int:
+    """``spectralearth ARGV`` with :func:`dump_encoder_hash`; records the exit status."""
+    from spectralearth import cli
+
+    dump_encoder_hash(dump)
+    status = cli.main(argv)
+    dump.mkdir(parents=True, exist_ok=True)
+    (dump / f"exit-rank{global_rank()}.txt").write_text(str(status))
+    return status
+
+
 def main(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     callbacks: list = []
@@ -104,4 +139,8 @@ def main(job_file: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--cli":
+        dump, separator, *argv = sys.argv[2:]
+        assert separator == "--", "usage: pretrain_worker.py --cli DUMP -- ARGS..."
+        sys.exit(run_cli(Path(dump), argv))
     main(sys.argv[1])

@@ -195,3 +195,28 @@ def test_two_process_ddp_keeps_ranks_identical_and_only_rank_zero_writes(tmp_pat
     results = [json.loads((dump / f"result-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["run_json_there"] for r in results)
     assert results[0]["run"] == results[1]["run"] == run
+
+
+def test_the_timed_loader_counts_the_wait_for_batches_and_is_the_loader_otherwise():
+    from spectralearth.ssl.train import TimedLoader
+
+    class SlowLoader:
+        epoch = None
+
+        def __len__(self):
+            return 3
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            for i in range(3):
+                time.sleep(0.05)
+                yield i
+
+    timed = TimedLoader(SlowLoader())
+    timed.set_epoch(4)
+    assert len(timed) == 3 and timed.loader.epoch == 4 and timed.epoch == 4
+    start = time.perf_counter()
+    assert list(timed) == [0, 1, 2]
+    assert 0.15 <= timed.wait_seconds <= time.perf_counter() - start

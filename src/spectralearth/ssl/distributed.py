@@ -83,3 +83,18 @@ def broadcast_from_zero(obj: T) -> T:
     payload = [obj if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(payload, src=0)
     return payload[0]
+
+
+def broadcast_buffers_from_zero(module) -> None:
+    """Give every rank rank 0's buffers of ``module`` (BatchNorm running statistics...).
+
+    DDP keeps the parameters identical but each rank updates its buffers from its own
+    micro-batch in the last forward pass (DDP broadcasts rank 0's only at the start of the
+    next one), so after ``fit`` the ranks' BatchNorm statistics differ. Rank 0's are the
+    ones published; this makes every rank hold exactly the published model. A no-op
+    without a process group."""
+    dist = _process_group()
+    if dist is None or dist.get_world_size() <= 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)

@@ -6,7 +6,11 @@ Output folder (:class:`~spectralearth.layout.CheckpointLayout`, read back by
 - ``model.safetensors``: the trained encoder's state_dict (spectral adapter included);
 - ``run.json``: :class:`PretrainRun` (``format_version`` 2): method, backbone, in_chans,
   wavelengths, steps, final_loss, loss_history, seconds, patches_per_second, device,
-  world_size, the collapse summary, seed, profile and the full settings (written last);
+  world_size, the collapse summary, seed, profile, the full settings, ``peak_gpu_mb``
+  (``torch.cuda.max_memory_allocated`` of rank 0's GPU during ``fit``; under DDP each rank
+  has its own GPU and this is rank 0's; null on the CPU) and ``data_wait_seconds`` /
+  ``data_wait_share`` (how long rank 0's training loop waited for its loader, and that
+  time's share of ``seconds``) (written last);
 - ``checkpoints/last.ckpt``: resumable Lightning checkpoints when
   ``checkpoint_every_n_steps`` > 0.
 
@@ -28,7 +32,7 @@ from ..config import PretrainSettings
 from ..io import atomic_path, atomic_write_text
 from ..layout import CheckpointLayout
 from .collapse import CollapseSummary, summarise, warn_if_collapsed
-from .distributed import broadcast_from_zero
+from .distributed import broadcast_buffers_from_zero, broadcast_from_zero
 from .registry import get_method
 
 WEIGHTS_FILE = "model.safetensors"
@@ -65,6 +69,12 @@ class PretrainRun:
     train_patches: int
     train_locations: int
     collapse: CollapseSummary
+    # torch.cuda.max_memory_allocated of the training process's GPU during fit, in MB; under
+    # DDP every rank has its own GPU and this is rank 0's (the record is rank 0's); None on CPU
+    peak_gpu_mb: float | None = None
+    # rank 0's training loop blocked on its loader (seconds), and that time over `seconds`
+    data_wait_seconds: float | None = None
+    data_wait_share: float | None = None
     settings: dict = field(default_factory=dict)
     hparams: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -327,6 +337,36 @@ def check_resumable(path: Path, module) -> int:
     )
 
 
+class TimedLoader:
+    """The training loader, counting the time the training loop waits for its batches
+    (``wait_seconds``): what a GPU spends idle when the loader cannot keep up. Everything
+    else (``len``, ``set_epoch``, attributes) is the wrapped loader's."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+        self.wait_seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):
+        if name == "loader":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                self.wait_seconds += time.perf_counter() - start
+            yield batch
+
+
 def _new_epoch_callback():
     """A callback giving its ``loader`` (set once built) a new permutation and new
     two-date pairs each epoch (both seeded by the epoch)."""
@@ -394,6 +434,8 @@ def _record(
     world_size: int,
     seconds: float,
     resumed: bool,
+    peak_gpu_mb: float | None = None,
+    data_wait_seconds: float | None = None,
 ) -> PretrainRun:
     import lightning.pytorch as pl
     import torch
@@ -433,6 +475,11 @@ def _record(
         train_patches=int(dataset.n_patches),
         train_locations=int(dataset.n_locations),
         collapse=collapse,
+        peak_gpu_mb=None if peak_gpu_mb is None else round(peak_gpu_mb, 1),
+        data_wait_seconds=None if data_wait_seconds is None else round(data_wait_seconds, 3),
+        data_wait_share=round(data_wait_seconds / seconds, 4)
+        if data_wait_seconds is not None and seconds > 0
+        else None,
         settings=_jsonable(dataclasses.asdict(settings)),
         hparams=_jsonable(dict(module.hparams)),
         versions={"torch": torch.__version__, "lightning": pl.__version__},
@@ -503,6 +550,7 @@ def pretrain(
     (:mod:`spectralearth.ssl.collapse`) gives a ``RepresentationCollapseWarning``.
     """
     import lightning.pytorch as pl
+    import torch
 
     from ..data.shards import BandNormalize
     from ..models import create_model
@@ -526,6 +574,7 @@ def pretrain(
         settings, shards_dir, stats, method_cls.two_views, micro_batch, trainer.global_rank,
         world_size,
     )  # fmt: skip
+    loader = TimedLoader(loader)
     new_epoch.loader = loader
     _check_crop(settings, dataset.patch_size, shards_dir)
     encoder = create_model(settings.backbone, in_chans=dataset.n_bands)
@@ -543,9 +592,14 @@ def pretrain(
             where = out.checkpoints.resolve() if out.checkpoints.exists() else out.checkpoints
             print(f"pretrain: no checkpoint in {where} to resume from; starting afresh")
 
+    device = trainer.strategy.root_device  # this rank's device (cuda:LOCAL_RANK under DDP)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
+    peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    broadcast_buffers_from_zero(module)  # every rank holds the model rank 0 publishes
 
     run = _record(
         settings,
@@ -557,6 +611,8 @@ def pretrain(
         world_size=world_size,
         seconds=seconds,
         resumed=ckpt_path is not None,
+        peak_gpu_mb=peak_gpu_mb,
+        data_wait_seconds=loader.wait_seconds,
     )
     run = _publish_on_rank_zero(trainer, out, module.encoder, run)
     if trainer.is_global_zero:

@@ -51,6 +51,10 @@ class Pretraining(StageResult):
     collapse: dict = field(default_factory=dict)  # feature std, effective rank, collapsed
     usage: Usage | None = None
     mlflow_model_id: str | None = None  # the encoder's LoggedModel (models:/<id>)
+    # torch.cuda.max_memory_allocated of the training process during fit (MB); under DDP each
+    # rank has its own GPU and this is rank 0's; None when it trained on the CPU
+    peak_gpu_mb: float | None = None
+    data_wait_share: float | None = None  # share of training time rank 0 waited for data
 
     @property
     def loss_png(self) -> Path:
@@ -76,14 +80,23 @@ class Pretraining(StageResult):
             **{f"registered/{name}": version for name, version in self.model_versions},
             "checkpoint": self.checkpoint,
             **usage_metadata(self.usage),
+            # the training process's own GPU peak (rank 0's under DDP) over the stage's sampler
+            **({"peak_gpu_mb": self.peak_gpu_mb} if self.peak_gpu_mb is not None else {}),
+            **(
+                {"data_wait_share": self.data_wait_share}
+                if self.data_wait_share is not None
+                else {}
+            ),
         }
 
     def summary(self) -> str:
         loss = "n/a (no step run)" if self.final_loss is None else f"{self.final_loss:.4f}"
         registered = ", ".join(f"{n} v{v}" for n, v in self.model_versions) or "nothing"
+        gpu = "" if self.peak_gpu_mb is None else f", peak GPU memory {self.peak_gpu_mb:.0f} MB"
+        ranks = " (rank 0's)" if gpu and self.world_size > 1 else ""
         return (
-            f"pretrain: {self.method} {self.backbone} {self.steps} steps, final loss {loss}, "
-            f"registered {registered} -> {self.checkpoint}"
+            f"pretrain: {self.method} {self.backbone} {self.steps} steps, final loss {loss}"
+            f"{gpu}{ranks}, registered {registered} -> {self.checkpoint}"
         )
 
 
@@ -97,9 +110,11 @@ def pretrain(
     resume: bool = False,
     dagster_run_id: str | None = None,
     progress: bool = True,
+    callbacks: list | None = None,
 ) -> Pretraining:
     """Pretrain ``settings.backbone`` with ``settings.method`` on ``curated``'s train split
-    into ``out`` (``CheckpointLayout``); ``resume`` continues from ``out/checkpoints/last.ckpt``."""
+    into ``out`` (``CheckpointLayout``); ``resume`` continues from ``out/checkpoints/last.ckpt``.
+    ``callbacks``: Lightning callbacks given to the trainer (benchmarks time steps with them)."""
     from spectralearth import tracking as mlf
     from spectralearth.ssl.distributed import broadcast_from_zero, is_global_zero
     from spectralearth.stages.statistics import read_statistics
@@ -133,7 +148,15 @@ def pretrain(
                 model_id = mlf.new_encoder_model(tracking, run_id, lineage)
             with mlf.system_metrics(tracking, run_id):
                 run = _train(
-                    settings, curated, band_stats, staging, tracking, run_id, resume, progress
+                    settings,
+                    curated,
+                    band_stats,
+                    staging,
+                    tracking,
+                    run_id,
+                    resume,
+                    progress,
+                    callbacks,
                 )
             if rank_zero:
                 outcome = _publish(
@@ -180,6 +203,8 @@ def pretrain(
         collapse=run.collapse.as_json(),
         usage=usage.result,
         mlflow_model_id=outcome.get("model_id"),
+        peak_gpu_mb=run.peak_gpu_mb,
+        data_wait_share=run.data_wait_share,
     )
 
 
@@ -195,7 +220,9 @@ def _prepare_staging(
         os.symlink(layout.checkpoints.resolve(), staging.checkpoints, target_is_directory=True)
 
 
-def _train(settings, curated, band_stats, staging, tracking, run_id, resume, progress) -> dict:
+def _train(
+    settings, curated, band_stats, staging, tracking, run_id, resume, progress, callbacks
+) -> dict:
     from spectralearth import tracking as mlf
     from spectralearth.ssl.train import pretrain as train
 
@@ -208,6 +235,7 @@ def _train(settings, curated, band_stats, staging, tracking, run_id, resume, pro
         logger=logger,
         resume=resume,
         progress=progress,
+        callbacks=callbacks,
     )
 
 
