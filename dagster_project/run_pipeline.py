@@ -62,8 +62,23 @@ def _materialize(instance, selection, partition_key=None) -> None:
         )
 
 
+def _instance() -> dg.DagsterInstance:
+    """$DAGSTER_HOME's instance; one line naming the folder when it cannot be used (unset,
+    read-only, full) instead of Dagster's traceback."""
+    import os
+
+    home = os.environ.get("DAGSTER_HOME", "")
+    try:
+        return dg.DagsterInstance.get()
+    except (OSError, dg.DagsterInvariantViolationError) as exc:
+        raise SystemExit(
+            f"dagster: cannot use DAGSTER_HOME {home or '(unset)'}: {exc}. Point DAGSTER_HOME "
+            "at a writable folder (make run uses data/dagster_home)."
+        ) from None
+
+
 def main() -> int:
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     settings = load_settings()  # what the settings resource reads (params file, data dir)
     apply_limits(instance, settings.automation)
     _materialize(instance, ["scene_catalog"])

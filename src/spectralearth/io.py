@@ -11,6 +11,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+# SQLite's unix VFS takes file names of under 512 bytes, its "-journal" / "-wal" files
+# included: a database path longer than this fails with "unable to open database file"
+SQLITE_MAX_PATH = 503
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
@@ -44,11 +48,6 @@ def atomic_path(target: str | os.PathLike, fsync: bool = True) -> Iterator[Path]
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
-
-
-def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
 
 
 def flush_to_disk() -> None:

@@ -43,7 +43,6 @@ LATEST_ALIAS = "latest-pretrained"
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
 ENCODER_MODEL_NAME = "encoder"  # the LoggedModel's name within its run
-SQLITE_MAX_PATH = 4096  # longer paths fail inside sqlite's open() with no useful message
 MODELS_PREFIX = "models:/"
 
 
@@ -66,6 +65,8 @@ def check_store(tracking: TrackingSettings) -> None:
     if db is None:
         _check_remote(tracking.uri)
         return
+    from spectralearth.io import SQLITE_MAX_PATH
+
     if len(str(db)) > SQLITE_MAX_PATH:
         raise TrackingStoreError(
             f"MLflow store path is {len(str(db))} characters, longer than SQLite accepts: {db}; "

@@ -20,6 +20,7 @@ a later key wins its slot, when its folder is renamed in the same locked step.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import math
@@ -29,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from spectralearth.io import SQLITE_MAX_PATH
 
 PIXEL_SIZE_M = 30.0
 MAX_LOCATION_ID = 9_999_999
@@ -169,9 +172,23 @@ class Registry:
             con.close()
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
+        try:
+            con = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+        except sqlite3.OperationalError as exc:
+            # an error of the output folder (curation stops instead of rejecting each product)
+            length = len(str(Path(self.path).resolve()))
+            if length > SQLITE_MAX_PATH:
+                raise OSError(
+                    errno.ENAMETOOLONG,
+                    f"the location registry's path is {length} characters, longer than SQLite "
+                    f"accepts ({SQLITE_MAX_PATH}): use a shorter curated folder path",
+                    str(self.path),
+                ) from None
+            raise OSError(
+                errno.EIO, f"cannot open the location registry ({exc})", str(self.path)
+            ) from None
         return con
 
     @contextmanager
