@@ -54,7 +54,6 @@ ASSETS = [
     "scene_catalog",
     "patch_index",
     "dataset_summary",
-    "release_index",
     "band_statistics",
     "pretrained_checkpoint",
 ]
