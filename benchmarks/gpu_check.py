@@ -24,7 +24,7 @@ Then it evaluates the first model's checkpoint on the synthetic land-cover task 
 
 The data are made on the spot by the library itself: a synthetic EnMAP L2A archive
 (``spectralearth.synth``, written by parallel workers) curated by the curation stage
-(``curate_scene`` in parallel, then ``patch_index``, ``training_store``, ``band_statistics``),
+(``curate_scene`` in parallel, then ``patch_index``, ``band_statistics``),
 so whatever training store curation writes is the one read. Clouds and snow are kept (only
 throughput is measured). ``--data DIR`` keeps it for a rerun.
 
@@ -145,7 +145,7 @@ def make_data(params: Path, scale: Scale, workers: int) -> dict:
     from spectralearth.config import load_settings
     from spectralearth.enmap.archive import find_scenes, newest_processings
     from spectralearth.patches.curate import scene_key_for
-    from spectralearth.stages.curate import patch_index, training_store
+    from spectralearth.stages.curate import patch_index
     from spectralearth.stages.downstream import downstream_dataset
     from spectralearth.stages.statistics import band_statistics
 
@@ -189,7 +189,6 @@ def make_data(params: Path, scale: Scale, workers: int) -> dict:
             )
         )  # fmt: skip
     index = patch_index(layout.patches, s.curate)
-    store = training_store(layout.patches)
     stats = band_statistics(layout.patches)
     task = downstream_dataset(layout.patches, layout.labels, layout.downstream / names.SYNTH_TASK)
     made = {
@@ -198,7 +197,6 @@ def make_data(params: Path, scale: Scale, workers: int) -> dict:
         "locations": index.locations,
         "splits": dict(index.splits),
         "train_patches": stats.n_patches,
-        "store": store.summary(),
         "downstream": task.summary(),
         "synth_seconds": round(synth_seconds, 1),
         "curate_seconds": round(time.perf_counter() - start, 1),

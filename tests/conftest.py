@@ -13,6 +13,30 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_stay_in_their_test():
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` write process-wide state (module
+    globals and the environment): a test that calls them, directly or through the library,
+    must not point the later tests of its worker at its own store."""
+    import sys
+
+    before = {k: os.environ.get(k) for k in MLFLOW_URI_VARS}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])  # None: MLflow's default again
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread: tiny models gain nothing from two, and on a shared 2-core
