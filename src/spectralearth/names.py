@@ -20,6 +20,9 @@ METHODS: tuple[str, ...] = (MOCO, DINO, MAE)
 # learning-rate schedules of pretraining (spectralearth.ssl.base.lr_factor)
 MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN = "multistep", "cosine_to_zero", "cosine_over_run"
 LR_SCHEDULES: tuple[str, ...] = (MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN)
+# params.yaml pretraining profiles that prove the loop runs, not that pretraining learns:
+# every results table labels the numbers of their checkpoints a smoke test
+SMOKE_TEST_PROFILES: tuple[str, ...] = ("cpu-tiny",)
 
 
 # --- backbones (config as data; spectralearth.models builds them from these) -----------
@@ -170,6 +173,7 @@ __all__ = [
     "PROTOCOLS",
     "RANDOM_FOREST",
     "RANDOM_INIT",
+    "SMOKE_TEST_PROFILES",
     "SYNTH_TASK",
     "VIT_BACKBONES",
     "BackboneConfig",
