@@ -46,11 +46,18 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared,
+# oversubscribed CPU (load 10-18 on 2 cores) spinning threads made a Spec-ResNet-18 step
+# ~5x slower (16 s vs 3 s, same minutes, same process niceness).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,6 +67,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "benchmarks" / "out" / "bench_ssl"
 POTSDAM = REPO.parent / "shared" / "data" / "enmap_potsdam"
 PRETRAINED, RANDOM = "pretrained", "random_init"
+# random init with its BatchNorm statistics re-estimated on the probe's train patches: what
+# pretraining's gradient steps add beyond moving those statistics (pooled probes only)
+RANDOM_BN = "random_init_bn"
 FOREST = "random_forest"
 PROBES = ("knn", "linear", "frozen_dense", "potsdam")
 DENSE_METRICS = ("overall_accuracy", "macro_f1", "macro_iou")
@@ -223,12 +233,20 @@ def pretrain_run(settings, archive: Archive, out: Path, budget_s: float | None, 
         run = json.loads(run_file.read_text())
         if run.get("settings") == wanted and run.get("budget_s") == budget_s:
             return run
+    from spectralearth.ssl.collapse import RepresentationCollapseWarning
+
     stats, _ = read_statistics(archive.curated)
-    run = pretrain(
-        settings, archive.shards, stats, out, progress=False,
-        callbacks=[_budget_callback(budget_s)],
-    ).as_json()  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RepresentationCollapseWarning)
+        run = pretrain(
+            settings, archive.shards, stats, out, progress=False,
+            callbacks=[_budget_callback(budget_s)],
+        ).as_json()  # fmt: skip
+    warned = [w for w in caught if issubclass(w.category, RepresentationCollapseWarning)]
+    for w in warned:
+        print(f"bench_ssl: {out.name}: RepresentationCollapseWarning: {w.message}", flush=True)
     run["budget_s"] = budget_s
+    run["collapse_warning"] = bool(warned)
     run_file.write_text(json.dumps(run, indent=2) + "\n")
     return run
 
@@ -236,7 +254,8 @@ def pretrain_run(settings, archive: Archive, out: Path, budget_s: float | None, 
 # --- probes ------------------------------------------------------------------------------
 
 
-def _encoder(init: str, backbone: str, checkpoint: Path | None, bands: int, seed: int):
+def _encoder(init: str, backbone: str, checkpoint: Path | None, bands: int, seed: int,
+             splits=None, runtime=None):  # fmt: skip
     import torch
 
     from spectralearth.models import create_model, load_pretrained
@@ -245,7 +264,10 @@ def _encoder(init: str, backbone: str, checkpoint: Path | None, bands: int, seed
         return load_pretrained(checkpoint)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # downstream.run.load_encoder's random init
-        return create_model(backbone, in_chans=bands)
+        encoder = create_model(backbone, in_chans=bands)
+    if init == RANDOM_BN:
+        ssl_probes.recalibrate_batchnorm(encoder, splits[0].dataset, runtime=runtime)
+    return encoder
 
 
 def probe_splits(archive: Archive, train_fraction: float):
@@ -300,6 +322,29 @@ def dense_probe(
     ]  # fmt: skip
 
 
+class ProbeCache:
+    """Probe results kept in ``folder`` (one JSON per encoder x probe settings), so that a
+    rerun, or another run sharing the same random-init baseline, reads them back."""
+
+    def __init__(self, folder: Path, archive: str, encoder: dict) -> None:
+        self.folder = Path(folder)
+        self.base = {"archive": archive, "encoder": encoder}
+
+    def get(self, probe: dict, compute):
+        import hashlib
+
+        key = json.dumps({**self.base, **probe}, sort_keys=True, default=str)
+        path = self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["value"]
+        value = compute()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": json.loads(key), "value": value}, default=float))
+        tmp.replace(path)
+        return value
+
+
 # --- the summary -------------------------------------------------------------------------
 
 
@@ -318,7 +363,14 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
             continue
         forest = rows[(rows["init"] == FOREST) & (rows["probe"] == probe)]
         forest = forest[forest["metric"] == metric]["value"]
+        control = rows[(rows["init"] == RANDOM_BN) & (rows["method"] == method)]
+        control = control[(control["probe"] == probe) & (control["metric"] == metric)]["value"]
         verdict = noise_verdict(p.mean(), p.std(), len(p), r.mean(), r.std(), len(r))
+        vs_control = (
+            noise_verdict(p.mean(), p.std(), len(p), control.mean(), control.std(), len(control))
+            if len(control)
+            else "-"
+        )
         larger = max(_nz(p.std()), _nz(r.std()))
         out.append(
             {
@@ -328,12 +380,14 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
                 "metric": metric,
                 "pretrained": _pm(p),
                 "random_init": _pm(r),
+                "random_init_bn": _pm(control) if len(control) else "-",
                 "random_forest": _pm(forest) if len(forest) else "-",
                 "delta": round(float(p.mean() - r.mean()), 4),
                 "delta_in_std": round(float((p.mean() - r.mean()) / larger), 2)
                 if larger > 0
                 else math.nan,
                 "verdict": verdict,
+                "vs_random_init_bn": vs_control,
                 "seeds": f"{len(p)}/{len(r)}",
                 "test_patches": int(g["test_patches"].max()),
                 "test_pixels": int(g["test_pixels"].max()) if g["test_pixels"].notna().any()
@@ -377,9 +431,18 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
                 "seconds": round(r["seconds"], 1),
                 "patches/s": r.get("patches_per_second"),
                 "loss first -> last": f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "-",
+                # the mean of the last 10% of steps beside MoCo's chance level, ln(K + 1): the
+                # loss when the positive key is no more similar than each of the K queued ones
+                "loss (last 10%)": round(float(np.mean(losses[-max(1, len(losses) // 10):])), 3)
+                if losses
+                else "-",
+                "chance ln(K+1)": round(math.log(r["settings"]["memory_bank_size"] + 1), 3)
+                if r["method"] == "moco"
+                else "-",
                 "feature_std x sqrt(D)": round(std * math.sqrt(c["dim"]), 3) if std else "-",
                 "effective_rank": round(c["effective_rank"], 2) if c.get("effective_rank") else "-",
                 "collapsed": c.get("collapsed"),
+                "warned": r.get("collapse_warning"),
             }
         )  # fmt: skip
     return pd.DataFrame(out)
@@ -417,6 +480,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-epochs", type=int, default=None, help="synthetic frozen protocol")
     p.add_argument("--probes", default=",".join(PROBES))
     p.add_argument("--fresh", action="store_true", help="retrain instead of reusing runs")
+    p.add_argument(
+        "--no-bn-control", dest="bn_control", action="store_false",
+        help="skip the random-init control with BatchNorm statistics of the data",
+    )  # fmt: skip
+    p.add_argument(
+        "--bn-control-seeds", type=int, nargs="+", default=None, metavar="SEED",
+        help="run the control for these seeds only (default: every seed; it costs a pass)",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="--profile paper on a CPU, tiny")
     p.add_argument("--tag", default=None, help="results folder name (default: the profile)")
     return p.parse_args(argv)
@@ -481,34 +552,61 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
             print(f"bench_ssl: {method} seed {seed}: {run['steps']} steps in "
                   f"{run['seconds']:.0f} s (collapse: {run['collapse']})", flush=True)  # fmt: skip
-            for init in (PRETRAINED, RANDOM):
+            control = args.bn_control and (
+                args.bn_control_seeds is None or seed in args.bn_control_seeds
+            )
+            for init in (PRETRAINED, RANDOM, *((RANDOM_BN,) if control else ())):
                 where = {"method": method, "backbone": settings.backbone, "init": init,
                          "seed": seed}  # fmt: skip
                 model = str(ckpt) if init == PRETRAINED else "random"
+                # what the probe results depend on: the encoder (a run's settings and step
+                # count, or the random init's backbone and seed) and the probe's settings
+                who = (
+                    {"run": str(ckpt), "settings": run["settings"], "steps": run["steps"]}
+                    if init == PRETRAINED
+                    else {init: settings.backbone, "seed": seed, "bands": bands}
+                )
+                memo = ProbeCache(args.cache / "probes", archive.root.name, who)
                 if {"knn", "linear"} & set(probes):
-                    if splits is None:
-                        splits = probe_splits(archive, args.train_fraction)
-                    enc = _encoder(init, settings.backbone, ckpt, bands, seed)
-                    pooled, collapse = pooled_probes(enc, splits, seed, runtime)
-                    add([r for r in pooled if r["probe"] in probes], **where)
-                    collapse_rows.append({**where, **collapse})
+
+                    def pooled(init=init, backbone=settings.backbone, seed=seed, ckpt=ckpt):
+                        nonlocal splits
+                        if splits is None:
+                            splits = probe_splits(archive, args.train_fraction)
+                        enc = _encoder(init, backbone, ckpt, bands, seed, splits, runtime)
+                        found, collapse = pooled_probes(enc, splits, seed, runtime)
+                        return {"rows": found, "collapse": collapse}
+
+                    got = memo.get({"probe": "pooled", "fraction": args.train_fraction}, pooled)
+                    add([r for r in got["rows"] if r["probe"] in probes], **where)
+                    collapse_rows.append({**where, **got["collapse"]})
+                if init == RANDOM_BN:
+                    continue  # the control runs the pooled probes only
                 if "frozen_dense" in probes:
-                    add(dense_probe(model, archive.task, dense, seed, settings.backbone, None,
-                                    "frozen_dense", fraction=args.train_fraction),
-                        **where)  # fmt: skip
+                    key = {"probe": "frozen_dense", "fraction": args.train_fraction,
+                           "epochs": dense.epochs}  # fmt: skip
+                    add(memo.get(key, lambda m=model, s=seed, b=settings.backbone: dense_probe(
+                        m, archive.task, dense, s, b, None, "frozen_dense",
+                        fraction=args.train_fraction)), **where)  # fmt: skip
                 if use_potsdam:
-                    add(dense_probe(model, args.potsdam, potsdam, seed, settings.backbone,
-                                    args.potsdam_head, "potsdam"), **where)  # fmt: skip
+                    key = {"probe": "potsdam", "epochs": potsdam.epochs, "head": args.potsdam_head}
+                    add(memo.get(key, lambda m=model, s=seed, b=settings.backbone: dense_probe(
+                        m, args.potsdam, potsdam, s, b, args.potsdam_head, "potsdam")),
+                        **where)  # fmt: skip
             print(f"bench_ssl: {method} seed {seed} probed in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
     forest_where = {"method": "-", "backbone": "none", "init": FOREST}
     for seed in args.seeds:
+        memo = ProbeCache(args.cache / "probes", archive.root.name, {"forest": seed})
         if use_potsdam:
-            add(dense_probe("random", args.potsdam, potsdam, seed, "none", None, "potsdam",
-                            baseline=FOREST), **forest_where, seed=seed)  # fmt: skip
+            add(memo.get({"probe": "potsdam"}, lambda s=seed: dense_probe(
+                "random", args.potsdam, potsdam, s, "none", None, "potsdam", baseline=FOREST)),
+                **forest_where, seed=seed)  # fmt: skip
         if "frozen_dense" in probes:
-            add(dense_probe("random", archive.task, dense, seed, "none", None, "frozen_dense",
-                            baseline=FOREST, fraction=args.train_fraction),
+            add(memo.get({"probe": "frozen_dense", "fraction": args.train_fraction},
+                         lambda s=seed: dense_probe(
+                "random", archive.task, dense, s, "none", None, "frozen_dense",
+                baseline=FOREST, fraction=args.train_fraction)),
                 **forest_where, seed=seed)  # fmt: skip
 
     table = pd.DataFrame(rows)

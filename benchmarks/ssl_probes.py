@@ -3,9 +3,10 @@ split, a patch-level label (the dominant class), kNN and a linear probe, and the
 measures of the features.
 
 A probe never trains the encoder: it runs once over the split in eval mode without
-gradients (``spectralearth.downstream.protocols.extract_features`` with ``pooled=True``:
-the encoder's global-average-pooled embedding, or a ViT's class token) and fits a small
-classifier on the embeddings.
+gradients (``spectralearth.downstream.protocols.extract_features``) and fits a small
+classifier on the global average of the feature map: a Spec-ResNet's pooled embedding,
+the mean of a Spec-ViT's patch tokens (not its class token, which MAE never trains
+directly: one definition for every encoder).
 
 - **kNN** (DINO's protocol, Caron et al. 2021): cosine similarity to the L2-normalised train
   embeddings, the ``k`` nearest vote with weight ``exp(sim / T)`` (k = 20, T = 0.07).
@@ -78,10 +79,11 @@ def pooled_split(
     was_training = encoder.training
     encoder.eval()
     try:
-        feats, _ = extract_features(encoder, split.dataset, batch_size, runtime, pooled=True)
+        feats, _ = extract_features(encoder, split.dataset, batch_size, runtime)
     finally:
         encoder.train(was_training)
-    return PooledSplit(feats.numpy().astype(np.float64), split.labels)
+    pooled = feats.mean(dim=(2, 3))  # global average of the feature map (ViT: patch tokens)
+    return PooledSplit(pooled.numpy().astype(np.float64), split.labels)
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -133,3 +135,32 @@ def feature_collapse(features: np.ndarray) -> dict[str, float]:
         "std_x_sqrt_dim": std * float(np.sqrt(z.shape[1])),
         "effective_rank": effective_rank(z),
     }
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: torch.nn.Module, dataset, batch_size: int = 16, runtime=None):
+    """Re-estimate every BatchNorm's running mean and variance on ``dataset`` (train mode,
+    no gradient, a cumulative average over one pass); the weights do not change.
+
+    The control of "random init + the data's statistics": pretraining moves the running
+    statistics of every BatchNorm to the data as a side effect, and a frozen encoder is
+    read in eval mode with them, so part of a pretrained encoder's gain over random init
+    (whose statistics are the initial 0 / 1) may be these statistics alone.
+    """
+    from torch.utils.data import DataLoader
+
+    device = runtime.device if runtime is not None else torch.device("cpu")
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    encoder.to(device).train()
+    try:
+        for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            encoder.forward_features(images.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        encoder.eval().cpu()
+    return encoder

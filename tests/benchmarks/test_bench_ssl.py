@@ -66,6 +66,34 @@ def test_dominant_label_is_the_most_frequent_labelled_class(probes):
     assert list(split.labels) == [0, 2] and len(split.dataset) == 2
 
 
+def test_batchnorm_recalibration_moves_the_statistics_not_the_weights(probes):
+    """The random-init control: running mean/var become the data's, weights stay."""
+    import torch
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    encoder.forward_features = encoder.forward
+    weights = [p.detach().clone() for p in encoder.parameters()]
+    data = [(torch.full((3, 2, 2), 5.0) + torch.randn(3, 2, 2), 0) for _ in range(8)]
+    probes.recalibrate_batchnorm(encoder, data, batch_size=4)
+    bn = encoder[1]
+    conv = encoder[0](torch.stack([x for x, _ in data]))
+    torch.testing.assert_close(bn.running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert bn.momentum == 0.1 and not encoder.training  # restored, left in eval mode
+    assert all(torch.equal(a, b) for a, b in zip(weights, encoder.parameters(), strict=True))
+
+
+def test_probe_cache_computes_once_per_key(tmp_path):
+    bench = _load("bench_ssl")
+    calls = []
+    cache = bench.ProbeCache(tmp_path, "archive-a", {"random_init": "r18", "seed": 0})
+    assert cache.get({"probe": "pooled"}, lambda: calls.append(1) or {"v": 1}) == {"v": 1}
+    assert cache.get({"probe": "pooled"}, lambda: calls.append(1) or {"v": 2}) == {"v": 1}
+    other = bench.ProbeCache(tmp_path, "archive-a", {"random_init": "r18", "seed": 1})
+    assert other.get({"probe": "pooled"}, lambda: calls.append(1) or {"v": 3}) == {"v": 3}
+    assert len(calls) == 2 and len(list(tmp_path.glob("*.json"))) == 2
+
+
 def test_collapsed_features_read_as_collapsed(probes):
     rng = np.random.default_rng(0)
     healthy = probes.feature_collapse(rng.normal(size=(64, 32)))
@@ -84,7 +112,7 @@ def test_bench_ssl_end_to_end_on_a_budget_of_seconds(tmp_path):
         "--cache", str(tmp_path), "--scenes", "6", "--size", "128", "--patch-size", "32",
         "--methods", "moco,mae", "--seeds", "0", "1", "--steps", "2", "--no-potsdam",
         "--dense-epochs", "1", "--set", "batch_size=4", "--set", "crop_size=16",
-        "--set", "memory_bank_size=8", "--tag", "tiny",
+        "--set", "memory_bank_size=8", "--tag", "tiny", "--bn-control-seeds", "0",
     ]  # fmt: skip
     assert bench.main(argv) == 0
     out = tmp_path / "results" / "tiny"
@@ -95,9 +123,11 @@ def test_bench_ssl_end_to_end_on_a_budget_of_seconds(tmp_path):
     assert got == {
         (m, i, s, p)
         for m in ("moco", "mae")
-        for i in (bench.PRETRAINED, bench.RANDOM)
+        for i in (bench.PRETRAINED, bench.RANDOM, bench.RANDOM_BN)
         for s in (0, 1)
         for p in ("knn", "linear", "frozen_dense")
+        # the control: pooled probes only, and only for --bn-control-seeds
+        if i != bench.RANDOM_BN or (p != "frozen_dense" and s == 0)
     }
     assert set(encoders.loc[encoders["method"] == "mae", "backbone"]) == {"spec_vit_tiny"}
     forest = rows[rows["init"] == bench.FOREST]
@@ -108,6 +138,7 @@ def test_bench_ssl_end_to_end_on_a_budget_of_seconds(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "## Probes: pretrained vs random init" in summary and "delta_in_std" in summary
     assert "feature_std x sqrt(D)" in summary
+    assert "random_init_bn" in summary and "chance ln(K+1)" in summary
     runs = pd.read_json(out / "runs.json")
     assert list(runs["steps"]) == [2, 2, 2, 2] and set(runs["profile"]) == {"cpu-small"}
 
