@@ -222,17 +222,25 @@ def _overrides(pairs: Sequence[str], method: str) -> dict:
     return out
 
 
+def cached_run(settings, out: Path, budget_s: float | None) -> dict | None:
+    """The run.json in ``out`` when it was trained with these settings and budget, else None."""
+    run_file = out / "run.json"
+    wanted = json.loads(json.dumps(dataclasses.asdict(settings), default=list))
+    if run_file.is_file():
+        run = json.loads(run_file.read_text())
+        if run.get("settings") == wanted and run.get("budget_s") == budget_s:
+            return run
+    return None
+
+
 def pretrain_run(settings, archive: Archive, out: Path, budget_s: float | None, fresh: bool):
     """Pretrain into ``out`` (reused when its run.json has the same settings) -> run.json."""
     from spectralearth.ssl.train import pretrain
     from spectralearth.stages.statistics import read_statistics
 
     run_file = out / "run.json"
-    wanted = json.loads(json.dumps(dataclasses.asdict(settings), default=list))
-    if run_file.is_file() and not fresh:
-        run = json.loads(run_file.read_text())
-        if run.get("settings") == wanted and run.get("budget_s") == budget_s:
-            return run
+    if not fresh and (run := cached_run(settings, out, budget_s)) is not None:
+        return run
     from spectralearth.ssl.collapse import RepresentationCollapseWarning
 
     stats, _ = read_statistics(archive.curated)
@@ -481,6 +489,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probes", default=",".join(PROBES))
     p.add_argument("--fresh", action="store_true", help="retrain instead of reusing runs")
     p.add_argument(
+        "--reuse-only", action="store_true",
+        help="summarise the runs already trained: skip a method x seed with no cached run",
+    )  # fmt: skip
+    p.add_argument(
         "--no-bn-control", dest="bn_control", action="store_false",
         help="skip the random-init control with BatchNorm statistics of the data",
     )  # fmt: skip
@@ -548,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = method_settings(args.profile, method, seed, args)
             ckpt = args.cache / "runs" / tag / f"{method}-{settings.backbone}-seed{seed}"
             t0 = time.perf_counter()
+            if args.reuse_only and cached_run(settings, ckpt, budget) is None:
+                print(f"bench_ssl: {method} seed {seed}: no cached run, skipped (--reuse-only)")
+                continue
             run = pretrain_run(settings, archive, ckpt, budget, args.fresh)
             runs.append(run)
             print(f"bench_ssl: {method} seed {seed}: {run['steps']} steps in "

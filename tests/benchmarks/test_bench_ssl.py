@@ -146,6 +146,10 @@ def test_bench_ssl_end_to_end_on_a_budget_of_seconds(tmp_path):
     ready = (archive / bench.READY).stat().st_mtime_ns
     run_json = next((tmp_path / "runs" / "tiny").glob("moco-*-seed0")) / "run.json"
     stamp = run_json.stat().st_mtime_ns
-    assert bench.main([*argv, "--methods", "moco", "--seeds", "0", "--probes", "knn"]) == 0
+    # seed 5 was never trained: --reuse-only leaves it out instead of training it
+    again = [*argv, "--methods", "moco", "--seeds", "0", "5", "--probes", "knn", "--reuse-only"]
+    assert bench.main(again) == 0
     assert (archive / bench.READY).stat().st_mtime_ns == ready  # archive reused
     assert run_json.stat().st_mtime_ns == stamp  # run reused (same settings)
+    assert not (run_json.parent.parent / run_json.parent.name.replace("seed0", "seed5")).exists()
+    assert set(pd.read_csv(out / "rows.csv")["seed"]) == {0}
