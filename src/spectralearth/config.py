@@ -218,6 +218,10 @@ class PretrainSettings:
     #   tokens too, as the reference code does; False: lightly's get_weight_decay_parameters
     sync_batchnorm: bool = False  # BatchNorm statistics over all devices (reference: on)
     collapse_std_fraction: float = 0.1  # collapsed when feature std < this / sqrt(dim)
+    # EMA momentum of MoCo's key encoder / DINO's teacher at the start of the run (None: the
+    # reference's 0.999 / 0.996). A run of a few hundred steps needs less (e.g. 0.99): at
+    # 0.999 the key encoder is still ~80% its random init after 200 steps.
+    ema_momentum: float | None = None
 
     def __post_init__(self) -> None:
         from spectralearth.names import BACKBONES, METHODS
@@ -244,6 +248,10 @@ class PretrainSettings:
                 (
                     self.crop_scale is None or len(self.crop_scale) == 2,
                     "crop_scale must be two numbers",
+                ),
+                (
+                    self.ema_momentum is None or 0.0 <= self.ema_momentum < 1.0,
+                    f"ema_momentum {self.ema_momentum} must lie in [0, 1)",
                 ),
                 (
                     self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,

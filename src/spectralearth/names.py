@@ -24,6 +24,9 @@ LR_SCHEDULES: tuple[str, ...] = (MULTISTEP, COSINE_TO_ZERO, COSINE_OVER_RUN)
 # torchrun when the profile runs several processes, else in the Dagster process
 AUTO_LAUNCH, IN_PROCESS, TORCHRUN = "auto", "in_process", "torchrun"
 LAUNCHERS: tuple[str, ...] = (AUTO_LAUNCH, IN_PROCESS, TORCHRUN)
+# params.yaml pretraining profiles that prove the loop runs, not that pretraining learns:
+# every results table labels the numbers of their checkpoints a smoke test
+SMOKE_TEST_PROFILES: tuple[str, ...] = ("cpu-tiny",)
 
 
 # --- backbones (config as data; spectralearth.models builds them from these) -----------
@@ -174,6 +177,7 @@ __all__ = [
     "PROTOCOLS",
     "RANDOM_FOREST",
     "RANDOM_INIT",
+    "SMOKE_TEST_PROFILES",
     "SYNTH_TASK",
     "VIT_BACKBONES",
     "BackboneConfig",

@@ -6,11 +6,22 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from spectralearth.downstream.report import results_markdown, summarize
+from spectralearth.downstream.report import (
+    HIGHER,
+    LOWER,
+    NOISE_UNKNOWN,
+    WITHIN_NOISE,
+    comparisons,
+    noise_verdict,
+    results_markdown,
+    smoke_test_note,
+    summarize,
+)
 from spectralearth.downstream.run import EVALUATION_COLUMNS, write_evaluations
 
 
-def _rows(model, protocol, values, seconds, dataset="synth_landcover", split="test"):
+def _rows(model, protocol, values, seconds, dataset="synth_landcover", split="test", profile=None):
+    baseline = model in ("random_init", "random_forest")
     return [
         {
             "model": model,
@@ -25,6 +36,9 @@ def _rows(model, protocol, values, seconds, dataset="synth_landcover", split="te
             "value": v,
             "seconds": seconds * (1 + 0.1 * seed),
             "peak_mem_mb": 100.0 + seed,
+            "patches": 24 if split == "test" else 8,
+            "pixels": 24 * 64 * 64 - 5 if split == "test" else 8 * 64 * 64,
+            "profile": "none" if baseline else (profile or "cpu-small"),
         }
         for seed, v in enumerate(values)
     ]
@@ -66,7 +80,76 @@ def test_markdown_puts_baselines_last_side_by_side(rows):
     ]
     line = md.splitlines()[2]
     assert "0.850 ± 0.050" in line and "0.600 ± 0.100" in line and "| 0.700 |" in line
-    assert "mean ± std over 3 seeds" in md
+    assert "mean ± sample std over seeds" in md
+
+
+def test_tables_state_test_size_seeds_and_noise(rows):
+    """The table says how many test patches and labelled pixels it scores (not the val
+    split's), how many seeds each column averages, and which differences are noise."""
+    md = results_markdown(summarize(rows))
+    assert "synth_landcover: 24 patches, 98,299 labelled pixels" in md
+    assert "8 patches" not in md  # the val rows' size is not the test split's
+    seeds = md.split("Seeds: ")[1].split("\n")[0]
+    assert "moco-spec_resnet18 (frozen) 3" in seeds and "random_forest 1" in seeds
+    table = comparisons(summarize(rows)).set_index(["model", "baseline"])
+    # frozen 0.85 ± 0.05 vs random init 0.60 ± 0.10: 0.25 >= 2 x 0.10
+    frozen = table.loc[("moco-spec_resnet18 (frozen)", "random_init (frozen)")]
+    assert frozen["difference"] == pytest.approx(0.25) and frozen["verdict"] == HIGHER
+    # the forest ran once: the noise is the checkpoint's (2 x 0.05); 0.15 is beyond it
+    forest = table.loc[("moco-spec_resnet18 (frozen)", "random_forest")]
+    assert forest["verdict"] == HIGHER
+    # random init is compared under the same protocol only: full has no random init
+    assert ("moco-spec_resnet18 (full)", "random_init (frozen)") not in table.index
+    assert "**Against the baselines.**" in md and "within noise" in md
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "verdict"),
+    [
+        ((0.81, 0.05, 3), (0.70, 0.04, 3), HIGHER),  # 0.11 >= 2 x 0.05: counts
+        ((0.80, 0.06, 3), (0.70, 0.04, 3), WITHIN_NOISE),  # 0.10 < 2 x 0.06
+        ((0.60, 0.01, 3), (0.70, 0.02, 3), LOWER),
+        ((0.80, float("nan"), 1), (0.70, float("nan"), 1), NOISE_UNKNOWN),
+        ((0.71, float("nan"), 1), (0.70, 0.01, 3), WITHIN_NOISE),  # one side's std
+        ((0.70, 0.0, 3), (0.70, 0.0, 3), WITHIN_NOISE),  # identical, no spread
+    ],
+)
+def test_noise_rule(a, b, verdict):
+    assert noise_verdict(*a, *b) == verdict
+
+
+def test_a_difference_within_noise_is_called_so(rows):
+    close = pd.DataFrame(
+        _rows("moco-spec_resnet18", "frozen", [0.62, 0.70, 0.66], 10.0)
+        + _rows("random_init", "frozen", [0.5, 0.6, 0.7], 10.0),
+        columns=list(EVALUATION_COLUMNS),
+    )
+    table = comparisons(summarize(close))
+    assert list(table["verdict"]) == [WITHIN_NOISE]
+    assert "| +0.060 | within noise |" in results_markdown(summarize(close))
+
+
+def test_a_smoke_test_checkpoint_is_labelled_so(rows):
+    """`make run`'s cpu-tiny checkpoint: the report says its numbers are a smoke test; a
+    checkpoint of another profile gets no such line."""
+    assert smoke_test_note(summarize(rows)) is None
+    assert "Smoke test" not in results_markdown(summarize(rows))
+    tiny = pd.DataFrame(
+        _rows("moco-spec_resnet18", "frozen", [0.8], 10.0, profile="cpu-tiny")
+        + _rows("random_init", "frozen", [0.5], 10.0),
+        columns=list(EVALUATION_COLUMNS),
+    )
+    md = results_markdown(summarize(tiny))
+    assert md.startswith("**Smoke test, not a result.** moco-spec_resnet18 (profile cpu-tiny)")
+    assert "noise unknown (one seed)" in md and "Test split, one seed." in md
+
+
+def test_rows_written_before_sizes_and_profiles_still_summarise(rows):
+    old = rows.drop(columns=["patches", "pixels", "profile"])
+    s = summarize(old)
+    assert s["patches"].isna().all() and set(s["profile"]) == {"unknown"}
+    md = results_markdown(s)
+    assert "synth_landcover: size not recorded" in md and "Smoke test" not in md
 
 
 def test_benchmark_results_gathers_every_partition(rows, tmp_path):
@@ -88,6 +171,9 @@ def test_benchmark_results_gathers_every_partition(rows, tmp_path):
     report = results.report.read_text()
     assert "## Cost per protocol (P6)" in report and "| 4.00 |" in report
     assert "random_forest" in results_table(results)
+    # report.md, the CLI table and the Dagster metadata (the report) carry size and noise
+    for text in (report, results_table(results), str(info.metadata()["report"])):
+        assert "24 patches, 98,299 labelled pixels" in text and "**Against the baselines.**" in text
 
 
 def test_default_requests_give_the_forest_one_name_and_no_protocol(tmp_path):

@@ -330,7 +330,7 @@ def test_evaluate_encoder_spec_resnet18(dataset_dir, fake_inputs):
 # --- evaluate_model on the built dataset ----------------------------------------------------
 
 
-def test_checkpoint_and_random_init_rows_on_the_built_dataset(dataset_dir, tmp_path):
+def test_checkpoint_and_random_init_rows_on_the_built_dataset(dataset_dir, fake_inputs, tmp_path):
     """What `make run` evaluates: the checkpoint and random init on the built folder."""
     create_model, _ = _models()
     from safetensors.torch import save_file
@@ -369,6 +369,15 @@ def test_checkpoint_and_random_init_rows_on_the_built_dataset(dataset_dir, tmp_p
         assert df["peak_gpu_mem_mb"].isna().all()
     assert outcomes[0].classes == list(CLASSES.values())
     assert set(outcomes[0].details) == {(ckpt.name, 0, 1.0)}
+    # each row states the size of the split it scores and the checkpoint's profile
+    for split in ("val", "test"):
+        n = len((dataset_dir / "splits" / f"{split}.txt").read_text().split())
+        part = df[df["split"] == split]
+        assert (part["patches"] == n).all()
+        labelled = sum(fake_inputs["counts"]["class_pixels_by_split"][split].values())
+        assert (part["pixels"] == labelled).all() and 0 < labelled <= n * PATCH * PATCH
+    assert set(df.loc[df["model"] == ckpt.name, "profile"]) == {"unknown"}  # not in run.json
+    assert set(df.loc[df["model"] == "random_init", "profile"]) == {"none"}
 
     out = write_evaluations(outcomes[0], tmp_path / "results" / "evaluations.csv")
     back = pd.read_csv(out)

@@ -140,6 +140,17 @@ def test_deviations_are_named_settings():
         tiny_settings(crop_scale=[0.5, 0.2])
 
 
+def test_ema_momentum_sets_the_key_encoder_and_teacher_start():
+    # None keeps the reference's 0.999 (MoCo key encoder) / 0.996 (DINO teacher start)
+    assert _built("moco", "spec_resnet18").hparams.ema_momentum == 0.999
+    assert _built("dino").momentum(0) == pytest.approx(0.996)
+    assert _built("moco", "spec_resnet18", ema_momentum=0.99).hparams.ema_momentum == 0.99
+    dino = _built("dino", ema_momentum=0.99)
+    assert dino.momentum(0) == pytest.approx(0.99) and dino.hparams.momentum_end == 1.0
+    with pytest.raises(ValueError, match="ema_momentum 1.0 must lie in"):
+        tiny_settings(ema_momentum=1.0)
+
+
 def test_lr_schedules():
     # MoCo: MultiStepLR x0.1 at epochs 60 and 80 of 100 (here 10 steps per epoch)
     f = [lr_factor("multistep", s, 1000) for s in (0, 599, 600, 799, 800, 999)]

@@ -46,11 +46,27 @@ EVALUATION_COLUMNS = (
     "seconds",
     "peak_mem_mb",  # peak RSS of this evaluation (not of the process's life)
     "peak_gpu_mem_mb",  # peak torch.cuda.max_memory_allocated of it; NaN on the CPU
+    "patches",  # images of the split the row scores (its sample size) ...
+    "pixels",  # ... and, for segmentation, its labelled pixels (NaN for other tasks)
+    "profile",  # the checkpoint's pretraining profile (run.json); "none" for baselines
 )
 RANDOM = "random"
 RF = RANDOM_FOREST  # the per-pixel forest: one name, as a baseline and as a model
 DEFAULT_BACKBONE = "spec_resnet18"
 NO_RECIPE = "none"  # the random forest has no training recipe
+NO_PROFILE = "none"  # a baseline was not pretrained
+IMPORTED_PROFILE = "imported"  # weights trained elsewhere (spectralearth import-weights)
+
+
+def checkpoint_profile(run: Mapping[str, Any]) -> str:
+    """The pretraining profile a checkpoint's ``run.json`` records (``imported`` for
+    imported weights, ``unknown`` for a run.json written before profiles were recorded)."""
+    if run.get("profile"):
+        return str(run["profile"])
+    source = run.get("source")
+    if isinstance(source, Mapping) and source.get("kind") == "imported":
+        return IMPORTED_PROFILE
+    return "unknown"
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,7 +158,12 @@ def load_encoder(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             encoder = create_model(backbone, in_chans=bands)
-        return encoder, {"model": "random_init", "method": "none", "backbone": backbone}
+        return encoder, {
+            "model": "random_init",
+            "method": "none",
+            "backbone": backbone,
+            "profile": NO_PROFILE,
+        }
     path = Path(model)
     if not path.exists():
         raise FileNotFoundError(f"model {model!r}: no such checkpoint folder or file")
@@ -154,6 +175,7 @@ def load_encoder(
         "method": run.get("method", "unknown"),
         "backbone": run["backbone"],
         "in_chans": in_chans,
+        "profile": checkpoint_profile(run),
     }
     if in_chans != bands:
         if getattr(encoder, "spectral_adapter", None) is None:
@@ -275,7 +297,12 @@ def evaluate_model(
         if baseline is None:
             encoder, meta = load_encoder(model, train_full.bands, source.name, backbone, seed)
         else:
-            meta = {"model": RANDOM_FOREST, "method": "none", "backbone": "none"}
+            meta = {
+                "model": RANDOM_FOREST,
+                "method": "none",
+                "backbone": "none",
+                "profile": NO_PROFILE,
+            }
         for fraction in label_fractions:
             progress.update()
             train_ds = label_subset(train_full, fraction, seed)
@@ -326,7 +353,9 @@ def evaluate_model(
                     )
             details[(meta["model"], seed, fraction)] = result
             base = {
-                **{k: v for k, v in meta.items() if k in ("model", "method", "backbone")},
+                **{
+                    k: v for k, v in meta.items() if k in ("model", "method", "backbone", "profile")
+                },
                 **where,
                 "dataset": source.name,
                 "label_fraction": fraction,
@@ -336,8 +365,10 @@ def evaluate_model(
                 "peak_gpu_mem_mb": result["peak_gpu_mem_mb"],
             }
             if "val" in result:
-                rows += _metric_rows(result["val"], names, base, "val")
-            rows += _metric_rows(result, names, base, REPORT_SPLIT)
+                sizes = _sample_size(val_ds, result["val"], task)
+                rows += _metric_rows(result["val"], names, {**base, **sizes}, "val")
+            sizes = _sample_size(test_ds, result, task)
+            rows += _metric_rows(result, names, {**base, **sizes}, REPORT_SPLIT)
     progress.close()
     return EvaluationOutcome(
         rows=pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS)),
@@ -346,6 +377,18 @@ def evaluate_model(
         trained_model_dir=saved,
         recipe=NO_RECIPE if baseline else recipe_name,
     )
+
+
+def _sample_size(dataset, result: Mapping[str, Any], task: str) -> dict[str, float]:
+    """The size of the split a result scores: its images, and for segmentation the
+    labelled pixels its metrics counted (``pixels`` of the metrics' confusion matrix)."""
+    from spectralearth.cards import SEGMENTATION
+
+    pixels = result.get("pixels") if task == SEGMENTATION else None
+    return {
+        "patches": len(dataset),
+        "pixels": float(pixels) if pixels is not None else float("nan"),
+    }
 
 
 def _runtime(settings: EvaluateSettings):

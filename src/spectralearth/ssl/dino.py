@@ -124,6 +124,7 @@ class DINO(SSLModule):
             "lr_milestones": settings.lr_milestones,
             "proj_hidden_dim": settings.head_hidden_dim,
             "betas": settings.adamw_betas,
+            "momentum_start": settings.ema_momentum,
         }
         return cls(
             encoder,

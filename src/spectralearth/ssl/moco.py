@@ -103,6 +103,7 @@ class MoCo(SSLModule):
             "lr_schedule": settings.lr_schedule,
             "lr_milestones": settings.lr_milestones,
             "proj_hidden_dim": settings.head_hidden_dim,
+            "ema_momentum": settings.ema_momentum,
         }
         return cls(
             encoder,
