@@ -23,6 +23,7 @@ import base64
 import contextlib
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from spectralearth.stages.result import Figure, Markdown, StageResult
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 # the reported metadata key that carries the stage's one-line summary
 SUMMARY_KEY = "summary"
+# how long a failed rank other than 0 waits before exiting under Pipes (see dagster_pipes)
+FAILED_RANK_GRACE_S = 15.0
 
 
 def launched_by_pipes() -> bool:
@@ -101,8 +104,17 @@ class PipesReport:
 def dagster_pipes() -> Iterator[PipesReport | None]:
     """The Pipes connection on global rank 0 of a process Dagster Pipes launched, else None.
     An exception inside is reported to Dagster (and raised on)."""
-    if not launched_by_pipes() or not is_global_zero():
+    if not launched_by_pipes():
         yield None
+        return
+    if not is_global_zero():
+        try:
+            yield None
+        except Exception:
+            # torchrun stops every rank once one fails: a refused input fails every rank at
+            # once, and rank 0 (the one reporting to Dagster) must say why before it is killed
+            time.sleep(FAILED_RANK_GRACE_S)
+            raise
         return
     from dagster_pipes import open_dagster_pipes
 
