@@ -69,3 +69,38 @@ def test_complex_values_and_bad_gains_are_refused():
         _decide(_sample([1, 2], np.complex64))
     with pytest.raises(ProductError, match="NaN or inf"):
         _decide(_sample([1000, 2000], np.int16), gain=np.full(1, np.nan))
+
+
+def test_the_open_time_sample_reads_each_window_from_one_tile(tmp_path):
+    """A window across a tile edge costs each band up to four tile decompressions: the
+    sample's windows are moved (by less than a window) into one tile each."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from spectralearth.enmap.values import SAMPLE_GRID, SAMPLE_WINDOW, read_sample
+
+    side, tile = 1200, 128
+    rows, cols = np.indices((side, side))
+    tile_id = (rows // tile * 100 + cols // tile).astype(np.int16)
+    path = tmp_path / "tiled.tif"
+    profile = dict(
+        driver="GTiff",
+        dtype="int16",
+        count=1,
+        width=side,
+        height=side,
+        tiled=True,
+        blockxsize=tile,
+        blockysize=tile,
+        transform=from_origin(0, 0, 30, 30),
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(tile_id[None])
+    with rasterio.open(path) as src:
+        sample = read_sample(src)
+    assert sample.shape == (1, SAMPLE_WINDOW, SAMPLE_GRID**2 * SAMPLE_WINDOW)
+    windows = np.split(sample[0], SAMPLE_GRID**2, axis=1)
+    assert all(np.unique(w).size == 1 for w in windows), "a window spans several tiles"
+    # still spread over the image: first and last tile rows and columns of the windows
+    ids = sorted(int(w[0, 0]) for w in windows)
+    assert ids[0] == 0 and ids[-1] // 100 >= (side - SAMPLE_WINDOW) // tile - 1
