@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 
 import rasterio  # noqa: E402
 
-from spectralearth.config import load_settings  # noqa: E402
+from spectralearth.config import filters_off, load_settings  # noqa: E402
 from spectralearth.patches.curate import curate_scene  # noqa: E402
 from spectralearth.synth import write_archive  # noqa: E402
 
@@ -33,18 +33,7 @@ ROUNDS = 5
 
 def main() -> None:
     # filters off: every window is kept and written, the most work curation can have
-    off = {
-        k: 1.0
-        for k in (
-            "max_nodata_frac",
-            "max_cloud_frac",
-            "max_snow_frac",
-            "max_haze_frac",
-            "max_cloudshadow_frac",
-            "max_cirrus_frac",
-        )
-    }
-    settings = load_settings(overrides={"curate": off}).curate
+    settings = load_settings(overrides={"curate": filters_off()}).curate
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         product = write_archive(tmp / "archive", tmp / "labels", scenes=1, size=SIZE, seed=1)[0]

@@ -12,23 +12,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from spectralearth.config import load_settings
+from spectralearth.config import filters_off, load_settings
 from spectralearth.patches.curate import curate_scene
 from spectralearth.patches.store import build_index
 from spectralearth.synth import write_archive
 
 SIZE = 1200
-OFF = {
-    k: 1.0
-    for k in (
-        "max_nodata_frac",
-        "max_cloud_frac",
-        "max_snow_frac",
-        "max_haze_frac",
-        "max_cloudshadow_frac",
-        "max_cirrus_frac",
-    )
-}
+OFF = filters_off()
 
 
 def main() -> None:

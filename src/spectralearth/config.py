@@ -138,6 +138,23 @@ class SynthSettings:
         )
 
 
+# Each quality filter's limit in CurateSettings (patches.curate.FILTERS applies them in order)
+FILTER_LIMITS = (
+    "max_nodata_frac",
+    "max_cloud_frac",
+    "max_snow_frac",
+    "max_haze_frac",
+    "max_cloudshadow_frac",
+    "max_cirrus_frac",
+)
+
+
+def filters_off() -> dict[str, float]:
+    """``curate`` overrides that keep every window (each filter's limit at 1): the most
+    work a scene can cost, for benchmarks and tests of the store."""
+    return dict.fromkeys(FILTER_LIMITS, 1.0)
+
+
 @dataclass(frozen=True)
 class CurateSettings:
     patch_size: int
@@ -156,16 +173,7 @@ class CurateSettings:
     def __post_init__(self) -> None:
         shares = [
             (_share(getattr(self, k)), f"{k}: {getattr(self, k)} must lie in [0, 1]")
-            for k in (
-                "max_nodata_frac",
-                "max_cloud_frac",
-                "max_snow_frac",
-                "max_haze_frac",
-                "max_cloudshadow_frac",
-                "max_cirrus_frac",
-                "val_frac",
-                "test_frac",
-            )
+            for k in (*FILTER_LIMITS, "val_frac", "test_frac")
         ]
         _check(
             [

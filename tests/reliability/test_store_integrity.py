@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectralearth.config import load_settings
+from spectralearth.config import filters_off, load_settings
 from spectralearth.data.dataset import PatchDataset
 from spectralearth.patches.lock import CurationBusyError, curation_lock, scene_lock
 from spectralearth.patches.reader import StoreIntegrityError, open_store
@@ -35,17 +35,7 @@ from spectralearth.patches.store import (
 from spectralearth.stages.curate import curate_archive
 from tests.helpers import REPO, make_shards, write_params
 
-LOOSE = {
-    k: 1.0
-    for k in (
-        "max_nodata_frac",
-        "max_cloud_frac",
-        "max_snow_frac",
-        "max_haze_frac",
-        "max_cloudshadow_frac",
-        "max_cirrus_frac",
-    )
-}
+LOOSE = filters_off()
 ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
 
 # Runs a curation in a fresh process, as `spectralearth curate` does (products, then the

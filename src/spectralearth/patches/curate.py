@@ -34,7 +34,7 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from spectralearth.config import CurateSettings
+from spectralearth.config import FILTER_LIMITS, CurateSettings
 from spectralearth.enmap.l2a import PRODUCT_NAME_RE, is_product_entry, product_name, scene_key_of
 from spectralearth.enmap.scene import COVER_FRACTIONS, NODATA, ProductError
 from spectralearth.enmap.view import SceneView, open_view
@@ -54,15 +54,9 @@ from spectralearth.patches.store import (
 )
 
 STAGING_DIR = ".staging"
-# Filter order: a window rejected for several reasons is counted under the first one.
-FILTERS = (
-    ("nodata", "nodata_frac", "max_nodata_frac"),
-    ("cloud", "cloud_frac", "max_cloud_frac"),
-    ("snow", "snow_frac", "max_snow_frac"),
-    ("haze", "haze_frac", "max_haze_frac"),
-    ("cloudshadow", "cloudshadow_frac", "max_cloudshadow_frac"),
-    ("cirrus", "cirrus_frac", "max_cirrus_frac"),
-)
+# (filter, index column, settings limit), in order: a window rejected for several reasons is
+# counted under the first one. "max_cloud_frac" -> ("cloud", "cloud_frac", "max_cloud_frac").
+FILTERS = tuple((limit[4:-5], limit[4:], limit) for limit in FILTER_LIMITS)
 # Scenes whose read buffer (the strips one row of windows spans, 202 bands, int16) fits this
 # size are read strip by strip; wider ones window by window.
 WHOLE_SCENE_MAX_BYTES = 2 * 1024**3
