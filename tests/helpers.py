@@ -1,9 +1,14 @@
-"""Helpers shared by the tests (no test file imports another): paths, a tiny params.yaml,
-fake shards, fake generic images, the fake downstream tree and a tiny encoder."""
+"""Helpers shared by the tests (no test file imports another): paths, a tiny params.yaml, a
+scratch git+DVC copy of the project, fake shards, fake generic images, the fake downstream
+tree and a tiny encoder."""
 
 from __future__ import annotations
 
+import os
 import runpy
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,75 @@ def tiny_params(data_dir: Path, **section_overrides) -> dict:
     for section, values in section_overrides.items():
         params[section].update(values)
     return params
+
+
+def run_ok(cmd, cwd, env, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``cmd``; with ``check``, fail the test with the tails of its output if it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def scratch_project(
+    root: Path, data: Path, params: dict, pipeline: dict | None = None, commit: bool = False
+) -> dict[str, str]:
+    """A scratch git+DVC copy of the project in ``root``: the repo's dvc.yaml (or
+    ``pipeline``), data.dvc, .dvc (plot templates) and ignore files, ``params`` as
+    params.yaml with ``data_dir: data``, a copy of the ``data`` folder, and the real ``src``
+    and ``expectations`` linked in (dvc.yaml's source deps are the real files); ``data.dvc``
+    committed to DVC, and with ``commit`` all of it to git (`dvc exp` starts from a commit).
+    Returns the environment to run the project's tools in."""
+    for name in ("data.dvc", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    if pipeline is None:
+        shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    else:
+        (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**params, "data_dir": "data"}, sort_keys=False)
+    )
+    shutil.copytree(data, root / "data")
+    (root / "src").symlink_to(REPO / "src")
+    (root / "expectations").symlink_to(REPO / "expectations")
+    home = root / "data" / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPECTRALEARTH_DATA_DIR", "SPECTRALEARTH_ARCHIVE", "MLFLOW_TRACKING_URI")
+    }
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
+        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
+        DAGSTER_HOME=str(home),
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GX_ANALYTICS_ENABLED="false",
+    )
+    run_ok(["git", "init", "-q"], root, env)
+    run_ok(["git", "config", "user.email", "tests@spectralearth.invalid"], root, env)
+    run_ok(["git", "config", "user.name", "spectralearth tests"], root, env)
+    run_ok(["dvc", "commit", "-f", "-q", "data.dvc"], root, env)
+    if commit:
+        run_ok(["git", "add", "-A"], root, env)
+        run_ok(["git", "commit", "-q", "-m", "scratch project"], root, env)
+    return env
+
+
+def tighter_cloud_threshold(index: pd.DataFrame) -> float:
+    """A cloud threshold that drops at least one patch but keeps train and test non-empty."""
+    for t in sorted(index["cloud_frac"].unique(), reverse=True)[1:]:
+        kept = index[index["cloud_frac"] <= t]
+        if len(kept) < len(index) and {"train", "test"} <= set(kept["split"]):
+            return float(t)
+    pytest.skip("the tiny archive has no cloudy patch whose removal keeps train and test non-empty")
 
 
 def write_params(folder: Path, **overrides) -> Path:

@@ -12,9 +12,6 @@ the ``evaluate`` stage (the scene maps after it are the end-to-end test's busine
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,24 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import REPO, tiny_params
+from tests.helpers import REPO, run_ok, scratch_project, tighter_cloud_threshold, tiny_params
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd, cwd, env, timeout=900):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-            f"{proc.stderr[-3000:]}"
-        )
-    return proc
-
-
 def _dvc_json(args, cwd, env):
-    return json.loads(_run(["dvc", *args, "--json"], cwd, env).stdout)
+    return json.loads(run_ok(["dvc", *args, "--json"], cwd, env).stdout)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, float]:
@@ -54,54 +41,19 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def project(tiny_archive, tmp_path_factory):
-    """A scratch git repository with the project's dvc.yaml, .dvc (plot templates), tiny
-    params and the tiny archive, committed (`dvc exp` needs a commit to start from)."""
+    """The scratch project with tiny params, committed (`dvc exp` needs a commit to start
+    from), its pipeline without the scene maps (slow, and no metric reads them)."""
     root = tmp_path_factory.mktemp("dvcexp")
-    for name in ("data.dvc", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    # the project's pipeline without the scene maps (slow, and no metric reads them)
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
     del pipeline["stages"]["maps"]
-    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     params = tiny_params(Path("data"), evaluate={"epochs": 1, "baselines": []})
-    params["data_dir"] = "data"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(tiny_archive.parent, root / "data")
-    (root / "src").symlink_to(REPO / "src")  # dvc.yaml's source deps are the real files
-    (root / "expectations").symlink_to(REPO / "expectations")
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}:{env['PATH']}",
-        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
-        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        GX_ANALYTICS_ENABLED="false",
-    )
-    for var in ("SPECTRALEARTH_DATA_DIR", "MLFLOW_TRACKING_URI", "SPECTRALEARTH_ARCHIVE"):
-        env.pop(var, None)
-    _run(["git", "init", "-q"], root, env)
-    _run(["git", "config", "user.email", "tests@spectralearth.invalid"], root, env)
-    _run(["git", "config", "user.name", "spectralearth tests"], root, env)
-    _run(["dvc", "commit", "-f", "-q", "data.dvc"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-q", "-m", "scratch project"], root, env)
+    env = scratch_project(root, tiny_archive.parent, params, pipeline, commit=True)
     return root, env
-
-
-def _tighter_cloud_threshold(index: pd.DataFrame) -> float:
-    """A cloud threshold that drops at least one patch but keeps train and test non-empty."""
-    for t in sorted(index["cloud_frac"].unique(), reverse=True)[1:]:
-        kept = index[index["cloud_frac"] <= t]
-        if len(kept) < len(index) and {"train", "test"} <= set(kept["split"]):
-            return float(t)
-    pytest.skip("the tiny archive has no cloudy patch whose removal keeps train and test non-empty")
 
 
 def test_metrics_experiments_and_plots(project, tmp_path):
     root, env = project
-    _run(["dvc", "repro", "-q"], root, env)  # what `make run` records with `dvc commit`
+    run_ok(["dvc", "repro", "-q"], root, env)  # what `make run` records with `dvc commit`
 
     # dvc metrics show: the pretraining loss and the test metrics of the checkpoint
     shown = _dvc_json(["metrics", "show"], root, env)
@@ -114,17 +66,17 @@ def test_metrics_experiments_and_plots(project, tmp_path):
         assert 0.0 <= value <= 1.0
 
     # what `make run` ends with: the workspace result saved as the experiment `baseline`
-    _run(["dvc", "exp", "save", "-q", "-n", "baseline"], root, env)
+    run_ok(["dvc", "exp", "save", "-q", "-n", "baseline"], root, env)
 
     # an evaluation parameter reruns the evaluation only
-    out = _run(["dvc", "exp", "run", "-n", "epochs2", "-S", "evaluate.epochs=2", "evaluate"],
-               root, env).stdout  # fmt: skip
+    out = run_ok(["dvc", "exp", "run", "-n", "epochs2", "-S", "evaluate.epochs=2", "evaluate"],
+                 root, env).stdout  # fmt: skip
     assert "Running stage 'evaluate'" in out and "Running stage 'pretrain'" not in out, out
     # a curation parameter reruns from curation on
     index = pd.read_parquet(root / "data" / "patches" / "index.parquet")
-    threshold = _tighter_cloud_threshold(index)
-    out = _run(["dvc", "exp", "run", "-n", "cloudier", "-S", f"curate.max_cloud_frac={threshold}",
-                "evaluate"], root, env).stdout  # fmt: skip
+    threshold = tighter_cloud_threshold(index)
+    out = run_ok(["dvc", "exp", "run", "-n", "cloudier", "-S", f"curate.max_cloud_frac={threshold}",
+                  "evaluate"], root, env).stdout  # fmt: skip
     for stage in ("curate", "pretrain", "evaluate"):
         assert f"Running stage '{stage}'" in out, out
     assert "Running stage 'catalog'" not in out
@@ -181,7 +133,7 @@ def test_metrics_experiments_and_plots(project, tmp_path):
     curve = plots["Test macro F1 per label fraction"][0]["content"]
     assert curve["encoding"]["color"]["field"] == "series"
     assert {d["rev"] for d in curve["data"]["values"]} == {"workspace", "baseline"}
-    _run(["dvc", "plots", "diff", "baseline", "-o", str(tmp_path / "plots")], root, env)
+    run_ok(["dvc", "plots", "diff", "baseline", "-o", str(tmp_path / "plots")], root, env)
     html = (tmp_path / "plots" / "index.html").read_text()
     for title in ("Pretraining loss", "Test confusion matrix (pixels)", "share of the training"):
         assert title in html

@@ -6,9 +6,7 @@ from curation on. Also checks MLflow got the run, metrics and a registered model
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,65 +14,22 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import REPO, tiny_params
+from tests.helpers import REPO, run_ok, scratch_project, tighter_cloud_threshold, tiny_params
 
 BIN = Path(sys.executable).parent
 
 
-def _run(cmd, cwd, env, check=True, timeout=900):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
-
-
 @pytest.fixture(scope="module")
 def project(tiny_archive, tmp_path_factory):
-    """A scratch git+DVC project with the repo's dvc.yaml/data.dvc and tiny params."""
+    """The scratch git+DVC project with the repo's dvc.yaml and tiny params."""
     root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "data.dvc", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    params = tiny_params(Path("data"))
-    params["data_dir"] = "data"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(tiny_archive.parent, root / "data")
-    # dvc.yaml deps name the library sources; link them so the stage graph is the real one
-    (root / "src").symlink_to(REPO / "src")
-    (root / "expectations").symlink_to(REPO / "expectations")
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}:{env['PATH']}",
-        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
-        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
-        DAGSTER_HOME=str(root / "data" / "dagster_home"),
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        GX_ANALYTICS_ENABLED="false",
-    )
-    env.pop("SPECTRALEARTH_DATA_DIR", None)
-    (root / "data" / "dagster_home").mkdir()
-    (root / "data" / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    _run(["git", "init", "-q"], root, env)
-    _run(["dvc", "commit", "-f", "data.dvc"], root, env)
-    return root, env
-
-
-def _tighter_cloud_threshold(index: pd.DataFrame) -> float:
-    """A cloud threshold that drops at least one patch but keeps train and test non-empty."""
-    for t in sorted(index["cloud_frac"].unique(), reverse=True)[1:]:
-        kept = index[index["cloud_frac"] <= t]
-        if len(kept) < len(index) and {"train", "test"} <= set(kept["split"]):
-            return float(t)
-    pytest.skip("the tiny archive has no cloudy patch whose removal keeps train and test non-empty")
+    return root, scratch_project(root, tiny_archive.parent, tiny_params(Path("data")))
 
 
 def test_dagster_then_dvc_then_param_change(project):
     root, env = project
     # 1. the Dagster CLI selection works beside dvc in this one environment
-    out = _run(
+    out = run_ok(
         [
             BIN / "dagster",
             "asset",
@@ -89,7 +44,7 @@ def test_dagster_then_dvc_then_param_change(project):
     )
     assert (root / "data" / "catalog" / "catalog.parquet").exists(), out.stderr[-2000:]
     # 2. the whole graph in-process (what `make run` does)
-    _run([sys.executable, "-m", "dagster_project.run_pipeline"], root, env)
+    run_ok([sys.executable, "-m", "dagster_project.run_pipeline"], root, env)
     evals = pd.read_csv(root / "data" / "results" / "evaluations.csv")
     ckpt = next((root / "data" / "models").iterdir())
     assert set(evals["model"]) == {ckpt.name, "random_init"}
@@ -126,35 +81,37 @@ def test_dagster_then_dvc_then_param_change(project):
     assert version.run_id == run["mlflow_run_id"]
 
     # 4. DVC agrees with what Dagster produced
-    _run(["dvc", "commit", "-f"], root, env)
-    status = _run(["dvc", "status"], root, env).stdout
+    run_ok(["dvc", "commit", "-f"], root, env)
+    status = run_ok(["dvc", "status"], root, env).stdout
     assert "up to date" in status, status
-    repro = _run(["dvc", "repro"], root, env).stdout
+    repro = run_ok(["dvc", "repro"], root, env).stdout
     assert "Running stage" not in repro, repro
 
     # 4b. push to a local remote, lose the data and the cache, pull it back byte for byte
-    _run(["dvc", "remote", "add", "--local", "-f", "-d", "local", str(root / "remote")], root, env)
-    _run(["dvc", "push"], root, env)
+    run_ok(
+        ["dvc", "remote", "add", "--local", "-f", "-d", "local", str(root / "remote")], root, env
+    )
+    run_ok(["dvc", "push"], root, env)
     index = root / "data" / "patches" / "index.parquet"
     before = index.read_bytes()
     shutil.rmtree(root / "data" / "patches")
     shutil.rmtree(root / ".dvc" / "cache")
-    _run(["dvc", "pull"], root, env)
+    run_ok(["dvc", "pull"], root, env)
     assert index.read_bytes() == before
-    assert "up to date" in _run(["dvc", "status"], root, env).stdout
+    assert "up to date" in run_ok(["dvc", "status"], root, env).stdout
 
     # 5. a patch parameter change reruns from curation on, not the catalogue
     index = pd.read_parquet(root / "data" / "patches" / "index.parquet")
-    threshold = _tighter_cloud_threshold(index)
+    threshold = tighter_cloud_threshold(index)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["curate"]["max_cloud_frac"] = threshold
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    repro = _run(["dvc", "repro"], root, env).stdout
+    repro = run_ok(["dvc", "repro"], root, env).stdout
     for stage in ("curate", "evaluate", "maps"):  # maps: the trained models changed
         assert f"Running stage '{stage}'" in repro, repro
     assert "Running stage 'catalog'" not in repro
     assert len(pd.read_parquet(root / "data" / "patches" / "index.parquet")) < len(index)
-    assert "up to date" in _run(["dvc", "status"], root, env).stdout
+    assert "up to date" in run_ok(["dvc", "status"], root, env).stdout
 
 
 def test_blocking_check_stops_downstream_assets(project, tmp_path):
@@ -169,7 +126,7 @@ def test_blocking_check_stops_downstream_assets(project, tmp_path):
     )
     shutil.copytree(root / "data" / "archive", tmp_path / "data" / "archive")
     shutil.copytree(root / "data" / "labels", tmp_path / "data" / "labels")
-    proc = _run([sys.executable, "-m", "dagster_project.run_pipeline"], root, env, check=False)
+    proc = run_ok([sys.executable, "-m", "dagster_project.run_pipeline"], root, env, check=False)
     assert proc.returncode != 0
     assert "patch_index_expectations" in (proc.stdout + proc.stderr)
     assert (tmp_path / "data" / "patches" / "index.parquet").exists()
