@@ -1,7 +1,9 @@
 """The walking skeleton end to end on a tiny archive, in a scratch copy of the project:
 Dagster materializes every asset (CLI `dagster asset materialize` and in-process), `dvc commit`
-records the outputs, `dvc repro` is then up to date, and a patch parameter change reruns
-from curation on. Also checks MLflow got the run, metrics and a registered model version."""
+records the outputs, `dvc repro` is then up to date, and a push/pull round trip restores the
+data byte for byte. Also checks MLflow got the run, metrics and a registered model version.
+What a parameter change reruns is walked by `dvc exp run -S` in test_dvc_experiments.py (a
+`dvc repro` after editing params.yaml here repeated it: ~70 s of the suite)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.helpers import REPO, run_ok, scratch_project, tighter_cloud_threshold, tiny_params
+from tests.helpers import REPO, run_ok, scratch_project, tiny_params
 
 BIN = Path(sys.executable).parent
 
@@ -98,19 +99,6 @@ def test_dagster_then_dvc_then_param_change(project):
     shutil.rmtree(root / ".dvc" / "cache")
     run_ok(["dvc", "pull"], root, env)
     assert index.read_bytes() == before
-    assert "up to date" in run_ok(["dvc", "status"], root, env).stdout
-
-    # 5. a patch parameter change reruns from curation on, not the catalogue
-    index = pd.read_parquet(root / "data" / "patches" / "index.parquet")
-    threshold = tighter_cloud_threshold(index)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["curate"]["max_cloud_frac"] = threshold
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    repro = run_ok(["dvc", "repro"], root, env).stdout
-    for stage in ("curate", "evaluate", "maps"):  # maps: the trained models changed
-        assert f"Running stage '{stage}'" in repro, repro
-    assert "Running stage 'catalog'" not in repro
-    assert len(pd.read_parquet(root / "data" / "patches" / "index.parquet")) < len(index)
     assert "up to date" in run_ok(["dvc", "status"], root, env).stdout
 
 
