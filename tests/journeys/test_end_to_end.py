@@ -27,7 +27,7 @@ def project(tiny_archive, tmp_path_factory):
     return root, scratch_project(root, tiny_archive.parent, tiny_params(Path("data")))
 
 
-def test_dagster_then_dvc_then_param_change(project):
+def test_dagster_then_dvc_then_push_and_pull(project):
     root, env = project
     # 1. the Dagster CLI selection works beside dvc in this one environment
     out = run_ok(
