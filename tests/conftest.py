@@ -76,8 +76,8 @@ def archive_copy(tiny_archive, tmp_path) -> Path:
 LONGEST_FIRST = (  # seconds per file in a full `make test` on 2 cores (2026-12-02)
     "dagster_project/test_daemon.py",  # 336
     "journeys/test_dvc_experiments.py",  # 204
-    "journeys/test_end_to_end.py",  # ~190
     "dagster_project/test_journey.py",  # 149
+    "journeys/test_end_to_end.py",  # ~116
     "benchmarks/test_gpu_check.py",  # 110
     "benchmarks/test_bench_ssl.py",  # 93
     "journeys/test_mlflow_server.py",  # 84

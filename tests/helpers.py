@@ -60,6 +60,26 @@ def run_ok(cmd, cwd, env, check: bool = True, timeout: int = 900) -> subprocess.
     return proc
 
 
+def project_env(root: Path, home: Path, **extra: str) -> dict[str, str]:
+    """The environment a project in ``root`` runs its tools in: this checkout's code and
+    virtual environment first, ``root/params.yaml``, DAGSTER_HOME ``home``, telemetry off,
+    and none of the caller's data, archive, deployment or MLflow settings; ``extra`` on top."""
+    leaks = ("SPECTRALEARTH_DATA_DIR", "SPECTRALEARTH_ARCHIVE", "SPECTRALEARTH_DEPLOYMENT")
+    env = {k: v for k, v in os.environ.items() if k not in (*leaks, "MLFLOW_TRACKING_URI")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
+        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
+        DAGSTER_HOME=str(home),
+        DAGSTER_DISABLE_TELEMETRY="1",
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GX_ANALYTICS_ENABLED="false",
+        **extra,
+    )
+    return env
+
+
 def scratch_project(
     root: Path, data: Path, params: dict, pipeline: dict | None = None, commit: bool = False
 ) -> dict[str, str]:
@@ -85,20 +105,7 @@ def scratch_project(
     home = root / "data" / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SPECTRALEARTH_DATA_DIR", "SPECTRALEARTH_ARCHIVE", "MLFLOW_TRACKING_URI")
-    }
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
-        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
-        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
-        DAGSTER_HOME=str(home),
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        GX_ANALYTICS_ENABLED="false",
-    )
+    env = project_env(root, home)
     run_ok(["git", "init", "-q"], root, env)
     run_ok(["git", "config", "user.email", "tests@spectralearth.invalid"], root, env)
     run_ok(["git", "config", "user.name", "spectralearth tests"], root, env)

@@ -31,27 +31,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import REPO, tiny_params
+from tests.helpers import REPO, project_env, tiny_params
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 DEADLINE_S = 1500  # the flow takes minutes on a quiet 2-core machine; a loaded one is slower
-
-
-def _env(root: Path, home: Path) -> dict:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=f"{REPO / 'src'}:{REPO}",
-        SPECTRALEARTH_PARAMS=str(root / "params.yaml"),
-        DAGSTER_HOME=str(home),
-        DAGSTER_DISABLE_TELEMETRY="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        GX_ANALYTICS_ENABLED="false",
-        OMP_NUM_THREADS="1",  # several run processes share 2 cores
-    )
-    env.pop("SPECTRALEARTH_DATA_DIR", None)
-    env.pop("SPECTRALEARTH_DEPLOYMENT", None)
-    return env
 
 
 def _sensor_states(instance) -> dict:
@@ -121,7 +105,7 @@ def test_a_dropped_product_flows_through_a_live_daemon(tmp_path):
     home = data / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the template
-    env = _env(root, home)
+    env = project_env(root, home, OMP_NUM_THREADS="1")  # several run processes, 2 cores
 
     # 1. fully materialized first: what `make run` does in Dagster
     done = subprocess.run(
